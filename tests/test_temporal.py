@@ -1,0 +1,98 @@
+"""Temporal building blocks: identity at init, AnimateDiff semantics, both GroupNorm modes."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from vidldm.models.temporal import (
+    TemporalConvBlock,
+    TemporalTransformer,
+    set_attention_backend,
+    sinusoidal_positions,
+)
+from vidldm.models.tiny import randomize_
+
+
+def animatediff_reference(m: TemporalTransformer, x: torch.Tensor, f: int) -> torch.Tensor:
+    """AnimateDiff's original motion module written out with plain ops (per-frame GroupNorm)."""
+    bf, c, h, w = x.shape
+    b = bf // f
+    hidden = F.group_norm(x, m.norm.num_groups, m.norm.weight, m.norm.bias, m.norm.eps)
+    hidden = hidden.permute(0, 2, 3, 1).reshape(bf, h * w, c)
+    hidden = F.linear(hidden, m.proj_in.weight, m.proj_in.bias)
+    # "(b f) d c -> (b d) f c"
+    hidden = hidden.reshape(b, f, h * w, c).permute(0, 2, 1, 3).reshape(b * h * w, f, c)
+    for block in m.transformer_blocks:
+        for attn, norm in zip(block.attention_blocks, block.norms):
+            n = F.layer_norm(hidden, (c,), norm.weight, norm.bias) + attn.pos_encoder.pe[:, :f]
+            heads = attn.heads
+            q, k, v = (F.linear(n, p.weight).reshape(-1, f, heads, c // heads).transpose(1, 2) for p in (attn.to_q, attn.to_k, attn.to_v))
+            scores = (q @ k.transpose(-1, -2)) / (c // heads) ** 0.5
+            out = (scores.softmax(-1) @ v).transpose(1, 2).reshape(-1, f, c)
+            hidden = F.linear(out, attn.to_out[0].weight, attn.to_out[0].bias) + hidden
+        n = F.layer_norm(hidden, (c,), block.ff_norm.weight, block.ff_norm.bias)
+        value, gate = F.linear(n, block.ff.net[0].proj.weight, block.ff.net[0].proj.bias).chunk(2, -1)
+        hidden = F.linear(value * F.gelu(gate), block.ff.net[2].weight, block.ff.net[2].bias) + hidden
+    hidden = F.linear(hidden, m.proj_out.weight, m.proj_out.bias)
+    hidden = hidden.reshape(b, h * w, f, c).permute(0, 2, 1, 3).reshape(bf, h * w, c)
+    return hidden.reshape(bf, h, w, c).permute(0, 3, 1, 2) + x
+
+
+@pytest.mark.parametrize("norm_mode", ["per_frame", "per_clip"])
+def test_fresh_transformer_is_identity(norm_mode):
+    m = TemporalTransformer(32, max_len=8, norm_mode=norm_mode)
+    x = torch.randn(2 * 5, 32, 4, 3)
+    assert torch.equal(m(x, num_frames=5), x)
+
+
+def test_transformer_matches_original_animatediff_per_frame():
+    torch.manual_seed(0)
+    m = randomize_(TemporalTransformer(32, heads=8, num_layers=2, max_len=8, norm_mode="per_frame"))
+    x = torch.randn(2 * 6, 32, 3, 5) * 3 + 1
+    torch.testing.assert_close(m(x, 6), animatediff_reference(m, x, 6), atol=1e-5, rtol=1e-5)
+
+
+def test_per_clip_norm_uses_clip_statistics():
+    torch.manual_seed(0)
+    per_frame = randomize_(TemporalTransformer(32, max_len=8, norm_mode="per_frame"))
+    per_clip = TemporalTransformer(32, max_len=8, norm_mode="per_clip")
+    per_clip.load_state_dict(per_frame.state_dict())
+    x = torch.randn(6, 32, 4, 4)
+    x[3:] *= 5  # frames with very different statistics
+    assert not torch.allclose(per_frame(x, 6), per_clip(x, 6), atol=1e-3)
+    # Frames with identical statistics normalise identically either way.
+    same = torch.randn(1, 32, 4, 4).repeat(6, 1, 1, 1)
+    torch.testing.assert_close(per_frame(same, 6), per_clip(same, 6), atol=1e-5, rtol=1e-5)
+
+
+def test_positions_are_animatediff_table():
+    pe = sinusoidal_positions(32, 8)
+    assert pe.shape == (1, 32, 8)
+    assert torch.allclose(pe[0, 3, 0], torch.sin(torch.tensor(3.0)))
+    assert torch.allclose(pe[0, 3, 1], torch.cos(torch.tensor(3.0)))
+
+
+def test_temporal_conv_identity_then_mixes_frames():
+    block = TemporalConvBlock(32, learned_mix=True)
+    x = torch.randn(2 * 4, 32, 3, 3)
+    assert torch.equal(block(x, 4), x)
+    randomize_(block)
+    y = block(x, 4)
+    x2 = x.clone()
+    x2[1] += 1  # frame 1 of clip 0 reaches the frames of its own clip only (the norm sees the clip)
+    y2 = block(x2, 4)
+    changed = [(y2[i] - y[i]).abs().max().item() > 1e-6 for i in range(8)]
+    assert changed == [True] * 4 + [False] * 4
+
+
+def test_xformers_backend_missing_names_package():
+    pytest.importorskip("torch")
+    try:
+        import xformers  # noqa: F401
+        pytest.skip("xformers installed")
+    except ImportError:
+        pass
+    with pytest.raises(ImportError, match="pip install xformers"):
+        set_attention_backend(TemporalTransformer(32), "xformers")
+    with pytest.raises(ValueError, match="sdpa"):
+        set_attention_backend(TemporalTransformer(32), "flash")

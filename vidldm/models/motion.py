@@ -1,0 +1,157 @@
+"""`MotionAdapter`: the temporal layers for one image UNet, saved and loaded on their own.
+
+Layout (the same keys as AnimateDiff's motion-module checkpoints, so those load as they are):
+
+    down_blocks.{i}.motion_modules.{j}.temporal_transformer.*   one per resnet of down block i
+    mid_block.motion_modules.0.temporal_transformer.*           optional (AnimateDiff v2+)
+    up_blocks.{i}.motion_modules.{j}.temporal_transformer.*     one per resnet of up block i
+    ...motion_modules.{j}.temporal_conv.*                       optional Video-LDM temporal conv
+
+`VideoUNet` runs module `j` of block `i` right after the `j`-th resnet (+ attention) of that
+block of the image UNet, at the block's channel width. Reading and writing other checkpoint
+formats (AnimateDiff files, diffusers' `MotionAdapter`) lives in `motion_formats.py`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
+from torch import nn
+
+from vidldm.errors import ShapeError
+from vidldm.models.temporal import NormMode, TemporalConvBlock, TemporalTransformer
+
+
+class MotionModule(nn.Module):
+    """The temporal layers that follow one spatial layer: `((B F), C, H, W)` in and out."""
+
+    def __init__(self, channels: int, *, heads: int, num_layers: int, max_len: int, norm_num_groups: int,
+                 norm_mode: NormMode, temporal_conv: bool):
+        super().__init__()
+        self.channels = channels
+        self.temporal_conv = TemporalConvBlock(channels, norm_num_groups=norm_num_groups) if temporal_conv else None
+        self.temporal_transformer = TemporalTransformer(
+            channels, heads=heads, num_layers=num_layers, max_len=max_len,
+            norm_num_groups=norm_num_groups, norm_mode=norm_mode,
+        )
+
+    def forward(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:
+        if self.temporal_conv is not None:
+            x = self.temporal_conv(x, num_frames)
+        return self.temporal_transformer(x, num_frames)
+
+
+class MotionBlock(nn.Module):
+    """Holds the motion modules of one UNet block (a container, so keys read `...motion_modules.{j}`)."""
+
+    def __init__(self, channels: int, count: int, **kwargs: Any):
+        super().__init__()
+        self.motion_modules = nn.ModuleList([MotionModule(channels, **kwargs) for _ in range(count)])
+
+
+def _per_block(value: int | Sequence[int], n: int, name: str) -> tuple[int, ...]:
+    if isinstance(value, int):
+        return (value,) * n
+    if len(value) != n:
+        raise ValueError(f"{name} has {len(value)} entries but there are {n} blocks")
+    return tuple(int(v) for v in value)
+
+
+class MotionAdapter(ModelMixin, ConfigMixin):
+    """Temporal layers laid out for a UNet with `block_out_channels` and `layers_per_block`.
+
+    Down block `i` gets `layers_per_block[i]` modules at `block_out_channels[i]` channels; up
+    block `i` (reversed order) gets `layers_per_block + 1`, matching the UNet's extra up resnet.
+    """
+
+    config_name = "config.json"
+    _supports_gradient_checkpointing = True
+
+    @register_to_config
+    def __init__(
+        self,
+        block_out_channels: Sequence[int] = (320, 640, 1280, 1280),
+        layers_per_block: int | Sequence[int] = 2,
+        use_mid_block: bool = True,
+        num_attention_heads: int = 8,
+        transformer_layers: int = 1,
+        max_seq_length: int = 32,
+        norm_num_groups: int = 32,
+        norm_mode: NormMode = "per_frame",
+        temporal_conv: bool = False,
+    ):
+        super().__init__()
+        n = len(block_out_channels)
+        layers = _per_block(layers_per_block, n, "layers_per_block")
+        common = dict(heads=num_attention_heads, num_layers=transformer_layers, max_len=max_seq_length,
+                      norm_num_groups=norm_num_groups, norm_mode=norm_mode, temporal_conv=temporal_conv)
+        self.down_blocks = nn.ModuleList([MotionBlock(c, k, **common) for c, k in zip(block_out_channels, layers)])
+        self.mid_block = MotionBlock(block_out_channels[-1], 1, **common) if use_mid_block else None
+        self.up_blocks = nn.ModuleList(
+            [MotionBlock(c, k + 1, **common) for c, k in zip(reversed(block_out_channels), reversed(layers))]
+        )
+
+    @classmethod
+    def from_unet_config(cls, unet_config: dict[str, Any] | Any, **overrides: Any) -> MotionAdapter:
+        """A fresh (zero-output) adapter shaped for a `UNet2DConditionModel` config (SD 1.x/2.x, SDXL, tiny)."""
+        config = dict(unet_config)
+        kwargs: dict[str, Any] = dict(
+            block_out_channels=tuple(config["block_out_channels"]),
+            layers_per_block=config.get("layers_per_block", 2),
+            use_mid_block=config.get("mid_block_type", "UNetMidBlock2DCrossAttn") is not None,
+            norm_num_groups=config.get("norm_num_groups", 32),
+        )
+        kwargs.update(overrides)
+        return cls(**kwargs)
+
+    @property
+    def max_seq_length(self) -> int:
+        return self.config.max_seq_length
+
+    def block_modules(self) -> dict[str, nn.ModuleList]:
+        """`{"down_blocks.0": modules, ..., "mid_block": modules, "up_blocks.0": ...}` in UNet order."""
+        out = {f"down_blocks.{i}": b.motion_modules for i, b in enumerate(self.down_blocks)}
+        if self.mid_block is not None:
+            out["mid_block"] = self.mid_block.motion_modules
+        out.update({f"up_blocks.{i}": b.motion_modules for i, b in enumerate(self.up_blocks)})
+        return out
+
+    def check_fits(self, unet: nn.Module) -> None:
+        """Raise a `ShapeError` naming the first UNet block whose layout the adapter does not match."""
+        def spatial(block: nn.Module) -> tuple[int, int]:
+            n = len(block.attentions) if block.__class__.__name__.startswith("UNetMid") else len(block.resnets)
+            return n, block.resnets[-1].out_channels
+
+        expected = {f"down_blocks.{i}": spatial(b) for i, b in enumerate(unet.down_blocks)}
+        if unet.mid_block is not None:
+            expected["mid_block"] = spatial(unet.mid_block)
+        expected.update({f"up_blocks.{i}": spatial(b) for i, b in enumerate(unet.up_blocks)})
+        ours = self.block_modules()
+        for name, modules in ours.items():
+            if name not in expected:
+                raise ShapeError(f"motion adapter does not fit the UNet: the adapter has {name} but the UNet does not")
+            count, channels = expected[name]
+            if modules[0].channels != channels:
+                raise ShapeError(
+                    f"motion adapter does not fit the UNet: {name} has {channels} channels in the UNet but "
+                    f"{modules[0].channels} in the adapter; use an adapter made for this base model"
+                )
+            if len(modules) != count:
+                raise ShapeError(
+                    f"motion adapter does not fit the UNet: {name} has {count} layers in the UNet but "
+                    f"{len(modules)} motion modules in the adapter; use an adapter made for this base model"
+                )
+        missing = [name for name in expected if name not in ours and not name.startswith("mid")]
+        if missing:
+            raise ShapeError(f"motion adapter does not fit the UNet: it has no motion modules for {missing[0]}")
+
+    @classmethod
+    def load(cls, path: str, **kwargs: Any) -> MotionAdapter:
+        """Load any supported format: a vidldm or diffusers folder, or an AnimateDiff `.ckpt`/`.safetensors`."""
+        from vidldm.models.motion_formats import load_motion_adapter
+
+        return load_motion_adapter(path, **kwargs)

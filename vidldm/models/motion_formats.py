@@ -1,0 +1,295 @@
+"""Motion-adapter checkpoint formats: AnimateDiff files and diffusers' `MotionAdapter`.
+
+vidldm's own keys *are* AnimateDiff's (see `motion.py`), so an AnimateDiff checkpoint loads
+after only inferring its shape from the keys. Diffusers renames the same tensors:
+
+    AnimateDiff / vidldm                                  diffusers
+    ...motion_modules.{j}.temporal_transformer.norm       ...motion_modules.{j}.norm
+    ...transformer_blocks.{k}.attention_blocks.0.to_q     ...transformer_blocks.{k}.attn1.to_q
+    ...transformer_blocks.{k}.attention_blocks.1.to_q     ...transformer_blocks.{k}.attn2.to_q
+    ...transformer_blocks.{k}.norms.0 / norms.1           ...transformer_blocks.{k}.norm1 / norm2
+    ...transformer_blocks.{k}.ff_norm                     ...transformer_blocks.{k}.norm3
+    ...attention_blocks.{0,1}.pos_encoder.pe              ...transformer_blocks.{k}.pos_embed.pe (one, shared)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vidldm.errors import CheckpointError
+from vidldm.models.motion import MotionAdapter
+
+PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
+
+# (vidldm/AnimateDiff fragment, diffusers fragment); order matters for the reverse direction.
+_RENAMES = [
+    (".temporal_transformer.", "."),
+    (".attention_blocks.0.", ".attn1."),
+    (".attention_blocks.1.", ".attn2."),
+    (".norms.0.", ".norm1."),
+    (".norms.1.", ".norm2."),
+    (".ff_norm.", ".norm3."),
+]
+
+
+# ----------------------------------------------------------------------------- files
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Tensors of a `.safetensors` or pickled (`.ckpt/.pt/.pth/.bin`) file, unwrapped from `state_dict`.
+
+    Pickles are read with `torch.load(weights_only=True)`: a file that needs arbitrary code to
+    unpickle is refused rather than executed.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint '{path}' does not exist; check the path")
+    if path.is_dir():
+        raise CheckpointError(f"'{path}' is a folder, not a checkpoint file")
+    suffix = path.suffix.lower()
+    if suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            sd: Any = load_file(str(path), device="cpu")
+        except Exception as err:
+            raise CheckpointError(f"cannot read '{path}': not a valid safetensors file ({_short(err)})") from err
+    elif suffix in PICKLE_SUFFIXES:
+        try:
+            sd = torch.load(str(path), map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as err:
+            if "GLOBAL" in str(err):  # the weights-only unpickler met a class or function it will not import
+                raise CheckpointError(
+                    f"refusing to load '{path}': it needs arbitrary code to unpickle (unsafe); "
+                    "convert it to .safetensors with a tool you trust"
+                ) from err
+            raise CheckpointError(f"cannot read '{path}': corrupt or not a PyTorch checkpoint") from err
+        except Exception as err:  # torch raises many types for truncated or foreign files
+            raise CheckpointError(f"cannot read '{path}': corrupt or not a PyTorch checkpoint ({_short(err)})") from err
+    else:
+        raise CheckpointError(
+            f"unknown checkpoint type '{path.name}'; expected .safetensors, {', '.join(PICKLE_SUFFIXES)} or a folder"
+        )
+    while isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
+        sd = sd["state_dict"]
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise CheckpointError(f"'{path}' holds no tensor state dict; is it a model checkpoint?")
+    # Checkpoints saved from DataParallel/DDP wrappers prefix every key with "module.".
+    return {k.removeprefix("module."): v for k, v in sd.items()}
+
+
+def _short(err: BaseException) -> str:
+    return str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
+
+
+# ----------------------------------------------------------------------------- key layouts
+
+def detect_layout(sd: dict[str, torch.Tensor]) -> str:
+    """"animatediff" (also vidldm's own) or "diffusers"; a `CheckpointError` for anything else."""
+    keys = [k for k in sd if ".motion_modules." in k]
+    if any(".temporal_transformer." in k for k in keys):
+        return "animatediff"
+    if any(".attn1." in k for k in keys):
+        return "diffusers"
+    raise CheckpointError("no motion-module weights found (expected keys like 'down_blocks.0.motion_modules.0...')")
+
+
+def diffusers_to_animatediff(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename diffusers `MotionAdapter` keys to vidldm/AnimateDiff keys (tensors are shared, not copied)."""
+    out = {}
+    for key, value in sd.items():
+        if key.startswith("conv_in."):
+            raise CheckpointError("this diffusers adapter has its own conv_in (SparseCtrl-style); not supported")
+        m = re.match(r"(.*\.motion_modules\.\d+)\.(.*)", key)
+        if m is None:
+            raise CheckpointError(f"unexpected key in diffusers motion adapter: {key}")
+        prefix, rest = m.groups()
+        pe = re.match(r"(transformer_blocks\.\d+)\.pos_embed\.pe$", rest)
+        if pe:  # diffusers shares one table per block; AnimateDiff stores it in both attentions
+            for a in (0, 1):
+                out[f"{prefix}.temporal_transformer.{pe.group(1)}.attention_blocks.{a}.pos_encoder.pe"] = value
+            continue
+        new = "." + rest
+        for ours, theirs in _RENAMES[1:]:
+            new = new.replace(theirs, ours)
+        out[f"{prefix}.temporal_transformer{new}"] = value
+    return out
+
+
+def animatediff_to_diffusers(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename vidldm/AnimateDiff keys to diffusers `MotionAdapter` keys."""
+    out = {}
+    for key, value in sd.items():
+        if ".temporal_conv." in key:
+            raise CheckpointError("diffusers' MotionAdapter has no temporal convolutions; this adapter cannot convert")
+        pe = re.match(r"(.*)\.attention_blocks\.(\d+)\.pos_encoder\.pe$", key)
+        if pe:
+            if pe.group(2) == "0":
+                out[pe.group(1).replace(".temporal_transformer.", ".") + ".pos_embed.pe"] = value
+            continue
+        new = key
+        for ours, theirs in _RENAMES:
+            new = new.replace(ours, theirs)
+        out[new] = value
+    return out
+
+
+def infer_config(sd: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """The `MotionAdapter` config an AnimateDiff-layout state dict was made with.
+
+    Reads channels from the GroupNorm weights, module counts from the indices, the mid block
+    from its presence and the position-encoding length from `pos_encoder.pe` (AnimateDiff v1
+    used 24 frames, v2/v3 32). The head count is not in the keys; every AnimateDiff release uses 8.
+    """
+    down: dict[int, dict[int, int]] = {}
+    up: dict[int, dict[int, int]] = {}
+    mid = False
+    max_len, layers, temporal_conv = None, 0, False
+    for key, value in sd.items():
+        m = re.match(r"(down_blocks|up_blocks)\.(\d+)\.motion_modules\.(\d+)\.temporal_transformer\.norm\.weight$", key)
+        if m:
+            (down if m.group(1) == "down_blocks" else up).setdefault(int(m.group(2)), {})[int(m.group(3))] = value.shape[0]
+        if key.startswith("mid_block.motion_modules."):
+            mid = True
+        if key.endswith("pos_encoder.pe"):
+            max_len = value.shape[1]
+        t = re.search(r"\.transformer_blocks\.(\d+)\.", key)
+        if t:
+            layers = max(layers, int(t.group(1)) + 1)
+        temporal_conv = temporal_conv or ".temporal_conv." in key
+    if not down:
+        raise CheckpointError("no down-block motion modules found; is this a motion-module checkpoint?")
+    n = max(down) + 1
+    if sorted(down) != list(range(n)) or sorted(up) != list(range(n)):
+        raise CheckpointError(f"motion modules found for down blocks {sorted(down)} and up blocks {sorted(up)}; expected matching sets")
+    channels = tuple(down[i][0] for i in range(n))
+    per_block = tuple(len(down[i]) for i in range(n))
+    if tuple(len(up[i]) for i in range(n)) != tuple(k + 1 for k in reversed(per_block)):
+        raise CheckpointError("up-block motion module counts do not mirror the down blocks (expected one more each)")
+    return dict(
+        block_out_channels=channels,
+        layers_per_block=per_block[0] if len(set(per_block)) == 1 else per_block,
+        use_mid_block=mid,
+        transformer_layers=max(layers, 1),
+        max_seq_length=max_len or 32,
+        temporal_conv=temporal_conv,
+    )
+
+
+# ----------------------------------------------------------------------------- adapters
+
+def adapter_from_state_dict(sd: dict[str, torch.Tensor], **overrides: Any) -> MotionAdapter:
+    """Build a `MotionAdapter` from an AnimateDiff or diffusers state dict, strictly (no missing/extra keys)."""
+    layout = detect_layout(sd)
+    if layout == "diffusers":
+        sd = diffusers_to_animatediff(sd)
+        overrides.setdefault("norm_mode", "per_clip")
+    config = {**infer_config(sd), **overrides}
+    adapter = MotionAdapter(**config)
+    own = adapter.state_dict()
+    # Some exports drop the position tables (they are a fixed formula); keep the computed ones.
+    sd = {**{k: v for k, v in own.items() if k.endswith("pos_encoder.pe")}, **sd}
+    missing = sorted(set(own) - set(sd))
+    unexpected = sorted(set(sd) - set(own))
+    if missing or unexpected:
+        what = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
+        raise CheckpointError(f"motion-module weights do not match the inferred layout: {what}")
+    for key, value in sd.items():
+        if value.shape != own[key].shape:
+            raise CheckpointError(f"motion-module weight {key} has shape {tuple(value.shape)}, expected {tuple(own[key].shape)}")
+    adapter.load_state_dict(sd, strict=True)
+    return adapter
+
+
+def load_motion_adapter(path: str | os.PathLike, **overrides: Any) -> MotionAdapter:
+    """A vidldm or diffusers adapter folder, or an AnimateDiff `.ckpt` / `.safetensors` file."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"motion adapter '{path}' does not exist; give a folder or a .ckpt/.safetensors file")
+    if path.is_file():
+        return adapter_from_state_dict(read_state_dict(path), **overrides)
+    config_file = path / "config.json"
+    if not config_file.exists():
+        raise CheckpointError(f"'{path}' has no config.json; is it a motion adapter folder?")
+    config = json.loads(config_file.read_text())
+    if "motion_layers_per_block" in config:  # diffusers' MotionAdapter
+        weights = _weights_file(path)
+        overrides.setdefault("num_attention_heads", _single(config.get("motion_num_attention_heads", 8)))
+        overrides.setdefault("norm_num_groups", config.get("motion_norm_num_groups", 32))
+        return adapter_from_state_dict(read_state_dict(weights), **overrides)
+    return MotionAdapter.from_pretrained(str(path), **overrides)
+
+
+def _weights_file(folder: Path) -> Path:
+    for name in ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin"):
+        if (folder / name).exists():
+            return folder / name
+    raise CheckpointError(f"'{folder}' has no diffusion_pytorch_model.safetensors; the adapter folder is incomplete")
+
+
+def to_diffusers(adapter: MotionAdapter):
+    """The same weights as a diffusers `MotionAdapter` (for `UNetMotionModel` / `AnimateDiffPipeline`).
+
+    Diffusers normalises per clip: an adapter with `norm_mode="per_frame"` converts, but gives
+    slightly different results there.
+    """
+    from diffusers import MotionAdapter as DiffusersMotionAdapter
+
+    c = adapter.config
+    if c.temporal_conv:
+        raise CheckpointError("diffusers' MotionAdapter has no temporal convolutions; this adapter cannot convert")
+    theirs = DiffusersMotionAdapter(
+        block_out_channels=tuple(c.block_out_channels),
+        motion_layers_per_block=c.layers_per_block if isinstance(c.layers_per_block, int) else tuple(c.layers_per_block),
+        motion_transformer_layers_per_block=c.transformer_layers,
+        motion_mid_block_layers_per_block=1,
+        motion_transformer_layers_per_mid_block=c.transformer_layers,
+        motion_num_attention_heads=c.num_attention_heads,
+        motion_norm_num_groups=c.norm_num_groups,
+        motion_max_seq_length=c.max_seq_length,
+        use_motion_mid_block=c.use_mid_block,
+    )
+    theirs.load_state_dict(animatediff_to_diffusers(adapter.state_dict()), strict=True)
+    return theirs.to(adapter.dtype)
+
+
+def from_diffusers(theirs, **overrides: Any) -> MotionAdapter:
+    """A vidldm `MotionAdapter` from a diffusers one (per-clip normalisation, as diffusers computes)."""
+    c = theirs.config
+    overrides.setdefault("num_attention_heads", _single(c.motion_num_attention_heads))
+    overrides.setdefault("norm_num_groups", c.motion_norm_num_groups)
+    return adapter_from_state_dict(dict(theirs.state_dict()), **overrides)
+
+
+def _single(value: int | list[int] | tuple[int, ...]) -> int:
+    if isinstance(value, int):
+        return value
+    if len(set(value)) != 1:
+        raise CheckpointError(f"per-block head counts {tuple(value)} are not supported; vidldm uses one head count")
+    return int(value[0])
+
+
+def save_animatediff(adapter: MotionAdapter, path: str | os.PathLike) -> Path:
+    """Write the adapter as an AnimateDiff-style motion-module file (`.safetensors` or `.ckpt`), atomically."""
+    path = Path(path)
+    sd = {k: v.detach().contiguous().cpu() for k, v in adapter.state_dict().items()}
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import save_file
+
+            save_file(sd, str(tmp))
+        elif path.suffix in PICKLE_SUFFIXES:
+            torch.save(sd, str(tmp))
+        else:
+            raise CheckpointError(f"cannot write '{path.name}': use a .safetensors or .ckpt file name")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path

@@ -1,0 +1,255 @@
+"""Temporal building blocks: layers that mix information across the frames of a clip.
+
+Inside a video UNet the frames of a clip are folded into the batch, so every layer here takes
+`x: ((B F), C, H, W)` plus `num_frames=F` and returns the same shape. Spatial layers never see
+the frame axis; these layers are the only place frames talk to each other.
+
+- `TemporalTransformer`: AnimateDiff's motion module. Attention runs over the F frames at
+  every spatial location, i.e. on sequences of shape `((B H W), F, C)`.
+- `TemporalConvBlock`: Video LDM / ModelScope style residual 3-D convolution over time.
+
+Both end in a zero-initialised projection, so a fresh layer is the identity and an image model
+with fresh temporal layers produces exactly the frames it produced before.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+NormMode = Literal["per_frame", "per_clip"]
+AttentionBackend = Literal["sdpa", "xformers"]
+
+
+def sinusoidal_positions(length: int, dim: int) -> torch.Tensor:
+    """Transformer sine/cosine table `(1, length, dim)`, the formula AnimateDiff and diffusers share."""
+    position = torch.arange(length, dtype=torch.float32).unsqueeze(1)
+    div_term = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(10000.0) / dim))
+    pe = torch.zeros(1, length, dim)
+    pe[0, :, 0::2] = torch.sin(position * div_term)
+    pe[0, :, 1::2] = torch.cos(position * div_term)
+    return pe
+
+
+class PositionalEncoding(nn.Module):
+    """Adds frame positions to `(N, F, C)` sequences.
+
+    `pe` is a persistent buffer because AnimateDiff checkpoints store it (`...pos_encoder.pe`)
+    and its length is how a checkpoint tells us the clip length it was trained for.
+    """
+
+    def __init__(self, dim: int, max_len: int = 32):
+        super().__init__()
+        self.register_buffer("pe", sinusoidal_positions(max_len, dim))
+
+    @property
+    def max_len(self) -> int:
+        return self.pe.shape[1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.pe[:, : x.shape[1]].to(x.dtype)
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: AttentionBackend = "sdpa") -> torch.Tensor:
+    """Multi-head attention on `(N, heads, F, d)` tensors, returning `(N, heads, F, d)`."""
+    if backend == "xformers":
+        try:
+            import xformers.ops as xops
+        except ImportError as err:  # optional accelerator: say which package gives it
+            raise ImportError("attention backend 'xformers' needs the xformers package: pip install xformers") from err
+        # xformers wants (N, F, heads, d)
+        out = xops.memory_efficient_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
+        return out.transpose(1, 2)
+    return F.scaled_dot_product_attention(q, k, v)
+
+
+class TemporalAttention(nn.Module):
+    """Self-attention across frames; AnimateDiff's `VersatileAttention` in "Temporal" mode.
+
+    Input and output `(N, F, C)` with `N = B*H*W`. No q/k/v bias, a biased output projection,
+    and sinusoidal positions added to the (already normalised) input, as in AnimateDiff.
+    """
+
+    def __init__(self, dim: int, heads: int = 8, max_len: int = 32):
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"temporal attention: {dim} channels do not split into {heads} heads")
+        self.heads = heads
+        self.backend: AttentionBackend = "sdpa"
+        self.pos_encoder = PositionalEncoding(dim, max_len)
+        self.to_q = nn.Linear(dim, dim, bias=False)
+        self.to_k = nn.Linear(dim, dim, bias=False)
+        self.to_v = nn.Linear(dim, dim, bias=False)
+        # A ModuleList keeps the checkpoint key `to_out.0` of AnimateDiff and diffusers.
+        self.to_out = nn.ModuleList([nn.Linear(dim, dim), nn.Dropout(0.0)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pos_encoder(x)
+        q, k, v = (rearrange(proj(x), "n f (h d) -> n h f d", h=self.heads) for proj in (self.to_q, self.to_k, self.to_v))
+        out = rearrange(attention(q, k, v, self.backend), "n h f d -> n f (h d)")
+        return self.to_out[1](self.to_out[0](out))
+
+
+class GEGLU(nn.Module):
+    """GELU-gated linear unit: `proj` makes value and gate in one matmul."""
+
+    def __init__(self, dim_in: int, dim_out: int):
+        super().__init__()
+        self.proj = nn.Linear(dim_in, dim_out * 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        value, gate = self.proj(x).chunk(2, dim=-1)
+        return value * F.gelu(gate)
+
+
+class FeedForward(nn.Module):
+    """GEGLU feed-forward with 4x hidden width; keys `net.0.proj` and `net.2` as in diffusers."""
+
+    def __init__(self, dim: int, mult: int = 4):
+        super().__init__()
+        self.net = nn.ModuleList([GEGLU(dim, dim * mult), nn.Dropout(0.0), nn.Linear(dim * mult, dim)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.net:
+            x = layer(x)
+        return x
+
+
+class TemporalTransformerBlock(nn.Module):
+    """Two pre-norm temporal self-attentions and a GEGLU feed-forward, on `(N, F, C)`."""
+
+    def __init__(self, dim: int, heads: int = 8, max_len: int = 32, num_attention_blocks: int = 2):
+        super().__init__()
+        self.attention_blocks = nn.ModuleList(
+            [TemporalAttention(dim, heads, max_len) for _ in range(num_attention_blocks)]
+        )
+        self.norms = nn.ModuleList([nn.LayerNorm(dim) for _ in range(num_attention_blocks)])
+        self.ff = FeedForward(dim)
+        self.ff_norm = nn.LayerNorm(dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for attn, norm in zip(self.attention_blocks, self.norms):
+            x = attn(norm(x)) + x
+        return self.ff(self.ff_norm(x)) + x
+
+
+class TemporalTransformer(nn.Module):
+    """AnimateDiff motion module: GroupNorm -> proj_in -> blocks -> zero-init proj_out -> residual.
+
+    Takes and returns `((B F), C, H, W)`; attention sees `((B H W), F, C)`.
+
+    `norm_mode` picks what the GroupNorm averages over, because the two lineages of weights
+    were trained differently and each needs its own to reproduce its results:
+    - `"per_frame"`: statistics of each frame alone. The original AnimateDiff code folds
+      frames into the batch before its 2-D GroupNorm, so its checkpoints (v1/v2/v3) expect this.
+    - `"per_clip"`: statistics over the whole clip (a GroupNorm on `(B, C, F, H, W)`), as
+      diffusers' `AnimateDiffTransformer3D` computes; adapters trained with diffusers expect this.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        heads: int = 8,
+        num_layers: int = 1,
+        max_len: int = 32,
+        norm_num_groups: int = 32,
+        norm_mode: NormMode = "per_frame",
+        zero_init: bool = True,
+    ):
+        super().__init__()
+        if norm_mode not in ("per_frame", "per_clip"):
+            raise ValueError(f"norm_mode must be 'per_frame' or 'per_clip', got {norm_mode!r}")
+        self.norm_mode = norm_mode
+        self.norm = nn.GroupNorm(norm_num_groups, channels, eps=1e-6, affine=True)
+        self.proj_in = nn.Linear(channels, channels)
+        self.transformer_blocks = nn.ModuleList(
+            [TemporalTransformerBlock(channels, heads, max_len) for _ in range(num_layers)]
+        )
+        self.proj_out = nn.Linear(channels, channels)
+        if zero_init:
+            nn.init.zeros_(self.proj_out.weight)
+            nn.init.zeros_(self.proj_out.bias)
+
+    @property
+    def max_len(self) -> int:
+        return self.transformer_blocks[0].attention_blocks[0].pos_encoder.max_len
+
+    def forward(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        residual = x
+        if self.norm_mode == "per_clip":
+            x = self.norm(rearrange(x, "(b f) c h w -> b c f h w", f=num_frames))
+            x = rearrange(x, "b c f h w -> (b h w) f c")
+        else:
+            x = rearrange(self.norm(x), "(b f) c h w -> (b h w) f c", f=num_frames)
+        x = self.proj_in(x)
+        for block in self.transformer_blocks:
+            x = block(x)
+        x = self.proj_out(x)
+        return rearrange(x, "(b h w) f c -> (b f) c h w", h=h, w=w) + residual
+
+
+class TemporalConvBlock(nn.Module):
+    """Residual temporal convolution (Video LDM / ModelScope): `num_layers` x (GroupNorm, SiLU, Conv3d (3,1,1)).
+
+    Takes and returns `((B F), C, H, W)`; the convolutions see `(B, C, F, H, W)` and mix each
+    pixel with its neighbours in time only. The last conv starts at zero, so the block is the
+    identity until trained. With `learned_mix`, the output is Video LDM's
+    `alpha * spatial + (1 - alpha) * temporal` with `alpha = sigmoid(mix_factor)` learned.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        num_layers: int = 2,
+        norm_num_groups: int = 32,
+        learned_mix: bool = False,
+        zero_init: bool = True,
+    ):
+        super().__init__()
+        self.layers = nn.ModuleList(
+            [
+                nn.Sequential(
+                    nn.GroupNorm(norm_num_groups, channels, eps=1e-6),
+                    nn.SiLU(),
+                    nn.Conv3d(channels, channels, kernel_size=(3, 1, 1), padding=(1, 0, 0)),
+                )
+                for _ in range(num_layers)
+            ]
+        )
+        if zero_init:
+            nn.init.zeros_(self.layers[-1][-1].weight)
+            nn.init.zeros_(self.layers[-1][-1].bias)
+        # While the last conv is zero the temporal branch equals the spatial input, so any alpha is
+        # an identity; alpha starts at sigmoid(0) = 0.5 so both branches get gradient from step one.
+        self.mix_factor = nn.Parameter(torch.zeros(())) if learned_mix else None
+
+    def forward(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:
+        spatial = rearrange(x, "(b f) c h w -> b c f h w", f=num_frames)
+        h = spatial
+        for layer in self.layers:
+            h = layer(h)
+        h = spatial + h
+        if self.mix_factor is not None:
+            alpha = torch.sigmoid(self.mix_factor)
+            h = alpha * spatial + (1 - alpha) * h
+        return rearrange(h, "b c f h w -> (b f) c h w")
+
+
+def set_attention_backend(module: nn.Module, backend: AttentionBackend) -> None:
+    """Route every temporal attention under `module` through `backend` ("sdpa" or "xformers")."""
+    if backend not in ("sdpa", "xformers"):
+        raise ValueError(f"attention backend must be 'sdpa' or 'xformers', got {backend!r}")
+    if backend == "xformers":
+        try:
+            import xformers.ops  # noqa: F401
+        except ImportError as err:
+            raise ImportError("attention backend 'xformers' needs the xformers package: pip install xformers") from err
+    for m in module.modules():
+        if isinstance(m, TemporalAttention):
+            m.backend = backend

@@ -32,3 +32,17 @@ def fold(x):
     """(B, C, F, H, W) -> ((B F), C, H, W): the frames of a clip as an image batch."""
     b, c, f, h, w = x.shape
     return x.permute(0, 2, 1, 3, 4).reshape(b * f, c, h, w)
+
+
+@pytest.fixture(scope="session")
+def pipe():
+    """The tiny random pipeline; tests call it at 16x16 px with a few frames and steps."""
+    from vidldm.loading import tiny_pipeline
+
+    p = tiny_pipeline()
+    p.set_progress_bar_config(disable=True)
+    return p
+
+
+def seeded(seed=0):
+    return torch.Generator().manual_seed(seed)

@@ -83,7 +83,10 @@ class MotionAdapter(ModelMixin, ConfigMixin):
         norm_num_groups: int = 32,
         norm_mode: NormMode = "per_frame",
         temporal_conv: bool = False,
+        frame_conditioning: bool = False,
     ):
+        """`frame_conditioning` records that the adapter was trained with clean known frames at t = 0,
+        so the pipeline may animate images with per-frame timesteps ("clean") by default."""
         super().__init__()
         n = len(block_out_channels)
         layers = _per_block(layers_per_block, n, "layers_per_block")

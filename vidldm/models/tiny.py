@@ -12,7 +12,7 @@ from diffusers import AutoencoderKL, UNet2DConditionModel
 from vidldm.models.motion import MotionAdapter
 
 TINY_UNET_CONFIG = dict(
-    sample_size=8,
+    sample_size=16,  # latents 16x16 -> 32x32 frames through the 2x tiny VAE
     in_channels=4,
     out_channels=4,
     block_out_channels=(32, 64),
@@ -66,3 +66,37 @@ def randomize_(module: torch.nn.Module, std: float = 0.1, seed: int = 0) -> torc
         noise = torch.randn(p.shape, generator=g) * std
         p.copy_(noise + 1 if name.endswith("weight") and p.ndim == 1 else noise)
     return module
+
+
+def byte_tokenizer(max_length: int = 32):
+    """A byte-level tokenizer built in code (no vocabulary files to download): any text -> byte ids.
+
+    Behaves like CLIP's tokenizer for the pipeline: start/end tokens, padding to `max_length`.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1, **{ch: i + 2 for i, ch in enumerate(alphabet)}}
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.TemplateProcessing(
+        single="<|startoftext|> $A <|endoftext|>", special_tokens=[("<|startoftext|>", 0), ("<|endoftext|>", 1)]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<|startoftext|>", eos_token="<|endoftext|>",
+        pad_token="<|endoftext|>", model_max_length=max_length,
+    )
+
+
+def tiny_text_encoder(seed: int = 0, hidden_size: int = 32, vocab_size: int = 258, max_length: int = 32):
+    """A 2-layer CLIP text transformer, randomly initialised, sized for `byte_tokenizer`."""
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(seed)
+    config = CLIPTextConfig(
+        vocab_size=vocab_size, hidden_size=hidden_size, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, max_position_embeddings=max_length, bos_token_id=0, eos_token_id=1, pad_token_id=1,
+    )
+    return CLIPTextModel(config).eval()

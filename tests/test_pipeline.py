@@ -1,0 +1,173 @@
+"""VideoPipeline on the tiny random model: determinism, every mode, context windows, schedulers."""
+
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import seeded
+from vidldm.errors import VidldmError
+from vidldm.models import VideoVAE
+from vidldm.models.tiny import tiny_motion_adapter
+from vidldm.pipeline import VideoPipeline
+from vidldm.schedulers import SCHEDULERS
+
+SMALL = dict(height=16, width=16, num_inference_steps=3, output_type="np")
+
+
+def run(pipe, prompt="a red circle moving right", **kw):
+    return pipe(prompt, **{**SMALL, "num_frames": 4, "generator": seeded(), **kw}).frames
+
+
+@torch.no_grad()
+def round_trip(pipe, frames_uint8):
+    """What the VAE makes of these frames: the best any latent-space method can return."""
+    video = torch.from_numpy(frames_uint8).float().div(127.5).sub(1).permute(3, 0, 1, 2)[None]
+    vvae = VideoVAE(pipe.vae)
+    return ((vvae.decode(vvae.encode(video)) / 2 + 0.5).clamp(0, 1))[0].permute(1, 2, 3, 0).numpy()
+
+
+def still(seed=3, size=16):
+    return np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8)
+
+
+def test_same_seed_same_frames_different_seed_different(pipe):
+    a, b = run(pipe), run(pipe)
+    assert np.array_equal(a, b)
+    assert a.shape == (1, 4, 16, 16, 3) and a.dtype == np.float32
+    assert not np.allclose(a, run(pipe, generator=seeded(1)))
+
+
+def test_batch_equals_one_by_one(pipe):
+    prompts = ["a red circle", "a blue square growing"]
+    batch = run(pipe, prompts, generator=[seeded(1), seeded(2)])
+    one = run(pipe, prompts[0], generator=seeded(1))
+    two = run(pipe, prompts[1], generator=seeded(2))
+    np.testing.assert_allclose(batch, np.concatenate([one, two]), atol=1e-5)
+
+
+def test_output_types(pipe):
+    pil = run(pipe, output_type="pil")
+    assert len(pil) == 1 and len(pil[0]) == 4 and pil[0][0].size == (16, 16)
+    pt = run(pipe, output_type="pt")
+    assert pt.shape == (1, 4, 3, 16, 16)
+    latents = run(pipe, output_type="latent")
+    assert latents.shape == (1, 4, 4, 8, 8)
+
+
+@pytest.mark.parametrize("mode", ["clean", "replace"])
+def test_animated_frame0_is_the_image(pipe, mode):
+    image = still()
+    frames = run(pipe, image=image, image_conditioning=mode)[0]
+    expected = round_trip(pipe, image[None])[0]
+    np.testing.assert_allclose(frames[0], expected, atol=2e-3)
+    assert np.abs(frames[1:] - expected).mean() > 0.01  # the rest is generated, not copies
+
+
+def test_clean_mode_uses_per_frame_timesteps(pipe, monkeypatch):
+    seen = []
+    original = pipe.video_unet.forward
+
+    def spy(sample, timestep, *args, **kwargs):
+        seen.append(torch.as_tensor(timestep).clone())
+        return original(sample, timestep, *args, **kwargs)
+
+    monkeypatch.setattr(pipe.video_unet, "forward", spy)
+    run(pipe, image=still(), image_conditioning="clean")
+    assert len(seen) == 3 and all(t.shape == (2, 4) and (t[:, 0] == 0).all() for t in seen)
+    assert [int(t[0, 1]) for t in seen] == pipe.scheduler.timesteps.tolist()  # the others follow the schedule
+    assert (seen[0][:, 1:] == 999).all()
+
+
+def test_restyle_strength_zero_returns_input(pipe):
+    clip = np.stack([still(s) for s in range(4)])
+    out = run(pipe, video=clip, strength=0.0)[0]
+    np.testing.assert_allclose(out, round_trip(pipe, clip), atol=2e-3)
+    changed = run(pipe, video=clip, strength=0.8)[0]
+    assert np.abs(changed - out).mean() > 0.01
+
+
+def test_extend_keeps_known_frames(pipe):
+    clip = np.stack([still(s) for s in range(6)])
+    out = run(pipe, video=clip, extend=True, num_frames=6, num_known_frames=2)[0]
+    assert out.shape[0] == 6
+    np.testing.assert_allclose(out[:2], round_trip(pipe, clip[-2:]), atol=2e-3)
+
+
+def test_prompt_travel_uses_each_prompt():
+    """With a fresh (identity) adapter frames are independent, so a travelling clip's first
+    frame is exactly the first prompt's and its last frame exactly the second prompt's."""
+    from vidldm.loading import tiny_pipeline
+
+    base = tiny_pipeline()
+    pipe = VideoPipeline(**{**base.components, "motion_adapter": tiny_motion_adapter(base.unet, max_seq_length=16)})
+    pipe.set_progress_bar_config(disable=True)
+    travel = run(pipe, {0: "a red circle", 3: "a blue square"})[0]
+    first = run(pipe, "a red circle")[0]
+    last = run(pipe, "a blue square")[0]
+    np.testing.assert_allclose(travel[0], first[0], atol=1e-5)
+    np.testing.assert_allclose(travel[3], last[3], atol=1e-5)
+    assert np.abs(travel[1] - first[1]).mean() > 1e-4 and np.abs(travel[1] - last[1]).mean() > 1e-4
+
+
+def test_long_clip_uses_context_windows(pipe, monkeypatch):
+    frames_seen = []
+    original = pipe.video_unet.forward
+
+    def spy(sample, *args, **kwargs):
+        frames_seen.append(sample.shape[2])
+        return original(sample, *args, **kwargs)
+
+    monkeypatch.setattr(pipe.video_unet, "forward", spy)
+    out = pipe("a red circle", num_frames=48, height=8, width=8, num_inference_steps=1, generator=seeded(),
+               output_type="latent").frames
+    assert out.shape[2] == 48
+    assert max(frames_seen) == 16 and len(frames_seen) > 3  # windows of 16, never the whole clip
+
+
+def test_long_clip_is_blended_across_windows(pipe):
+    out = pipe("a red circle", num_frames=24, height=8, width=8, num_inference_steps=2, generator=seeded(),
+               output_type="latent", context_overlap=8).frames
+    assert torch.isfinite(out).all() and out.shape[2] == 24
+
+
+@pytest.mark.parametrize("name", list(SCHEDULERS))
+def test_every_scheduler_runs(pipe, name):
+    frames = run(pipe, scheduler=name, num_frames=2)
+    assert frames.shape == (1, 2, 16, 16, 3) and np.isfinite(frames).all()
+    pipe.scheduler = SCHEDULERS["ddim"][0].from_config(pipe.scheduler.config)
+
+
+def test_callback_can_replace_latents(pipe):
+    calls = []
+
+    def callback(p, i, t, tensors):
+        calls.append(i)
+        return {"latents": torch.zeros_like(tensors["latents"])}
+
+    run(pipe, callback_on_step_end=callback)
+    assert calls == [0, 1, 2]
+
+
+def test_save_and_load_pipeline_folder(pipe, tmp_path):
+    pipe.save_pretrained(tmp_path / "p")
+    again = VideoPipeline.from_pretrained(tmp_path / "p")
+    again.set_progress_bar_config(disable=True)
+    assert np.array_equal(run(pipe), run(again))
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(height=15), "multiple of 2"),
+        (dict(num_frames=0), "at least 1"),
+        (dict(num_inference_steps=0), "at least 1"),
+        (dict(strength=1.5, video=np.zeros((4, 16, 16, 3), np.uint8)), "strength"),
+        (dict(scheduler="plms"), "unknown scheduler"),
+        (dict(output_type="gif"), "output_type"),
+        (dict(context_frames=64), "context_frames"),
+        (dict(image="/does/not/exist.png"), "does not exist"),
+    ],
+)
+def test_bad_inputs(pipe, kwargs, match):
+    with pytest.raises(VidldmError, match=match):
+        run(pipe, **kwargs)

@@ -1,0 +1,285 @@
+"""`VideoPipeline`: prompt / image / video in, frames out, through the one loop in `sampling.py`.
+
+    prompt --tokenizer/text_encoder--> embeddings (B, L, D) or per frame (B, F, L, D)
+    image / video --VideoVAE.encode--> known latents or SDEdit start (B, C, F, h, w)
+    noise --sampling.denoise(VideoUNet, scheduler)--> latents --VideoVAE.decode--> frames
+
+Every mode is a choice of inputs to `__call__`:
+- text-to-video: `prompt`;
+- prompt travel: `prompt={0: "...", 12: "..."}`, embeddings interpolated between keys;
+- image animation: `image=` (frame 0 is the image; `image_conditioning` "clean" or "replace");
+- video-to-video: `video=`, `strength`;
+- extension: `video=`, `extend=True` (the last frames of the video are known frames);
+- long clips: `num_frames` beyond the motion adapter's length uses context windows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from diffusers import AutoencoderKL, DiffusionPipeline, UNet2DConditionModel
+from diffusers.utils import BaseOutput
+from diffusers.utils.torch_utils import randn_tensor
+from einops import rearrange
+from PIL import Image
+
+from vidldm.errors import VidldmError
+from vidldm.frames import frames_to_tensor, load_frames, tensor_to_frames
+from vidldm.models.motion import MotionAdapter
+from vidldm.models.video_unet import VideoUNet
+from vidldm.models.video_vae import TemporalDecoder, VideoVAE
+from vidldm.sampling import KnownFrames, denoise, freenoise_noise
+from vidldm.schedulers import make_scheduler
+
+OutputType = Literal["pil", "np", "pt", "latent"]
+
+
+@dataclass
+class VideoPipelineOutput(BaseOutput):
+    """`frames`: per `output_type`, a list (batch) of lists of PIL images, `(B, F, H, W, 3)` float numpy
+    in [0, 1], `(B, F, 3, H, W)` float tensor in [0, 1] (diffusers' layout), or latents `(B, C, F, h, w)`."""
+
+    frames: Any
+
+
+class VideoPipeline(DiffusionPipeline):
+    """Image model (VAE, text encoder, UNet) + `MotionAdapter` + scheduler, as in AnimateDiff."""
+
+    model_cpu_offload_seq = "text_encoder->unet->vae"
+    _optional_components = ["temporal_decoder"]
+
+    def __init__(
+        self,
+        vae: AutoencoderKL,
+        text_encoder,
+        tokenizer,
+        unet: UNet2DConditionModel,
+        motion_adapter: MotionAdapter,
+        scheduler,
+        temporal_decoder: TemporalDecoder | None = None,
+    ):
+        super().__init__()
+        self.register_modules(
+            vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+            motion_adapter=motion_adapter, scheduler=scheduler, temporal_decoder=temporal_decoder,
+        )
+        self.video_unet = VideoUNet(unet, motion_adapter)  # shares the modules, adds no weights
+
+    @property
+    def vae_scale_factor(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @property
+    def num_frames_trained(self) -> int:
+        return self.motion_adapter.max_seq_length
+
+    # ------------------------------------------------------------------ text
+    @torch.no_grad()
+    def encode_text(self, texts: list[str]) -> torch.Tensor:
+        """`N` strings -> token embeddings `(N, L, D)`: any transformers encoder whose first output is
+        the per-token hidden state (CLIP for Stable Diffusion, a BERT-style encoder for the shipped model)."""
+        tokens = self.tokenizer(
+            texts, padding="max_length", max_length=self.tokenizer.model_max_length,
+            truncation=True, return_tensors="pt",
+        )
+        states = self.text_encoder(tokens.input_ids.to(self.text_encoder.device))[0]
+        return states.to(self.unet.dtype)
+
+    def prompt_embeddings(self, prompt, num_frames: int) -> torch.Tensor:
+        """`(B, L, D)` for a str or a list; `(1, F, L, D)` for prompt travel `{frame: prompt}`,
+        linearly interpolated between the keyed frames and held before the first / after the last."""
+        if isinstance(prompt, dict):
+            keys = sorted(prompt)
+            embeds = self.encode_text([prompt[k] for k in keys])
+            frames = []
+            for f in range(num_frames):
+                j = int(np.searchsorted(keys, f, side="right"))  # first key after f
+                if j == 0 or j == len(keys):
+                    frames.append(embeds[max(j - 1, 0)])
+                else:
+                    w = (f - keys[j - 1]) / (keys[j] - keys[j - 1])
+                    frames.append(torch.lerp(embeds[j - 1], embeds[j], w))
+            return torch.stack(frames)[None]
+        return self.encode_text([prompt] if isinstance(prompt, str) else list(prompt))
+
+    # ------------------------------------------------------------------ checks
+    def check_inputs(self, prompt, height, width, num_frames, num_inference_steps, guidance_scale, strength,
+                     image, video, output_type, image_conditioning, context_frames, context_overlap):
+        if isinstance(prompt, dict):
+            if not prompt or not all(isinstance(k, int) and 0 <= k < num_frames for k in prompt):
+                raise VidldmError(f"prompt travel keys must be frame indices in [0, {num_frames - 1}]")
+            if not all(isinstance(v, str) for v in prompt.values()):
+                raise VidldmError("prompt travel values must be strings")
+        elif isinstance(prompt, (list, tuple)):
+            if not prompt or not all(isinstance(p, str) for p in prompt):
+                raise VidldmError("prompt must be a string, a non-empty list of strings or {frame: prompt}")
+        elif not isinstance(prompt, str):
+            raise VidldmError("prompt must be a string, a non-empty list of strings or {frame: prompt}")
+        s = self.vae_scale_factor
+        for name, v in (("height", height), ("width", width)):
+            if not isinstance(v, int) or v < s or v % s:
+                raise VidldmError(f"{name} must be a positive multiple of {s} (the VAE's downsampling), got {v}")
+        if not isinstance(num_frames, int) or num_frames < 1:
+            raise VidldmError(f"num_frames must be at least 1, got {num_frames}")
+        if not isinstance(num_inference_steps, int) or num_inference_steps < 1:
+            raise VidldmError(f"num_inference_steps must be at least 1, got {num_inference_steps}")
+        if guidance_scale < 0:
+            raise VidldmError(f"guidance_scale must be >= 0, got {guidance_scale}")
+        if not 0.0 <= strength <= 1.0:
+            raise VidldmError(f"strength must be between 0 and 1, got {strength}")
+        if image is not None and video is not None:
+            raise VidldmError("give either image= (animate a still) or video= (restyle / extend), not both")
+        if output_type not in ("pil", "np", "pt", "latent"):
+            raise VidldmError(f"output_type must be 'pil', 'np', 'pt' or 'latent', got {output_type!r}")
+        if image_conditioning not in ("auto", "clean", "replace"):
+            raise VidldmError(f"image_conditioning must be 'auto', 'clean' or 'replace', got {image_conditioning!r}")
+        if context_frames > self.num_frames_trained or context_frames < 1:
+            raise VidldmError(
+                f"context_frames must be between 1 and {self.num_frames_trained} (the motion adapter's length)"
+            )
+        if not 0 <= context_overlap < context_frames:
+            raise VidldmError(f"context_overlap must be between 0 and {context_frames - 1}")
+
+    # ------------------------------------------------------------------ call
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompt: str | list[str] | dict[int, str],
+        negative_prompt: str | list[str] | None = None,
+        num_frames: int | None = None,
+        height: int | None = None,
+        width: int | None = None,
+        num_inference_steps: int = 25,
+        guidance_scale: float = 7.5,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        latents: torch.Tensor | None = None,
+        image=None,
+        image_conditioning: Literal["auto", "clean", "replace"] = "auto",
+        video=None,
+        strength: float = 0.6,
+        extend: bool = False,
+        num_known_frames: int | None = None,
+        context_frames: int | None = None,
+        context_overlap: int | None = None,
+        decode_chunk_size: int | None = 8,
+        output_type: OutputType = "pil",
+        callback_on_step_end=None,
+        callback_on_step_end_tensor_inputs: tuple[str, ...] = ("latents",),
+        scheduler: str | None = None,
+    ) -> VideoPipelineOutput:
+        """Make clips. Shapes: `latents` `(B, C, F, h, w)`; see `VideoPipelineOutput` for the result."""
+        device = self._execution_device
+        height = height or self.unet.config.sample_size * self.vae_scale_factor
+        width = width or self.unet.config.sample_size * self.vae_scale_factor
+        video_frames = None
+        if video is not None:
+            video_frames = load_frames(video)
+            if num_frames is None and not extend:
+                num_frames = len(video_frames)
+        num_frames = min(16, self.num_frames_trained) if num_frames is None else num_frames
+        context_frames = context_frames or self.num_frames_trained
+        context_overlap = context_frames // 4 if context_overlap is None else context_overlap
+        self.check_inputs(prompt, height, width, num_frames, num_inference_steps, guidance_scale, strength,
+                          image, video, output_type, image_conditioning, context_frames, context_overlap)
+        if scheduler is not None:
+            self.scheduler = make_scheduler(scheduler, self.scheduler.config)
+
+        # 1. text: cond and uncond embeddings, batched into one UNet call for CFG
+        cond = self.prompt_embeddings(prompt, num_frames).to(device)
+        batch = cond.shape[0]
+        do_cfg = guidance_scale > 1.0
+        if do_cfg:
+            neg = negative_prompt if negative_prompt is not None else ""
+            neg = [neg] * batch if isinstance(neg, str) else list(neg)
+            if len(neg) != batch:
+                raise VidldmError(f"{len(neg)} negative prompts for {batch} prompts; give one or one per prompt")
+            uncond = self.encode_text(neg).to(device)
+            if cond.ndim == 4:
+                uncond = uncond[:, None].expand(-1, num_frames, -1, -1)
+            context = torch.cat([uncond, cond])
+        else:
+            context = cond
+        if isinstance(generator, list) and len(generator) != batch:
+            raise VidldmError(f"{len(generator)} generators for a batch of {batch}; give one per prompt")
+
+        # 2. known frames and SDEdit start, in latent space
+        vvae = VideoVAE(self.vae, chunk_size=decode_chunk_size, temporal_decoder=self.temporal_decoder)
+        dtype = self.unet.dtype
+        h, w = height // self.vae_scale_factor, width // self.vae_scale_factor
+        shape = (batch, self.unet.config.in_channels, num_frames, h, w)
+        known = None
+        if image is not None or (video_frames is not None and extend):
+            if image is not None:
+                clip = load_frames(image, image=True)
+            else:
+                k = num_known_frames or max(1, num_frames // 4)
+                if not 1 <= k < num_frames:
+                    raise VidldmError(f"num_known_frames must be between 1 and {num_frames - 1}, got {k}")
+                clip = video_frames[-k:]
+            known_latents = self._encode_frames(vvae, clip, height, width, device).expand(batch, -1, -1, -1, -1)
+            mode = image_conditioning
+            if mode == "auto":
+                mode = "clean" if self.motion_adapter.config.get("frame_conditioning", False) else "replace"
+            known = KnownFrames(known_latents, list(range(known_latents.shape[2])), mode)
+
+        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        timesteps = self.scheduler.timesteps
+        noise = randn_tensor(shape, generator=generator, device=device, dtype=dtype) if latents is None else latents.to(device, dtype)
+        if num_frames > context_frames and latents is None:
+            noise = freenoise_noise(noise, context_frames, context_overlap, _first(generator))
+        if known is not None:
+            known.noise = noise[:, :, known.indices]
+        if video_frames is not None and not extend:
+            if len(video_frames) < num_frames:
+                raise VidldmError(f"the video has {len(video_frames)} frames but num_frames is {num_frames}")
+            start = self._encode_frames(vvae, video_frames[:num_frames], height, width, device).expand(batch, -1, -1, -1, -1)
+            n_steps = min(int(num_inference_steps * strength), num_inference_steps)
+            begin = (num_inference_steps - n_steps) * self.scheduler.order
+            timesteps = timesteps[begin:]
+            if hasattr(self.scheduler, "set_begin_index"):
+                self.scheduler.set_begin_index(begin)
+            x = self.scheduler.add_noise(start, noise, timesteps[:1].repeat(batch)) if len(timesteps) else start.clone()
+        else:
+            x = noise * self.scheduler.init_noise_sigma
+
+        # 3. the loop
+        def denoiser(x_in: torch.Tensor, t: torch.Tensor, frames: slice) -> torch.Tensor:
+            ctx = context[:, frames] if context.ndim == 4 else context
+            if not do_cfg:
+                return self.video_unet(x_in, t, ctx)
+            uncond_pred, cond_pred = self.video_unet(torch.cat([x_in, x_in]), torch.cat([t, t]), ctx).chunk(2)
+            return uncond_pred + guidance_scale * (cond_pred - uncond_pred)
+
+        def on_step(i, t, lat):
+            if callback_on_step_end is None:
+                return None
+            out = callback_on_step_end(self, i, t, {"latents": lat} if "latents" in callback_on_step_end_tensor_inputs else {})
+            return (out or {}).get("latents")
+
+        with self.progress_bar(total=len(timesteps)) as bar:
+            x = denoise(denoiser, self.scheduler, x, timesteps, known=known, window=context_frames,
+                        overlap=context_overlap, generator=generator, on_step=on_step, progress=bar.update)
+
+        # 4. decode
+        if output_type == "latent":
+            return VideoPipelineOutput(frames=x)
+        frames = tensor_to_frames(vvae.decode(x))
+        self.maybe_free_model_hooks()
+        if output_type == "np":
+            return VideoPipelineOutput(frames=frames)
+        if output_type == "pt":
+            return VideoPipelineOutput(frames=rearrange(torch.from_numpy(frames), "b f h w c -> b f c h w"))
+        pil = [[Image.fromarray((f * 255).round().astype(np.uint8)) for f in clip] for clip in frames]
+        return VideoPipelineOutput(frames=pil)
+
+    def _encode_frames(self, vvae: VideoVAE, frames: np.ndarray, height: int, width: int, device) -> torch.Tensor:
+        """`(F, H, W, 3)` uint8 -> latents `(1, C, F, h, w)` (posterior mean: deterministic conditioning)."""
+        video = rearrange(frames_to_tensor(frames, height, width), "f c h w -> 1 c f h w")
+        return vvae.encode(video.to(device, self.vae.dtype)).to(self.unet.dtype)
+
+
+def _first(generator):
+    return generator[0] if isinstance(generator, list) else generator

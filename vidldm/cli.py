@@ -1,0 +1,333 @@
+"""The `vidldm` command: generate, animate, restyle, extend, replay, info.
+
+Every user mistake ends in one line on stderr and exit status 2, before any model is loaded
+where possible, and never leaves a half-written file: videos and sidecars are written to a
+temporary name and renamed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from vidldm import __version__
+from vidldm.errors import VidldmError
+
+DEFAULT_MODEL = "tiny"
+OUTPUT_SUFFIXES = (".mp4", ".mov", ".mkv", ".gif", ".webp", ".png")
+MODES = ("generate", "animate", "restyle", "extend")
+
+
+# ----------------------------------------------------------------------------- arguments
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vidldm",
+        description="Video latent diffusion: make clips from prompts, animate stills, restyle and extend videos.",
+        epilog="Examples:\n"
+        '  vidldm generate "a red circle moving right on a black background" -o clip.mp4\n'
+        '  vidldm animate still.png "the circle moves up" -o anim.gif\n'
+        '  vidldm generate "0:a red circle | 12:a blue circle" --frames 24   (prompt travel)\n'
+        "  vidldm generate PROMPT --model ./sd15 --motion-adapter mm_sd_v15_v2.ckpt\n"
+        "  vidldm replay clip.json -o again.mp4\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"vidldm {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        m = p.add_argument_group("model")
+        m.add_argument("--model", default=DEFAULT_MODEL, help=f"built-in name, pipeline/SD folder, single file or hub id (default: {DEFAULT_MODEL})")
+        m.add_argument("--motion-adapter", help="AnimateDiff .ckpt/.safetensors or an adapter folder (for SD models)")
+        m.add_argument("--config", help="local diffusers SD folder giving configs for a single-file --model")
+        m.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: cuda if available)")
+        m.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), help="weights dtype (default: fp16 on GPU, fp32 on CPU)")
+        s = p.add_argument_group("sampling")
+        s.add_argument("--negative-prompt", default=None, help="what to steer away from")
+        s.add_argument("--frames", type=int, default=None, help="number of frames (default: the adapter's length, 16 at most; beyond it context windows are used)")
+        s.add_argument("--height", type=int, default=None, help="pixels, a multiple of the VAE factor")
+        s.add_argument("--width", type=int, default=None, help="pixels, a multiple of the VAE factor")
+        s.add_argument("--steps", type=int, default=25, help="denoising steps (default: 25)")
+        s.add_argument("--guidance", type=float, default=7.5, help="classifier-free guidance scale (default: 7.5)")
+        s.add_argument("--scheduler", default="ddim", help="ddim, euler, euler_a, dpm++, unipc, lcm (default: ddim)")
+        s.add_argument("--seed", type=int, default=None, help="random seed (printed when not given)")
+        s.add_argument("--context-overlap", type=int, default=None, help="frames shared by neighbouring context windows in long clips")
+        o = p.add_argument_group("output")
+        o.add_argument("-o", "--output", default=None, help="output file: .mp4 .gif .webp, .png (contact sheet) or a folder/ of PNGs (default: outputs/<prompt>-<seed>.mp4)")
+        o.add_argument("--fps", type=float, default=8.0, help="frames per second of the output (default: 8)")
+        o.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("generate", help="make a clip from a prompt", description="Make a clip from a prompt. "
+                       "A prompt like '0:a red circle | 12:a blue circle' travels between prompts at those frames.")
+    p.add_argument("prompt")
+    common(p)
+    p = sub.add_parser("animate", help="animate a still image (it becomes frame 0)", description="Animate a still: the image is frame 0, the prompt says what happens next.")
+    p.add_argument("image", help="the still image (png, jpg, ...)")
+    p.add_argument("prompt")
+    p.add_argument("--image-conditioning", choices=("auto", "clean", "replace"), default="auto",
+                   help="clean: the image enters as a clean frame at t=0 (adapters trained with frame conditioning); "
+                   "replace: training-free, re-noised into frame 0 each step; auto picks by the adapter")
+    common(p)
+    p = sub.add_parser("restyle", help="video-to-video: repaint a clip following a prompt", description="Video-to-video (SDEdit): noise the clip part-way and denoise it towards the prompt.")
+    p.add_argument("video")
+    p.add_argument("prompt")
+    p.add_argument("--strength", type=float, default=0.6, help="0 keeps the input, 1 ignores it (default: 0.6)")
+    common(p)
+    p = sub.add_parser("extend", help="continue a clip: its last frames are known, new frames follow", description="Continue a clip: its last frames are kept as known frames and new frames follow them. The output holds the input followed by the new frames.")
+    p.add_argument("video")
+    p.add_argument("prompt")
+    p.add_argument("--known-frames", type=int, default=None, help="how many of the input's last frames to continue from (default: a quarter of --frames)")
+    p.add_argument("--image-conditioning", choices=("auto", "clean", "replace"), default="auto", help="how the known frames enter the loop (see animate)")
+    common(p)
+    p = sub.add_parser("replay", help="make a clip again from its JSON sidecar", description="Make a clip again from the JSON sidecar written next to it.")
+    p.add_argument("sidecar")
+    p.add_argument("-o", "--output", default=None, help="where to write (default: the sidecar's output with '-replay')")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.add_argument("--device", help="override the device")
+    p = sub.add_parser("info", help="describe a model or a motion adapter", description="Describe a model (pipeline folder, built-in name) or a motion-adapter file/folder.")
+    p.add_argument("model")
+    p.add_argument("--motion-adapter", help="describe the model with this adapter")
+    return parser
+
+
+# ----------------------------------------------------------------------------- checks before loading
+
+def parse_prompt(text: str) -> str | dict[int, str]:
+    """'0:a red circle | 12:a blue circle' -> {0: ..., 12: ...} (prompt travel); anything else as is."""
+    parts = [p.strip() for p in text.split("|")]
+    if len(parts) > 1 and all(re.match(r"^\d+\s*:", p) for p in parts):
+        return {int(p.split(":", 1)[0]): p.split(":", 1)[1].strip() for p in parts}
+    if not text.strip():
+        raise VidldmError("the prompt is empty; describe the clip you want")
+    return text
+
+
+def check_media(path: str, kind: str) -> None:
+    p = Path(path)
+    if not p.exists():
+        raise VidldmError(f"{kind} '{path}' does not exist; check the path")
+    if p.is_dir() and kind == "image":
+        raise VidldmError(f"{kind} '{path}' is a folder; give an image file")
+
+
+def resolve_output(args: argparse.Namespace, seed: int) -> Path:
+    if args.output is None:
+        slug = re.sub(r"[^a-z0-9]+", "-", str(args.prompt).lower()).strip("-")[:48] or "clip"
+        folder = Path("outputs")
+        folder.mkdir(exist_ok=True)  # our own default folder; a user-given one must exist
+        return folder / f"{slug}-{seed}.mp4"
+    out = Path(args.output)
+    is_folder = args.output.endswith(("/", os.sep)) or out.is_dir() or not out.suffix
+    if not is_folder and out.suffix.lower() not in OUTPUT_SUFFIXES:
+        raise VidldmError(f"cannot write '{out.name}': use one of {', '.join(OUTPUT_SUFFIXES)} or a folder/")
+    parent = out.parent if not (is_folder and out.is_dir()) else out.parent
+    if not parent.exists():
+        raise VidldmError(f"output folder '{parent}' does not exist; create it first")
+    return out
+
+
+def check_numbers(args: argparse.Namespace) -> None:
+    if args.frames is not None and args.frames < 1:
+        raise VidldmError(f"--frames must be at least 1, got {args.frames}")
+    if args.steps < 1:
+        raise VidldmError(f"--steps must be at least 1, got {args.steps}")
+    if args.fps <= 0:
+        raise VidldmError(f"--fps must be positive, got {args.fps}")
+    for name in ("height", "width"):
+        v = getattr(args, name)
+        if v is not None and v < 1:
+            raise VidldmError(f"--{name} must be positive, got {v}")
+    if getattr(args, "strength", 0.0) is not None and not 0 <= getattr(args, "strength", 0.0) <= 1:
+        raise VidldmError(f"--strength must be between 0 and 1, got {args.strength}")
+    from vidldm.schedulers import SCHEDULERS
+
+    if args.scheduler.lower() not in SCHEDULERS:
+        raise VidldmError(f"unknown scheduler '{args.scheduler}'; choose one of: {', '.join(SCHEDULERS)}")
+
+
+# ----------------------------------------------------------------------------- running
+
+def settings_of(args: argparse.Namespace, seed: int) -> dict[str, Any]:
+    """Everything needed to make the clip again (written to the sidecar)."""
+    keys = ("command", "prompt", "negative_prompt", "image", "video", "strength", "known_frames", "image_conditioning",
+            "model", "motion_adapter", "config", "dtype", "frames", "height", "width", "steps", "guidance",
+            "scheduler", "context_overlap", "fps")
+    s = {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
+    s["seed"] = seed
+    for k in ("image", "video", "motion_adapter", "config"):
+        if k in s:
+            s[k] = str(Path(s[k]).resolve())
+    if "model" in s and Path(s["model"]).exists():
+        s["model"] = str(Path(s["model"]).resolve())
+    return s
+
+
+def run_mode(args: argparse.Namespace) -> Path:
+    import torch
+
+    prompt = parse_prompt(args.prompt)
+    check_numbers(args)
+    for kind in ("image", "video"):
+        if getattr(args, kind, None) is not None:
+            check_media(getattr(args, kind), kind)
+    seed = args.seed if args.seed is not None else random.randrange(2**31)
+    output = resolve_output(args, seed)
+
+    from vidldm.loading import load_pipeline
+
+    start = time.perf_counter()
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = args.dtype or ("fp16" if str(device).startswith("cuda") else "fp32")
+    pipe = load_pipeline(args.model, args.motion_adapter, config=args.config, device=device, dtype=dtype)
+    pipe.set_progress_bar_config(disable=args.quiet)
+    kwargs: dict[str, Any] = dict(
+        negative_prompt=args.negative_prompt, num_frames=args.frames, height=args.height, width=args.width,
+        num_inference_steps=args.steps, guidance_scale=args.guidance, scheduler=args.scheduler,
+        context_overlap=args.context_overlap, generator=torch.Generator(device="cpu").manual_seed(seed), output_type="np",
+    )
+    video_frames = None
+    if args.command == "animate":
+        kwargs.update(image=args.image, image_conditioning=args.image_conditioning)
+    elif args.command == "restyle":
+        kwargs.update(video=args.video, strength=args.strength)
+    elif args.command == "extend":
+        from vidldm.io import read_video
+
+        video_frames, _ = read_video(args.video)
+        kwargs.update(video=video_frames, extend=True, num_known_frames=args.known_frames, image_conditioning=args.image_conditioning)
+    frames = pipe(prompt, **kwargs).frames[0]
+    if video_frames is not None:  # input followed by the new frames (the known ones are already in the input)
+        from vidldm.frames import frames_to_tensor
+
+        k = args.known_frames or max(1, (args.frames or frames.shape[0]) // 4)
+        h, w = frames.shape[1:3]
+        original = (frames_to_tensor(video_frames, h, w).permute(0, 2, 3, 1).numpy() + 1) / 2
+        frames = __import__("numpy").concatenate([original, frames[k:]])
+
+    write_clip(frames, output, args.fps)
+    write_sidecar(output, settings_of(args, seed))
+    print(f"wrote {output} ({frames.shape[0]} frames, {frames.shape[2]}x{frames.shape[1]}, seed {seed}) "
+          f"in {time.perf_counter() - start:.1f}s")
+    return output
+
+
+def write_clip(frames, output: Path, fps: float) -> None:
+    from vidldm.io import write_grid, write_video
+
+    if output.suffix.lower() == ".png" and len(frames) > 1:
+        write_grid(frames, output)
+    else:
+        write_video(frames, output, fps=fps)
+
+
+def sidecar_path(output: Path) -> Path:
+    return output.with_suffix(".json") if output.suffix else output.parent / f"{output.name}.json"
+
+
+def write_sidecar(output: Path, settings: dict[str, Any]) -> None:
+    path = sidecar_path(output)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps({"vidldm": __version__, **settings, "output": str(output)}, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def replay(args: argparse.Namespace) -> Path:
+    path = Path(args.sidecar)
+    if not path.exists():
+        raise VidldmError(f"sidecar '{path}' does not exist")
+    try:
+        saved = json.loads(path.read_text())
+        command = saved["command"]
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise VidldmError(f"'{path}' is not a vidldm sidecar (JSON with a 'command')") from err
+    if command not in MODES:
+        raise VidldmError(f"'{path}' records an unknown command '{command}'")
+    out = args.output or str(Path(saved["output"]).with_stem(Path(saved["output"]).stem + "-replay"))
+    argv = [command]
+    argv += [saved[k] for k in ("image", "video") if k in saved] + [_prompt_text(saved["prompt"])]
+    flags = {"negative_prompt": "--negative-prompt", "strength": "--strength", "known_frames": "--known-frames",
+             "image_conditioning": "--image-conditioning", "model": "--model", "motion_adapter": "--motion-adapter",
+             "config": "--config", "dtype": "--dtype", "frames": "--frames", "height": "--height", "width": "--width",
+             "steps": "--steps", "guidance": "--guidance", "scheduler": "--scheduler", "seed": "--seed",
+             "context_overlap": "--context-overlap", "fps": "--fps"}
+    for key, flag in flags.items():
+        if key in saved:
+            argv += [flag, str(saved[key])]
+    argv += ["-o", out] + (["-q"] if args.quiet else []) + (["--device", args.device] if args.device else [])
+    return run_mode(build_parser().parse_args(argv))
+
+
+def _prompt_text(prompt: Any) -> str:
+    if isinstance(prompt, dict):
+        return " | ".join(f"{k}:{v}" for k, v in prompt.items())
+    return str(prompt)
+
+
+def info(args: argparse.Namespace) -> None:
+    from vidldm.models.motion_formats import load_motion_adapter
+
+    target = Path(args.model)
+    if target.is_file() or (target.is_dir() and (target / "config.json").exists() and not (target / "model_index.json").exists()):
+        adapter = load_motion_adapter(target)
+        print(f"motion adapter: {target}")
+        _print_adapter(adapter)
+        return
+    from vidldm.loading import load_pipeline
+
+    pipe = load_pipeline(args.model, args.motion_adapter, device="cpu")
+    u = pipe.unet.config
+    print(f"model: {args.model}")
+    print(f"  unet: {sum(p.numel() for p in pipe.unet.parameters()) / 1e6:.1f}M params, blocks {list(u.block_out_channels)}, "
+          f"cross-attention dim {u.cross_attention_dim}, prediction {pipe.scheduler.config.prediction_type}")
+    print(f"  vae: {sum(p.numel() for p in pipe.vae.parameters()) / 1e6:.1f}M params, {pipe.vae_scale_factor}x downsampling, "
+          f"{pipe.vae.config.latent_channels} latent channels")
+    print(f"  text encoder: {type(pipe.text_encoder).__name__}, {sum(p.numel() for p in pipe.text_encoder.parameters()) / 1e6:.1f}M params")
+    print(f"  default size: {u.sample_size * pipe.vae_scale_factor}x{u.sample_size * pipe.vae_scale_factor}, scheduler {type(pipe.scheduler).__name__}")
+    _print_adapter(pipe.motion_adapter)
+
+
+def _print_adapter(adapter) -> None:
+    c = adapter.config
+    print(f"  motion adapter: {sum(p.numel() for p in adapter.parameters()) / 1e6:.1f}M params, channels {list(c.block_out_channels)}, "
+          f"{c.layers_per_block} per block, mid block {'yes' if c.use_mid_block else 'no'}, up to {c.max_seq_length} frames, "
+          f"norm {c.norm_mode}, frame conditioning {'yes' if c.get('frame_conditioning') else 'no'}")
+
+
+def _quiet_libraries() -> None:
+    """diffusers/transformers log warnings meant for library authors; a CLI user wants only our lines."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    diffusers_logging.set_verbosity_error()
+    transformers_logging.set_verbosity_error()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _quiet_libraries()
+    try:
+        if args.command in MODES:
+            run_mode(args)
+        elif args.command == "replay":
+            replay(args)
+        elif args.command == "info":
+            info(args)
+        return 0
+    except VidldmError as err:
+        print(f"vidldm: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("vidldm: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -127,3 +127,17 @@ def test_adapter_for_another_unet_is_rejected(unet):
     fewer = tiny_unet(layers_per_block=1)
     with pytest.raises(ShapeError, match="down_blocks.0 has 2 layers in the UNet but 1 motion modules"):
         VideoUNet(unet, tiny_motion_adapter(fewer))
+
+
+@torch.no_grad()
+def test_sdxl_style_added_conditions_are_shared_by_frames():
+    """SDXL-shaped UNets (text_time added embeddings) work; the conditions apply to every frame."""
+    unet = tiny_unet(addition_embed_type="text_time", addition_time_embed_dim=8,
+                     projection_class_embeddings_input_dim=16 + 6 * 8)
+    model = VideoUNet(unet, tiny_motion_adapter(unet))
+    x, ctx = clip(b=2, f=3)
+    cond = {"text_embeds": torch.randn(2, 16), "time_ids": torch.randn(2, 6)}
+    out = model(x, 10, ctx, added_cond_kwargs=cond)
+    per_frame = {k: v.repeat_interleave(3, 0) for k, v in cond.items()}
+    image = unet(fold(x), 10, ctx.repeat_interleave(3, 0), added_cond_kwargs=per_frame).sample
+    assert (fold(out) - image).abs().max() <= 1e-5

@@ -68,3 +68,12 @@ def test_bad_inputs(vae):
         v.decode(torch.zeros(1, 3, 2, 8, 8))
     with pytest.raises(ValueError, match="chunk_size"):
         VideoVAE(vae, chunk_size=0)
+
+
+def test_temporal_decoder_backward_on_strided_latents(vae):
+    """Regression: latents laid out channels-last (as the VAE's posterior mean comes out) crashed
+    PyTorch's CPU Conv3d backward inside the temporal layers."""
+    td = TemporalDecoder.from_vae_config(vae.config)
+    latents = torch.randn(2, 4, 8, 8, 4).permute(0, 4, 1, 2, 3)  # (B, C, F, h, w) with C fastest in memory
+    VideoVAE(vae, chunk_size=None, temporal_decoder=td).decode(latents).pow(2).mean().backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in td.parameters())

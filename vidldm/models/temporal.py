@@ -230,7 +230,9 @@ class TemporalConvBlock(nn.Module):
         self.mix_factor = nn.Parameter(torch.zeros(())) if learned_mix else None
 
     def forward(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:
-        spatial = rearrange(x, "(b f) c h w -> b c f h w", f=num_frames)
+        # contiguous: PyTorch's CPU Conv3d backward segfaults on some permuted layouts (seen with 2.13
+        # on channels-last-like VAE latents); one copy of the activations is cheap insurance.
+        spatial = rearrange(x, "(b f) c h w -> b c f h w", f=num_frames).contiguous()
         h = spatial
         for layer in self.layers:
             h = layer(h)

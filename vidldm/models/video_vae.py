@@ -109,7 +109,8 @@ class VideoVAE(nn.Module):
             dist = self.vae.encode(frames).latent_dist
             z = dist.sample(generator) if sample else dist.mode()
             out.append(rearrange(z, "(b f) c h w -> b c f h w", b=b))
-        return (torch.cat(out, dim=2) - self.shift_factor) * self.scaling_factor
+        # contiguous: the posterior's mean is a strided view of the encoder's moments
+        return ((torch.cat(out, dim=2) - self.shift_factor) * self.scaling_factor).contiguous()
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Scaled latents `(B, C, F, h, w)` -> video `(B, 3, F, h*s, w*s)` in about [-1, 1].

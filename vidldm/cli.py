@@ -91,6 +91,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", default=None, help="where to write (default: the sidecar's output with '-replay')")
     p.add_argument("-q", "--quiet", action="store_true")
     p.add_argument("--device", help="override the device")
+    p = sub.add_parser("train", help="finetune temporal layers (or another stage) from a YAML recipe",
+                       description="Train from a YAML recipe (see configs/). Many GPUs: accelerate launch -m vidldm train CONFIG.yaml")
+    p.add_argument("config", help="YAML recipe")
+    p.add_argument("--resume", help="'latest' or a checkpoint folder: continue a stopped run exactly where it stopped")
+    p.add_argument("--stop-after", type=int, help="stop this run after N more steps (resume later with --resume latest)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe key, e.g. train.max_steps=100")
+    p = sub.add_parser("cache", help="encode a recipe's clips and captions once into a latent cache",
+                       description="Encode the recipe's videos (VAE) and captions (text encoder) once into safetensors shards; "
+                       "point data.latent_cache at the folder to train without decoding videos.")
+    p.add_argument("config", help="YAML recipe (its model and data sections are used)")
+    p.add_argument("output", help="folder to create")
+    p.add_argument("--device", help="cpu, cuda, ...")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing cache folder")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe key")
     p = sub.add_parser("info", help="describe a model or a motion adapter", description="Describe a model (pipeline folder, built-in name) or a motion-adapter file/folder.")
     p.add_argument("model")
     p.add_argument("--motion-adapter", help="describe the model with this adapter")
@@ -293,6 +307,25 @@ def info(args: argparse.Namespace) -> None:
     _print_adapter(pipe.motion_adapter)
 
 
+def cache(args: argparse.Namespace) -> None:
+    import torch
+
+    from vidldm.data import build_latent_cache
+    from vidldm.train.config import load_config, position_encoding_length
+    from vidldm.train.trainer import build_dataset
+
+    config = load_config(args.config, args.set)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    from vidldm.loading import load_pipeline
+
+    pipe = load_pipeline(config.model.pretrained, config.model.motion_adapter, device=device,
+                         fresh_adapter_frames=position_encoding_length(config.model))
+    start = time.perf_counter()
+    out = build_latent_cache(build_dataset(config), pipe.vae, pipe.encode_text, args.output, device=device,
+                             overwrite=args.overwrite)
+    print(f"wrote latent cache {out} in {time.perf_counter() - start:.1f}s")
+
+
 def _print_adapter(adapter) -> None:
     c = adapter.config
     print(f"  motion adapter: {sum(p.numel() for p in adapter.parameters()) / 1e6:.1f}M params, channels {list(c.block_out_channels)}, "
@@ -320,6 +353,14 @@ def main(argv: list[str] | None = None) -> int:
             replay(args)
         elif args.command == "info":
             info(args)
+        elif args.command == "train":
+            from vidldm.train import run_training
+
+            if args.stop_after is not None and args.stop_after < 1:
+                raise VidldmError(f"--stop-after must be at least 1, got {args.stop_after}")
+            run_training(args.config, resume=args.resume, stop_after=args.stop_after, overrides=args.set)
+        elif args.command == "cache":
+            cache(args)
         return 0
     except VidldmError as err:
         print(f"vidldm: error: {err}", file=sys.stderr)

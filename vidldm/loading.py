@@ -56,20 +56,24 @@ def load_pipeline(
     config: str | os.PathLike | None = None,
     device: str | torch.device | None = None,
     dtype: str | torch.dtype | None = None,
+    fresh_adapter_frames: int | None = None,
 ) -> VideoPipeline:
-    """Load a `VideoPipeline` from any supported source (see the module docstring)."""
+    """Load a `VideoPipeline` from any supported source (see the module docstring).
+
+    `fresh_adapter_frames`: for training, a Stable Diffusion base without `motion_adapter` gets a
+    new zero-initialised adapter of this length instead of an error (and sizes the tiny model's)."""
     torch_dtype = parse_dtype(dtype)
     adapter = _adapter(motion_adapter)
     name = str(name_or_path)
     path = Path(name).expanduser()
     if name in BUILTIN:
-        pipe = tiny_pipeline()
+        pipe = tiny_pipeline(max_frames=fresh_adapter_frames or 16)
         if adapter is not None:
             pipe = _with_adapter(pipe.components, adapter)
     elif path.is_dir():
-        pipe = _from_folder(path, adapter)
+        pipe = _from_folder(path, adapter, fresh_adapter_frames)
     elif path.is_file():
-        pipe = _from_single_file(path, adapter, config)
+        pipe = _from_single_file(path, adapter, config, fresh_adapter_frames)
     elif _looks_like_hub_id(name) and not path.suffix:
         pipe = _from_hub(name, adapter)
     else:
@@ -96,7 +100,7 @@ def _with_adapter(components: dict, adapter: MotionAdapter) -> VideoPipeline:
     return VideoPipeline(**parts, motion_adapter=adapter)
 
 
-def _from_folder(path: Path, adapter: MotionAdapter | None) -> VideoPipeline:
+def _from_folder(path: Path, adapter: MotionAdapter | None, fresh: int | None = None) -> VideoPipeline:
     index = path / "model_index.json"
     if not index.exists():
         raise VidldmError(f"'{path}' has no model_index.json; give a vidldm or diffusers pipeline folder")
@@ -105,11 +109,11 @@ def _from_folder(path: Path, adapter: MotionAdapter | None) -> VideoPipeline:
         pipe = VideoPipeline.from_pretrained(str(path), local_files_only=True)
         return _with_adapter(pipe.components, adapter) if adapter is not None else pipe
     if kind in ("StableDiffusionPipeline", "AnimateDiffPipeline"):
-        return _from_diffusers_parts(str(path), adapter, kind)
+        return _from_diffusers_parts(str(path), adapter, kind, fresh=fresh)
     raise VidldmError(f"'{path}' holds a {kind}; vidldm loads VideoPipeline and Stable Diffusion 1.x/2.x folders")
 
 
-def _from_diffusers_parts(path: str, adapter: MotionAdapter | None, kind: str, **hub) -> VideoPipeline:
+def _from_diffusers_parts(path: str, adapter: MotionAdapter | None, kind: str, fresh: int | None = None, **hub) -> VideoPipeline:
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import AutoTokenizer, CLIPTextModel
 
@@ -121,6 +125,8 @@ def _from_diffusers_parts(path: str, adapter: MotionAdapter | None, kind: str, *
         from vidldm.models.motion_formats import from_diffusers
 
         adapter = from_diffusers(DiffusersMotionAdapter.from_pretrained(path, subfolder="motion_adapter", **local, **hub))
+    if adapter is None and fresh:
+        adapter = MotionAdapter.from_unet_config(unet.config, max_seq_length=fresh)
     if adapter is None:
         raise VidldmError("a Stable Diffusion model needs temporal layers: pass --motion-adapter (an AnimateDiff .ckpt/.safetensors or an adapter folder)")
     return VideoPipeline(
@@ -142,12 +148,12 @@ def _prediction_type(path: str, local: dict, hub: dict) -> str:
         return "epsilon"
 
 
-def _from_single_file(path: Path, adapter: MotionAdapter | None, config) -> VideoPipeline:
+def _from_single_file(path: Path, adapter: MotionAdapter | None, config, fresh: int | None = None) -> VideoPipeline:
     if path.suffix.lower() not in (".safetensors", ".ckpt"):
         raise VidldmError(f"'{path.name}' is not a model file; give a .safetensors/.ckpt checkpoint or a folder")
     if config is None:
         raise VidldmError("a single-file checkpoint needs config=<a local diffusers SD folder> for its configs and tokenizer (no download)")
-    if adapter is None:
+    if adapter is None and not fresh:
         raise VidldmError("a Stable Diffusion checkpoint needs temporal layers: pass --motion-adapter")
     from diffusers import StableDiffusionPipeline
 
@@ -156,6 +162,7 @@ def _from_single_file(path: Path, adapter: MotionAdapter | None, config) -> Vide
                                                       safety_checker=None, requires_safety_checker=False)
     except (OSError, ValueError, KeyError) as err:
         raise VidldmError(f"cannot load '{path.name}' as a Stable Diffusion checkpoint: {str(err).splitlines()[0]}") from err
+    adapter = adapter or MotionAdapter.from_unet_config(sd.unet.config, max_seq_length=fresh)
     return VideoPipeline(vae=sd.vae, text_encoder=sd.text_encoder, tokenizer=sd.tokenizer, unet=sd.unet,
                          motion_adapter=adapter, scheduler=default_scheduler(prediction_type=sd.scheduler.config.prediction_type))
 

@@ -1,0 +1,207 @@
+"""Training: the temporal stage learns and freezes the rest, resume is exact, bad files and configs are handled."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from vidldm.errors import VidldmError
+from vidldm.io import write_video
+from vidldm.train.config import load_config
+from vidldm.train.trainer import Trainer
+
+ENV = {**os.environ, "PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "2"}
+
+
+def moving_square(n_frames, size=16, seed=0):
+    rng = np.random.default_rng(seed)
+    colour = rng.integers(60, 255, 3)
+    frames = np.zeros((n_frames, size, size, 3), np.uint8)
+    for i in range(n_frames):
+        x = (2 + i) % (size - 5)
+        frames[i, 5:10, x:x + 5] = colour
+    return frames
+
+
+@pytest.fixture(scope="module")
+def video_folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("videos")
+    rows = []
+    for i in range(4):
+        write_video(moving_square(8, seed=i), root / f"clip{i}.mp4", fps=8)
+        rows.append(f"clip{i}.mp4,a square moving right number {i}")
+    (root / "broken.mp4").write_bytes(os.urandom(2048))
+    write_video(moving_square(2), root / "short.mp4", fps=8)
+    rows += ["broken.mp4,a broken file", "short.mp4,a too short clip"]
+    (root / "captions.csv").write_text("path,caption\n" + "\n".join(rows) + "\n")
+    return root
+
+
+def recipe(tmp_path, root, **sections):
+    config = {
+        "stage": "temporal",
+        "output_dir": str(tmp_path / "run"),
+        "model": {"pretrained": "tiny"},
+        "data": {"root": str(root), "num_frames": 4, "height": 16, "width": 16, "stride": 1},
+        "train": {"batch_size": 2, "max_steps": 20, "learning_rate": 1e-3, "warmup_steps": 2,
+                  "caption_dropout": 0.1, "frame_conditioning": 0.5, "max_known_frames": 2},
+        "checkpoint": {"every": 10, "keep": 2},
+        "log": {"every": 1, "tensorboard": False},
+    }
+    for key, value in sections.items():
+        config[key] = {**config.get(key, {}), **value} if isinstance(value, dict) else value
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def fixed_loss(trainer, batch):
+    """The stage loss on one batch with fixed noise/timesteps (several draws): comparable before and after."""
+    trainer.stage.eval()
+    with torch.no_grad():
+        return float(np.mean([trainer.stage(batch, torch.Generator().manual_seed(s)).item() for s in range(8)]))
+
+
+def snapshot(module):
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def test_temporal_stage_learns_and_freezes_everything_else(tmp_path, video_folder):
+    config = load_config(recipe(tmp_path, video_folder, train={"caption_dropout": 0.0, "learning_rate": 3e-3}))
+    trainer = Trainer(config)
+    pipe = trainer.pipe
+    frozen = {name: snapshot(getattr(pipe, name)) for name in ("unet", "vae", "text_encoder")}
+    adapter_before = snapshot(pipe.motion_adapter)
+    batch = trainer.data.next()
+    trainer.data.load_state({"epoch": 0, "batch": 0})
+    before = fixed_loss(trainer, batch)
+    trainer.stage.train()
+    summary = trainer.train()
+    after = fixed_loss(trainer, batch)
+    losses = [json.loads(line)["loss"] for line in (Path(config.output_dir) / "log.jsonl").read_text().splitlines()]
+    assert len(losses) == 20 and all(np.isfinite(losses))
+    assert after < 0.75 * before, (before, after)
+    for name, state in frozen.items():
+        for key, value in getattr(pipe, name).state_dict().items():
+            assert torch.equal(value, state[key]), f"{name}.{key} changed"
+    assert any(not torch.equal(v, adapter_before[k]) for k, v in pipe.motion_adapter.state_dict().items())
+    assert summary["clips_per_s"] > 0
+    # bad files were skipped and counted, not fatal
+    assert set(map(lambda p: Path(p).name, trainer.dataset.skipped)) == {"broken.mp4", "short.mp4"}
+
+    # the final pipeline folder loads and generates; the adapter knows it was trained with frame conditioning
+    from vidldm.loading import load_pipeline
+
+    loaded = load_pipeline(Path(config.output_dir) / "pipeline", device="cpu")
+    assert loaded.motion_adapter.config.frame_conditioning is True
+    loaded.set_progress_bar_config(disable=True)
+    frames = loaded("a square moving right", num_frames=4, height=16, width=16, num_inference_steps=2, output_type="np").frames
+    assert frames.shape == (1, 4, 16, 16, 3)
+    adapter = load_file(str(Path(config.output_dir) / "motion_adapter" / "diffusion_pytorch_model.safetensors"))
+    for key, value in pipe.motion_adapter.state_dict().items():
+        assert torch.equal(adapter[key], value)
+
+
+def _train(recipe_path, *extra):
+    proc = subprocess.run([sys.executable, "-m", "vidldm", "train", str(recipe_path), *extra],
+                          capture_output=True, text=True, env=ENV, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def test_stop_and_resume_in_a_new_process_is_exact(tmp_path, video_folder):
+    common = dict(train={"ema_decay": 0.9})
+    (tmp_path / "a").mkdir()
+    stopped = recipe(tmp_path / "a", video_folder, **common)
+    _train(stopped, "--stop-after", "10")
+    run = tmp_path / "a" / "run"
+    assert [p.name for p in (run / "checkpoints").iterdir()] == ["step-000010"]
+    assert not (run / "pipeline").exists()
+    _train(stopped, "--resume", "latest")
+    (tmp_path / "b").mkdir()
+    whole = recipe(tmp_path / "b", video_folder, **common)
+    _train(whole)
+    resumed = load_file(str(run / "motion_adapter" / "diffusion_pytorch_model.safetensors"))
+    straight = load_file(str(tmp_path / "b" / "run" / "motion_adapter" / "diffusion_pytorch_model.safetensors"))
+    assert resumed.keys() == straight.keys()
+    for key in resumed:
+        assert torch.equal(resumed[key], straight[key]), key
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-000010", "step-000020"]
+
+
+def test_two_processes_with_accelerate(tmp_path, video_folder):
+    path = recipe(tmp_path, video_folder, train={"batch_size": 1, "max_steps": 2}, checkpoint={"every": 2})
+    # accelerate's --cpu flag picks its single-process launcher; DDP on CPU (gloo) is --multi_gpu + ACCELERATE_USE_CPU.
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "vidldm", "train", str(path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**ENV, "ACCELERATE_USE_CPU": "1"}, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ckpt = tmp_path / "run" / "checkpoints" / "step-000002"
+    assert sorted(p.name for p in ckpt.iterdir()) == [
+        "optimizer.pt", "rng-0.pt", "rng-1.pt", "scheduler.pt", "state.json", "weights.safetensors"]
+    assert json.loads((ckpt / "state.json").read_text())["processes"] == 2
+
+
+@pytest.mark.parametrize("stage, part", [("image", "unet"), ("vae", "vae"), ("decoder", "temporal_decoder")])
+def test_other_stages_train_only_their_part(tmp_path, video_folder, stage, part):
+    config = load_config(recipe(tmp_path, video_folder, stage=stage, train={"max_steps": 2}, checkpoint={"every": 100}))
+    trainer = Trainer(config)
+    names = {n.split(".")[0] for n, p in trainer.stage.named_parameters() if p.requires_grad}
+    assert names == {part}
+    trainer.train()
+    assert (Path(config.output_dir) / part / "config.json").exists()
+
+
+def test_motion_lora_trains_only_lora_weights(tmp_path, video_folder):
+    config = load_config(recipe(tmp_path, video_folder, train={"max_steps": 2, "lora_rank": 4}, checkpoint={"every": 100}))
+    trainer = Trainer(config)
+    trainable = [n for n, p in trainer.stage.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+    trainer.train()
+    lora = load_file(str(Path(config.output_dir) / "motion_lora.safetensors"))
+    assert lora and all("lora" in k for k in lora)
+    merged = load_file(str(Path(config.output_dir) / "motion_adapter" / "diffusion_pytorch_model.safetensors"))
+    assert not any("lora" in k for k in merged)  # merged back into plain adapter weights
+
+
+def test_latent_cache_training(tmp_path, video_folder):
+    from vidldm.cli import main
+
+    path = recipe(tmp_path, video_folder, train={"max_steps": 2}, checkpoint={"every": 100})
+    assert main(["cache", str(path), str(tmp_path / "cache"), "--device", "cpu"]) == 0
+    config = load_config(path, [f"data.latent_cache={tmp_path / 'cache'}"])
+    summary = Trainer(config).train()
+    assert summary["steps"] == 2
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"train": {"learning_rat": 1e-4}}, "unknown key 'train.learning_rat'"),
+        ({"data": {"root": "/no/such/folder"}}, "data folder '/no/such/folder' does not exist"),
+        ({"data": {"num_frames": 24}}, "position encoding covers 16 frames"),
+        ({"stage": "everything"}, "unknown stage"),
+    ],
+)
+def test_bad_config_fails_before_loading_a_model(tmp_path, video_folder, monkeypatch, capsys, change, message):
+    import vidldm.loading
+
+    def no_models(*args, **kwargs):
+        raise AssertionError("a model was loaded before the config was checked")
+
+    monkeypatch.setattr(vidldm.loading, "load_pipeline", no_models)
+    path = recipe(tmp_path, video_folder, **change)
+    with pytest.raises(VidldmError, match=message):
+        load_config(path)
+    from vidldm.cli import main
+
+    assert main(["train", str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]

@@ -1,0 +1,251 @@
+"""Training recipes: a YAML file read into dataclasses and checked before any model is loaded.
+
+    stage: temporal              # temporal | image | vae | decoder
+    output_dir: runs/my-run
+    model: {pretrained: tiny, motion_adapter: null, max_frames: 16}
+    data: {root: videos/, num_frames: 16, height: 64, width: 64, stride: 1}
+    train: {batch_size: 1, max_steps: 1000, learning_rate: 1.0e-4, ...}
+    checkpoint: {every: 500, keep: 3}
+    validation: {every: 500, prompts: ["a red circle moving right"]}
+
+Every key is listed below with its default; an unknown key, a missing folder or a clip longer
+than the motion adapter's position encoding fails at start with one line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from vidldm.errors import VidldmError
+
+STAGES = ("temporal", "image", "vae", "decoder")
+
+
+@dataclass
+class ModelConfig:
+    pretrained: str = "tiny"             # anything load_pipeline takes
+    motion_adapter: str | None = None    # start from this adapter (AnimateDiff file or folder)
+    max_frames: int | None = None        # position-encoding length of a fresh adapter (default 32, tiny 16)
+
+
+@dataclass
+class DataConfig:
+    root: str | None = None              # folder of videos (captions.csv/.jsonl, WebVid CSV or .txt sidecars)
+    captions: str | None = None          # explicit captions file
+    latent_cache: str | None = None      # a folder made by `vidldm cache`; used instead of decoding videos
+    num_frames: int = 16
+    height: int = 64
+    width: int = 64
+    stride: int = 1
+    fps: float | None = None
+    flip: bool = False
+    num_workers: int = 0
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 1
+    max_steps: int = 1000                # optimizer steps
+    learning_rate: float = 1e-4
+    weight_decay: float = 1e-2
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    warmup_steps: int = 0
+    lr_schedule: str = "cosine"          # cosine | constant | linear
+    gradient_accumulation_steps: int = 1
+    max_grad_norm: float = 1.0
+    mixed_precision: str = "no"          # no | fp16 | bf16
+    gradient_checkpointing: bool = False
+    use_8bit_adam: bool = False          # needs bitsandbytes
+    ema_decay: float | None = None       # e.g. 0.999; the final weights are the EMA
+    caption_dropout: float = 0.1         # empty caption, so classifier-free guidance works
+    frame_conditioning: float = 0.5      # temporal stage: probability that the first k frames are given clean
+    max_known_frames: int | None = None  # k is drawn from [1, max_known_frames]; default min(4, num_frames - 1)
+    lora_rank: int | None = None         # temporal stage: train a motion LoRA instead of full weights
+    noise_offset: float = 0.0
+    seed: int = 0
+
+
+@dataclass
+class CheckpointConfig:
+    every: int = 500
+    keep: int = 3
+
+
+@dataclass
+class ValidationConfig:
+    every: int = 0                       # 0: only at the end
+    prompts: list[str] = field(default_factory=list)
+    num_inference_steps: int = 25
+    guidance_scale: float = 7.5
+    num_frames: int | None = None
+
+
+@dataclass
+class LogConfig:
+    every: int = 10
+    tensorboard: bool = True
+
+
+@dataclass
+class Config:
+    stage: str = "temporal"
+    output_dir: str = "runs/train"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _build(cls, values: Any, where: str, source: str):
+    """Dataclass `cls` from a mapping; unknown keys are an error naming the key and the file."""
+    if values is None:
+        return cls()
+    if not isinstance(values, dict):
+        raise VidldmError(f"{source}: '{where}' must be a mapping of keys, got {type(values).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in values.items():
+        name = f"{where}.{key}" if where else key
+        if key not in fields:
+            raise VidldmError(f"{source}: unknown key '{name}'; known keys here: {', '.join(fields)}")
+        sub = fields[key].default_factory if fields[key].default_factory is not dataclasses.MISSING else None
+        kwargs[key] = _build(sub, value, name, source) if dataclasses.is_dataclass(sub) else value
+    return cls(**kwargs)
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """`["train.max_steps=20", "data.root=x"]` -> nested dict (values parsed as YAML scalars)."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise VidldmError(f"--set takes key=value, got '{pair}'")
+        key, value = pair.split("=", 1)
+        node = out
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = yaml.safe_load(value)
+    return out
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    for k, v in extra.items():
+        base[k] = _merge(dict(base.get(k) or {}), v) if isinstance(v, dict) else v
+    return base
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Read and check a recipe. Relative paths in it are relative to the YAML file's folder."""
+    path = Path(path)
+    if not path.exists():
+        raise VidldmError(f"config '{path}' does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise VidldmError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from err
+    raw = _merge(raw, parse_overrides(overrides or []))
+    config = _build(Config, raw, "", path.name)
+    _resolve_paths(config, path.parent)
+    check(config, path.name)
+    return config
+
+
+def _resolve_paths(config: Config, base: Path) -> None:
+    def rel(p: str | None) -> str | None:
+        if p is None or Path(p).is_absolute() or not (base / p).exists():
+            return p
+        return str((base / p).resolve())
+
+    config.data.root, config.data.captions = rel(config.data.root), rel(config.data.captions)
+    config.data.latent_cache = rel(config.data.latent_cache)
+    config.model.motion_adapter = rel(config.model.motion_adapter)
+    if config.model.pretrained != "tiny":
+        config.model.pretrained = rel(config.model.pretrained) or config.model.pretrained
+
+
+def check(config: Config, source: str) -> None:
+    """Everything that can be checked without loading a model."""
+    if config.stage not in STAGES:
+        raise VidldmError(f"{source}: unknown stage '{config.stage}'; choose one of {', '.join(STAGES)}")
+    d, t = config.data, config.train
+    if d.latent_cache is None:
+        if d.root is None:
+            raise VidldmError(f"{source}: data.root is not set; point it at a folder of videos")
+        if not Path(d.root).is_dir():
+            raise VidldmError(f"{source}: data folder '{d.root}' does not exist")
+    elif not Path(d.latent_cache, "index.json").exists():
+        raise VidldmError(f"{source}: '{d.latent_cache}' is not a latent cache (no index.json); make one with `vidldm cache`")
+    for name, value in (("data.num_frames", d.num_frames), ("data.height", d.height), ("data.width", d.width),
+                        ("data.stride", d.stride), ("train.batch_size", t.batch_size), ("train.max_steps", t.max_steps),
+                        ("train.gradient_accumulation_steps", t.gradient_accumulation_steps),
+                        ("checkpoint.every", config.checkpoint.every), ("checkpoint.keep", config.checkpoint.keep)):
+        if not isinstance(value, int) or value < 1:
+            raise VidldmError(f"{source}: {name} must be a positive integer, got {value!r}")
+    if t.mixed_precision not in ("no", "fp16", "bf16"):
+        raise VidldmError(f"{source}: train.mixed_precision must be no, fp16 or bf16, got {t.mixed_precision!r}")
+    if t.lr_schedule not in ("cosine", "constant", "linear"):
+        raise VidldmError(f"{source}: train.lr_schedule must be cosine, constant or linear, got {t.lr_schedule!r}")
+    for name, value in (("train.caption_dropout", t.caption_dropout), ("train.frame_conditioning", t.frame_conditioning)):
+        if not 0 <= value <= 1:
+            raise VidldmError(f"{source}: {name} must be between 0 and 1, got {value}")
+    if t.ema_decay is not None and not 0 < t.ema_decay < 1:
+        raise VidldmError(f"{source}: train.ema_decay must be between 0 and 1, got {t.ema_decay}")
+    if config.stage == "temporal":
+        if t.max_known_frames is None:
+            t.max_known_frames = max(1, min(4, d.num_frames - 1))
+        if t.frame_conditioning > 0 and not 1 <= t.max_known_frames < d.num_frames:
+            raise VidldmError(
+                f"{source}: train.max_known_frames must be between 1 and data.num_frames - 1 "
+                "(frame conditioning needs frames left to predict)"
+            )
+        length = position_encoding_length(config.model)
+        if d.num_frames > length:
+            raise VidldmError(
+                f"{source}: data.num_frames is {d.num_frames} but the motion adapter's position encoding covers "
+                f"{length} frames; lower num_frames or set model.max_frames for a fresh adapter"
+            )
+
+
+def position_encoding_length(model: ModelConfig) -> int:
+    """The clip length the motion adapter can take, read from configs/headers, not by building a model."""
+    if model.motion_adapter is not None:
+        path = Path(model.motion_adapter)
+        if not path.exists():
+            raise VidldmError(f"motion adapter '{path}' does not exist")
+        return _adapter_length(path)
+    folder = Path(model.pretrained) / "motion_adapter"
+    if folder.is_dir():
+        return _adapter_length(folder)
+    if model.max_frames is not None:
+        return model.max_frames
+    return 16 if model.pretrained == "tiny" else 32
+
+
+def _adapter_length(path: Path) -> int:
+    if path.is_dir():
+        config = json.loads((path / "config.json").read_text())
+        return int(config.get("max_seq_length", config.get("motion_max_seq_length", 32)))
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        with safe_open(str(path), "pt") as f:
+            for key in f.keys():
+                if key.endswith("pos_encoder.pe") or key.endswith("pos_embed.pe"):
+                    return f.get_slice(key).get_shape()[1]
+        return 32
+    from vidldm.models.motion_formats import read_state_dict
+
+    sd = read_state_dict(path)
+    return next((v.shape[1] for k, v in sd.items() if k.endswith(("pos_encoder.pe", "pos_embed.pe"))), 32)

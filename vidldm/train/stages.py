@@ -1,0 +1,194 @@
+"""Training stages: one `nn.Module` per stage whose `forward(batch, generator)` is the loss.
+
+The loop in `trainer.py` is the same for every stage; a stage decides what is trainable and
+what a sample is:
+
+| stage      | trains                         | a sample is                                  |
+|------------|--------------------------------|----------------------------------------------|
+| `temporal` | the motion adapter (or a LoRA) | a clip; noise on every frame but known ones  |
+| `image`    | the spatial UNet               | each frame of a clip as its own image        |
+| `vae`      | the VAE                        | each frame, reconstructed (+ small KL)       |
+| `decoder`  | temporal decoder layers        | a clip, reconstructed without flicker        |
+
+Wrapping the whole computation in one module lets accelerate/DDP see a single model whose
+frozen parts simply carry no gradients. Batches hold either `pixel_values` `(B, 3, F, H, W)`
+in [-1, 1] and `caption`, or (from a latent cache) `latents` `(B, C, F, h, w)` and `prompt_embeds` `(B, L, D)`.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from vidldm.models.video_unet import VideoUNet
+from vidldm.models.video_vae import TemporalDecoder, VideoVAE
+from vidldm.pipeline import VideoPipeline
+from vidldm.train.config import Config
+
+
+class Stage(nn.Module):
+    """Shared parts: frozen encoders, noise schedule, caption dropout."""
+
+    def __init__(self, pipe: VideoPipeline, config: Config):
+        super().__init__()
+        self.vae, self.text_encoder, self.unet = pipe.vae, pipe.text_encoder, pipe.unet
+        self.tokenizer, self.noise_scheduler = pipe.tokenizer, pipe.scheduler
+        self.config = config
+        self.caption_dropout = config.train.caption_dropout
+
+    def trainable(self) -> nn.Module:
+        raise NotImplementedError
+
+    def freeze_all_but_trainable(self) -> None:
+        self.requires_grad_(False)
+        self.trainable().requires_grad_(True)
+        self.train()
+        for m in (self.vae, self.text_encoder):
+            if m is not self.trainable():
+                m.eval()
+
+    def encode_text(self, captions: list[str], generator: torch.Generator) -> torch.Tensor:
+        """`(B, L, D)`; each caption is dropped to "" with probability `caption_dropout` (for CFG)."""
+        drop = torch.rand(len(captions), generator=generator) < self.caption_dropout
+        captions = ["" if d else c for c, d in zip(captions, drop.tolist())]
+        tokens = self.tokenizer(captions, padding="max_length", max_length=self.tokenizer.model_max_length,
+                                truncation=True, return_tensors="pt")
+        with torch.no_grad():
+            return self.text_encoder(tokens.input_ids.to(self.text_encoder.device))[0].to(self.unet.dtype)
+
+    def prompt_embeds(self, batch: dict, generator: torch.Generator) -> torch.Tensor:
+        if "prompt_embeds" in batch:  # latent cache: embeddings were computed once; dropout -> the "" embedding
+            embeds = batch["prompt_embeds"].to(self.unet.device, self.unet.dtype)
+            drop = torch.rand(embeds.shape[0], generator=generator) < self.caption_dropout
+            if drop.any():
+                embeds = embeds.clone()
+                embeds[drop.to(embeds.device)] = self.encode_text([""], generator)[0].to(embeds.dtype)
+            return embeds
+        return self.encode_text(list(batch["caption"]), generator)
+
+    def latents(self, batch: dict, generator: torch.Generator) -> torch.Tensor:
+        if "latents" in batch:
+            return batch["latents"].to(self.unet.device, self.unet.dtype)
+        with torch.no_grad():
+            video = batch["pixel_values"].to(self.vae.device)
+            return VideoVAE(self.vae, chunk_size=16).encode(video, generator=generator, sample=True).to(self.unet.dtype)
+
+    def noise_and_timesteps(self, latents: torch.Tensor, generator: torch.Generator):
+        noise = torch.randn(latents.shape, generator=generator).to(latents)
+        offset = self.config.train.noise_offset
+        if offset:  # brightness shifts the plain noise cannot express (Guttenberg 2023)
+            noise = noise + offset * torch.randn((*latents.shape[:2], *[1] * (latents.ndim - 2)), generator=generator).to(latents)
+        steps = self.noise_scheduler.config.num_train_timesteps
+        t = torch.randint(0, steps, (latents.shape[0],), generator=generator).to(latents.device)
+        return noise, t
+
+    def target(self, latents: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        kind = self.noise_scheduler.config.prediction_type
+        if kind == "epsilon":
+            return noise
+        if kind == "v_prediction":
+            return self.noise_scheduler.get_velocity(latents, noise, t)
+        raise ValueError(f"training for prediction_type {kind!r} is not supported (epsilon, v_prediction)")
+
+
+class TemporalStage(Stage):
+    """Trains the motion adapter on clips. With probability `frame_conditioning` the first k frames
+    are given clean at t = 0 and left out of the loss, so the adapter learns to animate stills
+    and continue clips (`image_conditioning="clean"` at inference)."""
+
+    def __init__(self, pipe: VideoPipeline, config: Config):
+        super().__init__(pipe, config)
+        self.motion_adapter = pipe.motion_adapter
+        self.video_unet = VideoUNet(self.unet, self.motion_adapter)
+        if config.train.gradient_checkpointing:
+            self.video_unet.enable_gradient_checkpointing()
+
+    def trainable(self) -> nn.Module:
+        return self.motion_adapter
+
+    def forward(self, batch: dict, generator: torch.Generator) -> torch.Tensor:
+        latents = self.latents(batch, generator)
+        context = self.prompt_embeds(batch, generator)
+        noise, t = self.noise_and_timesteps(latents, generator)
+        b, _, f = latents.shape[:3]
+        noisy = self.noise_scheduler.add_noise(latents, noise, t)
+        frame_t = t[:, None].repeat(1, f)
+        loss_mask = torch.ones(b, f, device=latents.device)
+        p, k_max = self.config.train.frame_conditioning, self.config.train.max_known_frames
+        known = (torch.rand(b, generator=generator) < p).tolist()
+        ks = torch.randint(1, k_max + 1, (b,), generator=generator).tolist()
+        for i in range(b):
+            if known[i]:
+                noisy[i, :, : ks[i]] = latents[i, :, : ks[i]]
+                frame_t[i, : ks[i]] = 0
+                loss_mask[i, : ks[i]] = 0
+        pred = self.video_unet(noisy, frame_t, context)
+        per_frame = (pred.float() - self.target(latents, noise, t).float()).pow(2).mean(dim=(1, 3, 4))  # (B, F)
+        return (per_frame * loss_mask).sum() / loss_mask.sum()
+
+
+class ImageStage(Stage):
+    """Trains the spatial UNet as a text-to-image model on single frames."""
+
+    def trainable(self) -> nn.Module:
+        return self.unet
+
+    def __init__(self, pipe: VideoPipeline, config: Config):
+        super().__init__(pipe, config)
+        if config.train.gradient_checkpointing:
+            self.unet.enable_gradient_checkpointing()
+
+    def forward(self, batch: dict, generator: torch.Generator) -> torch.Tensor:
+        latents = self.latents(batch, generator)
+        f = latents.shape[2]
+        images = rearrange(latents, "b c f h w -> (b f) c h w")
+        context = self.prompt_embeds(batch, generator).repeat_interleave(f, dim=0)
+        noise, t = self.noise_and_timesteps(images, generator)
+        pred = self.unet(self.noise_scheduler.add_noise(images, noise, t), t, context).sample
+        return F.mse_loss(pred.float(), self.target(images, noise, t).float())
+
+
+class VaeStage(Stage):
+    """Trains the VAE on frames: reconstruction (L1 + MSE) plus a small KL term.
+    (No perceptual or adversarial loss: enough for small procedural data, not for photos.)"""
+
+    kl_weight = 1e-6
+
+    def trainable(self) -> nn.Module:
+        return self.vae
+
+    def forward(self, batch: dict, generator: torch.Generator) -> torch.Tensor:
+        frames = rearrange(batch["pixel_values"].to(self.vae.device, self.vae.dtype), "b c f h w -> (b f) c h w")
+        dist = self.vae.encode(frames).latent_dist
+        recon = self.vae.decode(dist.sample(generator)).sample
+        rec = F.l1_loss(recon.float(), frames.float()) + F.mse_loss(recon.float(), frames.float())
+        return rec + self.kl_weight * dist.kl().mean()
+
+
+class DecoderStage(Stage):
+    """Trains temporal decoder layers (Video LDM) against flicker: reconstruct the clip and its
+    frame-to-frame differences from frozen latents."""
+
+    def __init__(self, pipe: VideoPipeline, config: Config):
+        super().__init__(pipe, config)
+        if pipe.temporal_decoder is None:
+            pipe.register_modules(temporal_decoder=TemporalDecoder.from_vae_config(pipe.vae.config).to(pipe.vae.device))
+        self.temporal_decoder = pipe.temporal_decoder
+
+    def trainable(self) -> nn.Module:
+        return self.temporal_decoder
+
+    def forward(self, batch: dict, generator: torch.Generator) -> torch.Tensor:
+        video = batch["pixel_values"].to(self.vae.device, self.vae.dtype)
+        vvae = VideoVAE(self.vae, chunk_size=None, temporal_decoder=self.temporal_decoder)
+        with torch.no_grad():
+            latents = vvae.encode(video, generator=generator, sample=True)
+        recon = vvae.decode(latents).float()
+        target = video.float()
+        motion = F.mse_loss(recon.diff(dim=2), target.diff(dim=2)) if video.shape[2] > 1 else 0.0
+        return F.mse_loss(recon, target) + motion
+
+
+STAGE_CLASSES = {"temporal": TemporalStage, "image": ImageStage, "vae": VaeStage, "decoder": DecoderStage}

@@ -1,0 +1,365 @@
+"""`vidldm train CONFIG.yaml`: the one training loop, on accelerate (one process or DDP).
+
+    config -> checks (no model yet) -> pipeline -> stage module (what trains, what the loss is)
+           -> AdamW + warmup/cosine -> [micro-batches -> loss -> backward -> clip -> step -> EMA]
+           -> checkpoints / validation clips / logs -> final adapter + pipeline folder
+
+Resuming restores weights, optimizer, LR schedule, EMA, every process's RNG states and the
+position in the data, so a stopped and resumed run ends with the same weights as one that
+never stopped (bitwise on CPU).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vidldm.errors import VidldmError
+from vidldm.train import state as ckpt
+from vidldm.train.config import Config
+
+log = logging.getLogger("vidldm.train")
+
+
+def collate(items: list[dict]) -> dict[str, Any]:
+    """Stack tensors, keep everything else as lists."""
+    out: dict[str, Any] = {}
+    for key in items[0]:
+        values = [item[key] for item in items]
+        out[key] = torch.stack(values) if isinstance(values[0], torch.Tensor) else values
+    return out
+
+
+class DataStream:
+    """Endless, resumable batches: epoch `e` visits `randperm(n)` seeded by (seed, e), each process
+    takes its share, and the position is (epoch, batch) so a resumed run reads the same batches."""
+
+    def __init__(self, dataset, batch_size: int, seed: int, rank: int, world: int, num_workers: int = 0):
+        self.dataset, self.batch_size, self.seed = dataset, batch_size, seed
+        self.rank, self.world, self.num_workers = rank, world, num_workers
+        self.batches_per_epoch = len(dataset) // (batch_size * world)
+        if self.batches_per_epoch == 0:
+            raise VidldmError(
+                f"{len(dataset)} clips are fewer than one batch ({batch_size} x {world} processes); add clips or lower batch_size"
+            )
+        self.epoch, self.batch = 0, 0
+        self._iter = None
+
+    def state(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "batch": self.batch}
+
+    def load_state(self, state: dict[str, int]) -> None:
+        self.epoch, self.batch, self._iter = state["epoch"], state["batch"], None
+
+    def _epoch_iter(self):
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(self.epoch)
+        g = torch.Generator().manual_seed(self.seed * 100003 + self.epoch)
+        order = torch.randperm(len(self.dataset), generator=g).tolist()
+        per_step = self.batch_size * self.world
+        mine = [order[b * per_step + self.rank * self.batch_size: b * per_step + (self.rank + 1) * self.batch_size]
+                for b in range(self.batch, self.batches_per_epoch)]
+        if self.num_workers > 0:
+            loader = torch.utils.data.DataLoader(self.dataset, batch_sampler=mine, num_workers=self.num_workers, collate_fn=collate)
+            yield from loader
+        else:
+            for indices in mine:
+                yield collate([self.dataset[i] for i in indices])
+
+    def next(self) -> dict[str, Any]:
+        while True:
+            if self._iter is None:
+                self._iter = self._epoch_iter()
+            try:
+                batch = next(self._iter)
+                self.batch += 1
+                return batch
+            except StopIteration:
+                self.epoch, self.batch, self._iter = self.epoch + 1, 0, None
+
+
+def build_dataset(config: Config):
+    d = config.data
+    if d.latent_cache:
+        from vidldm.data import LatentCacheDataset
+
+        return LatentCacheDataset(d.latent_cache)
+    from vidldm.data import VideoClipDataset
+
+    return VideoClipDataset(d.root, num_frames=d.num_frames, height=d.height, width=d.width, stride=d.stride,
+                            fps=d.fps, flip=d.flip, captions=d.captions, seed=config.train.seed)
+
+
+def load_base(config: Config, device):
+    """The pipeline to train from; a Stable Diffusion base without an adapter gets a fresh one."""
+    from vidldm.loading import load_pipeline
+    from vidldm.train.config import position_encoding_length
+
+    m = config.model
+    return load_pipeline(m.pretrained, m.motion_adapter, device=device, fresh_adapter_frames=position_encoding_length(m))
+
+
+def make_optimizer(params, t) -> torch.optim.Optimizer:
+    if t.use_8bit_adam:
+        try:
+            import bitsandbytes as bnb
+        except ImportError as err:
+            raise VidldmError("train.use_8bit_adam needs bitsandbytes: pip install bitsandbytes") from err
+        cls = bnb.optim.AdamW8bit
+    else:
+        cls = torch.optim.AdamW
+    return cls(params, lr=t.learning_rate, betas=(t.adam_beta1, t.adam_beta2), weight_decay=t.weight_decay)
+
+
+def apply_lora(adapter, rank: int):
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ImportError as err:
+        raise VidldmError("train.lora_rank needs peft: pip install peft") from err
+    config = LoraConfig(r=rank, lora_alpha=rank, init_lora_weights=True,
+                        target_modules=["to_q", "to_k", "to_v", "to_out.0"])
+    return get_peft_model(adapter, config)
+
+
+class Trainer:
+    def __init__(self, config: Config, *, resume: str | None = None, stop_after: int | None = None):
+        from accelerate import Accelerator
+
+        self.config = config
+        t = config.train
+        self.out = Path(config.output_dir)
+        self.accelerator = Accelerator(mixed_precision=t.mixed_precision, gradient_accumulation_steps=t.gradient_accumulation_steps)
+        acc = self.accelerator
+        self.main = acc.is_main_process
+        self.stop_after = stop_after
+        self.resume_from = ckpt.find_checkpoint(self.out, resume) if resume else None
+
+        torch.manual_seed(t.seed)  # model init (fresh adapters) identical on every process
+        self.generator = torch.Generator().manual_seed(t.seed * 1000 + acc.process_index)
+        self.dataset = build_dataset(config)
+        self.data = DataStream(self.dataset, t.batch_size, t.seed, acc.process_index, acc.num_processes, config.data.num_workers)
+
+        self.pipe = load_base(config, acc.device)
+        self._cast_frozen()
+        from vidldm.train.stages import STAGE_CLASSES
+
+        self.stage = STAGE_CLASSES[config.stage](self.pipe, config)
+        self.peft_model = None
+        if config.stage == "temporal" and t.lora_rank:
+            self.peft_model = apply_lora(self.stage.motion_adapter, t.lora_rank)
+        self.stage.freeze_all_but_trainable()
+        if self.peft_model is not None:  # only the LoRA matrices train
+            for name, p in self.stage.motion_adapter.named_parameters():
+                p.requires_grad_("lora_" in name)
+        self.params = [p for p in self.stage.parameters() if p.requires_grad]
+        if not self.params:
+            raise VidldmError(f"stage '{config.stage}' has nothing to train")
+        self.ema = ckpt.EMA(self.params, t.ema_decay) if t.ema_decay else None
+
+        from diffusers.optimization import get_scheduler
+
+        self.optimizer = make_optimizer(self.params, t)
+        self.lr_scheduler = get_scheduler(t.lr_schedule, self.optimizer, num_warmup_steps=t.warmup_steps,
+                                          num_training_steps=t.max_steps)
+        self.model, self.optimizer = acc.prepare(self.stage, self.optimizer)
+        self.step = 0
+        if self.resume_from is not None:
+            self._restore(self.resume_from)
+
+    # ------------------------------------------------------------------ set-up helpers
+    def _cast_frozen(self) -> None:
+        """Frozen parts in the mixed-precision dtype (half the memory); trained parts stay fp32."""
+        dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(self.config.train.mixed_precision)
+        if dtype is None:
+            return
+        trained = {"temporal": "motion_adapter", "image": "unet", "vae": "vae", "decoder": "temporal_decoder"}[self.config.stage]
+        for name in ("vae", "text_encoder", "unet", "motion_adapter"):
+            if name != trained and not (name == "vae" and self.config.stage == "decoder"):
+                getattr(self.pipe, name).to(dtype)
+
+    def trainable_state(self) -> dict[str, torch.Tensor]:
+        return {n: p for n, p in self.stage.named_parameters() if p.requires_grad}
+
+    def _restore(self, folder: Path) -> None:
+        saved = ckpt.read_checkpoint(folder, self.accelerator.process_index)
+        own = self.trainable_state()
+        if set(saved["weights"]) != set(own):
+            raise VidldmError(f"checkpoint '{folder}' holds other weights than this run trains; same config and stage?")
+        with torch.no_grad():
+            for name, p in own.items():
+                p.copy_(saved["weights"][name])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.lr_scheduler.load_state_dict(saved["scheduler"])
+        if self.ema is not None and saved["ema"] is not None:
+            self.ema.load_state_dict(saved["ema"])
+        ckpt.set_rng_state(saved["rng"], self.generator)
+        self.data.load_state(saved["meta"]["data"])
+        self.step = saved["meta"]["step"]
+        if self.main:
+            print(f"resumed from {folder} at step {self.step}")
+
+    # ------------------------------------------------------------------ the loop
+    def train(self) -> dict[str, Any]:
+        cfg, acc = self.config, self.accelerator
+        t = cfg.train
+        self.out.mkdir(parents=True, exist_ok=True)
+        writer = self._writer()
+        log_file = (self.out / "log.jsonl").open("a") if self.main else None
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=t.max_steps, initial=self.step, disable=not self.main, desc=f"train {cfg.stage}", unit="step")
+        last = self.step + self.stop_after if self.stop_after else t.max_steps
+        start, start_step, clips = time.perf_counter(), self.step, 0
+        while self.step < min(last, t.max_steps):
+            losses = []
+            for _ in range(t.gradient_accumulation_steps):
+                batch = self.data.next()
+                with acc.accumulate(self.model):
+                    loss = self.model(batch, self.generator)
+                    acc.backward(loss)
+                    if acc.sync_gradients and t.max_grad_norm:
+                        acc.clip_grad_norm_(self.params, t.max_grad_norm)
+                    self.optimizer.step()
+                    self.optimizer.zero_grad(set_to_none=True)
+                losses.append(loss.detach().float())
+                clips += len(next(iter(v for v in batch.values() if isinstance(v, torch.Tensor))))
+            if not torch.isfinite(torch.stack(losses)).all():
+                raise VidldmError(f"loss became {losses[-1].item()} at step {self.step + 1}; lower train.learning_rate or use bf16/fp32")
+            self.lr_scheduler.step()
+            if self.ema is not None:
+                self.ema.update()
+            self.step += 1
+            loss_value = acc.reduce(torch.stack(losses).mean(), reduction="mean").item()
+            elapsed = time.perf_counter() - start
+            rate = clips * acc.num_processes / max(elapsed, 1e-9)
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss_value:.4f}", clips_s=f"{rate:.2f}", lr=f"{self.lr_scheduler.get_last_lr()[0]:.2e}")
+            if self.main and (self.step % cfg.log.every == 0 or self.step == t.max_steps):
+                record = {"step": self.step, "loss": loss_value, "lr": self.lr_scheduler.get_last_lr()[0], "clips_per_s": rate}
+                log_file.write(json.dumps(record) + "\n")
+                log_file.flush()
+                if writer is not None:
+                    for k, v in record.items():
+                        if k != "step":
+                            writer.add_scalar(f"train/{k}", v, self.step)
+            if self.step % cfg.checkpoint.every == 0 or self.step == last:
+                self.save_checkpoint()
+            if cfg.validation.every and self.step % cfg.validation.every == 0:
+                self.validate()
+        bar.close()
+        elapsed = time.perf_counter() - start
+        summary = {"steps": self.step - start_step, "seconds": elapsed,
+                   "clips_per_s": clips * acc.num_processes / max(elapsed, 1e-9), "step": self.step}
+        if self.step >= t.max_steps:
+            self.finish()
+        if log_file is not None:
+            log_file.close()
+        if writer is not None:
+            writer.close()
+        return summary
+
+    def _writer(self):
+        if not (self.main and self.config.log.tensorboard):
+            return None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            log.warning("TensorBoard logs off: pip install tensorboard (log.jsonl is written anyway)")
+            return None
+        return SummaryWriter(str(self.out / "logs"))
+
+    # ------------------------------------------------------------------ saving
+    def save_checkpoint(self) -> None:
+        acc = self.accelerator
+        staging = ckpt.staging_dir(self.out, self.step)
+        if self.main:
+            ckpt.write_main_state(staging, weights=self.trainable_state(), optimizer=self.optimizer,
+                                  lr_scheduler=self.lr_scheduler, ema=self.ema,
+                                  meta={"step": self.step, "data": self.data.state(), "stage": self.config.stage,
+                                        "processes": acc.num_processes})
+        acc.wait_for_everyone()
+        ckpt.write_process_state(staging, acc.process_index, self.generator)
+        acc.wait_for_everyone()
+        if self.main:
+            ckpt.publish(self.out, self.step, self.config.checkpoint.keep)
+        acc.wait_for_everyone()
+
+    def _final_weights(self):
+        """Swap EMA weights in (the final model is the average), merge a LoRA into the adapter."""
+        if self.ema is not None:
+            self.ema.copy_to()
+        if self.peft_model is not None:
+            from peft import get_peft_model_state_dict
+            from safetensors.torch import save_file
+
+            lora = {k: v.detach().contiguous().cpu() for k, v in get_peft_model_state_dict(self.peft_model).items()}
+            if self.main:
+                save_file(lora, str(self.out / "motion_lora.safetensors"))
+            self.pipe.motion_adapter = self.peft_model.merge_and_unload()
+
+    def finish(self) -> None:
+        acc = self.accelerator
+        self._final_weights()
+        if self.main:
+            from vidldm.pipeline import VideoPipeline
+
+            pipe = self.pipe
+            if self.config.stage == "temporal" and self.config.train.frame_conditioning > 0:
+                pipe.motion_adapter.register_to_config(frame_conditioning=True)
+            part = {"temporal": "motion_adapter", "image": "unet", "vae": "vae", "decoder": "temporal_decoder"}[self.config.stage]
+            getattr(pipe, part).save_pretrained(self.out / part)
+            full = VideoPipeline(vae=pipe.vae, text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer, unet=pipe.unet,
+                                 motion_adapter=pipe.motion_adapter, scheduler=pipe.scheduler,
+                                 temporal_decoder=pipe.temporal_decoder).to(torch.float32)
+            full.save_pretrained(self.out / "pipeline")
+            (self.out / "config.yaml").write_text(_yaml(self.config.to_dict()))
+            print(f"saved {self.out / part} and the full pipeline {self.out / 'pipeline'}")
+            self.validate(final=True)
+        acc.wait_for_everyone()
+
+    @torch.no_grad()
+    def validate(self, final: bool = False) -> None:
+        v = self.config.validation
+        if not (self.main and v.prompts):
+            return
+        from vidldm.io import write_video
+        from vidldm.pipeline import VideoPipeline
+
+        p = self.pipe
+        pipe = VideoPipeline(vae=p.vae, text_encoder=p.text_encoder, tokenizer=p.tokenizer, unet=p.unet,
+                             motion_adapter=p.motion_adapter, scheduler=p.scheduler, temporal_decoder=p.temporal_decoder)
+        pipe.set_progress_bar_config(disable=True)
+        folder = self.out / "validation"
+        folder.mkdir(exist_ok=True)
+        was_training = self.stage.training
+        self.stage.eval()
+        for i, prompt in enumerate(v.prompts):
+            frames = pipe(prompt, num_frames=v.num_frames or self.config.data.num_frames, height=self.config.data.height,
+                          width=self.config.data.width, num_inference_steps=v.num_inference_steps,
+                          guidance_scale=v.guidance_scale, generator=torch.Generator().manual_seed(i), output_type="np").frames[0]
+            write_video(frames, folder / f"{'final' if final else f'step-{self.step:06d}'}-{i}.gif", fps=8)
+        self.stage.train(was_training)
+
+
+def _yaml(data: dict) -> str:
+    import yaml
+
+    return yaml.safe_dump(data, sort_keys=False)
+
+
+def run_training(config_path: str, *, resume: str | None = None, stop_after: int | None = None,
+                 overrides: list[str] | None = None) -> dict[str, Any]:
+    """Entry point of `vidldm train`: every check on the config runs before a model is loaded."""
+    from vidldm.train.config import load_config
+
+    config = load_config(config_path, overrides)
+    trainer = Trainer(config, resume=resume, stop_after=stop_after)
+    summary = trainer.train()
+    if trainer.main:
+        print(f"trained {summary['steps']} steps in {summary['seconds']:.1f}s: {summary['clips_per_s']:.2f} clips/s")
+    return summary

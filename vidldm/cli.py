@@ -20,7 +20,14 @@ from typing import Any
 from vidldm import __version__
 from vidldm.errors import VidldmError
 
-DEFAULT_MODEL = "tiny"
+
+def _default_model() -> str:
+    """The shipped shapes model when its weights are installed, else the tiny random demo model."""
+    weights = Path(__file__).resolve().parent / "weights" / "shapes" / "unet" / "config.json"
+    return "shapes" if weights.exists() else "tiny"
+
+
+DEFAULT_MODEL = _default_model()
 OUTPUT_SUFFIXES = (".mp4", ".mov", ".mkv", ".gif", ".webp", ".png")
 MODES = ("generate", "animate", "restyle", "extend")
 
@@ -54,8 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--frames", type=int, default=None, help="number of frames (default: the adapter's length, 16 at most; beyond it context windows are used)")
         s.add_argument("--height", type=int, default=None, help="pixels, a multiple of the VAE factor")
         s.add_argument("--width", type=int, default=None, help="pixels, a multiple of the VAE factor")
-        s.add_argument("--steps", type=int, default=25, help="denoising steps (default: 25)")
-        s.add_argument("--guidance", type=float, default=7.5, help="classifier-free guidance scale (default: 7.5)")
+        s.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's, 25 for SD)")
+        s.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (default: the model's, 7.5 for SD)")
         s.add_argument("--scheduler", default="ddim", help="ddim, euler, euler_a, dpm++, unipc, lcm (default: ddim)")
         s.add_argument("--seed", type=int, default=None, help="random seed (printed when not given)")
         s.add_argument("--context-overlap", type=int, default=None, help="frames shared by neighbouring context windows in long clips")
@@ -105,6 +112,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="cpu, cuda, ...")
     p.add_argument("--overwrite", action="store_true", help="replace an existing cache folder")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe key")
+    p = sub.add_parser("make-shapes", help="write a procedural shapes dataset (videos + captions.csv)",
+                       description="Write N procedural clips (16 frames, 64x64, 8 fps: one coloured shape moving on a plain "
+                       "background) with captions, in the folder format `vidldm train` reads.")
+    p.add_argument("output", help="folder to create")
+    p.add_argument("--n", type=int, default=1000, help="number of clips (default: 1000)")
+    p.add_argument("--seed", type=int, default=0, help="dataset seed (default: 0)")
+    p = sub.add_parser("eval", help="evaluate a model on the shapes benchmark (oracle-read accuracy)",
+                       description="Generate clips for a fixed set of shapes prompts and read them back with an oracle: "
+                       "colour/shape/motion accuracy, persistence, smoothness, size stability; also the real clips "
+                       "(ceiling), the image model frame by frame (floor) and image animation.")
+    p.add_argument("benchmark", choices=("shapes",))
+    p.add_argument("--model", default="shapes", help="model to evaluate (default: shapes)")
+    p.add_argument("--n", type=int, default=210, help="number of prompts (default: 210)")
+    p.add_argument("--animate", type=int, default=50, help="number of stills to animate (default: 50)")
+    p.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's)")
+    p.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the model's)")
+    p.add_argument("--device", help="cpu, cuda, ...")
+    p.add_argument("-o", "--output", default="docs/evaluation.md", help="markdown report (default: docs/evaluation.md)")
     p = sub.add_parser("info", help="describe a model or a motion adapter", description="Describe a model (pipeline folder, built-in name) or a motion-adapter file/folder.")
     p.add_argument("model")
     p.add_argument("--motion-adapter", help="describe the model with this adapter")
@@ -150,7 +175,7 @@ def resolve_output(args: argparse.Namespace, seed: int) -> Path:
 def check_numbers(args: argparse.Namespace) -> None:
     if args.frames is not None and args.frames < 1:
         raise VidldmError(f"--frames must be at least 1, got {args.frames}")
-    if args.steps < 1:
+    if args.steps is not None and args.steps < 1:
         raise VidldmError(f"--steps must be at least 1, got {args.steps}")
     if args.fps <= 0:
         raise VidldmError(f"--fps must be positive, got {args.fps}")
@@ -201,6 +226,9 @@ def run_mode(args: argparse.Namespace) -> Path:
     dtype = args.dtype or ("fp16" if str(device).startswith("cuda") else "fp32")
     pipe = load_pipeline(args.model, args.motion_adapter, config=args.config, device=device, dtype=dtype)
     pipe.set_progress_bar_config(disable=args.quiet)
+    defaults = getattr(pipe, "generation_defaults", {})
+    args.steps = args.steps or defaults.get("num_inference_steps", 25)
+    args.guidance = args.guidance if args.guidance is not None else defaults.get("guidance_scale", 7.5)
     kwargs: dict[str, Any] = dict(
         negative_prompt=args.negative_prompt, num_frames=args.frames, height=args.height, width=args.width,
         num_inference_steps=args.steps, guidance_scale=args.guidance, scheduler=args.scheduler,
@@ -326,6 +354,32 @@ def cache(args: argparse.Namespace) -> None:
     print(f"wrote latent cache {out} in {time.perf_counter() - start:.1f}s")
 
 
+def evaluate(args: argparse.Namespace) -> None:
+    import torch
+
+    from vidldm.eval.report import evaluate as run_eval
+    from vidldm.eval.report import write_report
+    from vidldm.loading import load_pipeline
+
+    if args.n < 1 or args.animate < 0:
+        raise VidldmError("--n must be at least 1 and --animate at least 0")
+    out = Path(args.output)
+    if not out.parent.exists():
+        raise VidldmError(f"output folder '{out.parent}' does not exist; create it first")
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    pipe = load_pipeline(args.model, device=device)
+    pipe.set_progress_bar_config(disable=True)
+    defaults = getattr(pipe, "generation_defaults", {})
+    steps = args.steps or defaults.get("num_inference_steps", 25)
+    guidance = args.guidance if args.guidance is not None else defaults.get("guidance_scale", 7.5)
+    rows, animation = run_eval(pipe, n=args.n, steps=steps, guidance=guidance, animate=args.animate,
+                               log=lambda m: print(m, file=sys.stderr))
+    command = f"vidldm eval shapes --model {args.model} --n {args.n} --animate {args.animate}"
+    print(write_report(rows, animation, out, command, f"{steps} steps, guidance {guidance}, device {device}"))
+    print(f"animation: first-frame PSNR {animation['first_frame_psnr_db']:.1f} dB, motion {100 * animation['motion_acc']:.1f}%")
+    print(f"wrote {out}")
+
+
 def _print_adapter(adapter) -> None:
     c = adapter.config
     print(f"  motion adapter: {sum(p.numel() for p in adapter.parameters()) / 1e6:.1f}M params, channels {list(c.block_out_channels)}, "
@@ -361,6 +415,14 @@ def main(argv: list[str] | None = None) -> int:
             run_training(args.config, resume=args.resume, stop_after=args.stop_after, overrides=args.set)
         elif args.command == "cache":
             cache(args)
+        elif args.command == "eval":
+            evaluate(args)
+        elif args.command == "make-shapes":
+            from vidldm.data.shapes import make_shapes_dataset
+
+            start = time.perf_counter()
+            out = make_shapes_dataset(args.output, args.n, seed=args.seed)
+            print(f"wrote {args.n} clips and captions.csv to {out} in {time.perf_counter() - start:.1f}s")
         return 0
     except VidldmError as err:
         print(f"vidldm: error: {err}", file=sys.stderr)

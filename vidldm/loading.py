@@ -24,7 +24,9 @@ from vidldm.models.motion_formats import load_motion_adapter
 from vidldm.pipeline import VideoPipeline
 from vidldm.schedulers import default_scheduler
 
-BUILTIN = ("tiny",)
+BUILTIN = ("tiny", "shapes", "shapes-init")
+# What the shipped model was tuned for; the CLI uses these unless the user sets --steps/--guidance.
+SHAPES_DEFAULTS = {"num_inference_steps": 15, "guidance_scale": 6.0}
 DTYPES = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
           "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
 
@@ -67,7 +69,7 @@ def load_pipeline(
     name = str(name_or_path)
     path = Path(name).expanduser()
     if name in BUILTIN:
-        pipe = tiny_pipeline(max_frames=fresh_adapter_frames or 16)
+        pipe = _builtin(name, fresh_adapter_frames)
         if adapter is not None:
             pipe = _with_adapter(pipe.components, adapter)
     elif path.is_dir():
@@ -87,6 +89,18 @@ def load_pipeline(
         return pipe.to(device)
     except (RuntimeError, AssertionError) as err:
         raise VidldmError(f"cannot use device '{device}': {str(err).splitlines()[0]}") from err
+
+
+def _builtin(name: str, frames: int | None) -> VideoPipeline:
+    if name == "tiny":
+        return tiny_pipeline(max_frames=frames or 16)
+    from vidldm.models.shapes import shapes_init_pipeline, shapes_pipeline
+
+    if name == "shapes-init":
+        return shapes_init_pipeline()
+    pipe = shapes_pipeline()
+    pipe.generation_defaults = SHAPES_DEFAULTS
+    return pipe
 
 
 def _adapter(motion_adapter) -> MotionAdapter | None:

@@ -68,6 +68,7 @@ class TrainConfig:
     frame_conditioning: float = 0.5      # temporal stage: probability that the first k frames are given clean
     max_known_frames: int | None = None  # k is drawn from [1, max_known_frames]; default min(4, num_frames - 1)
     lora_rank: int | None = None         # temporal stage: train a motion LoRA instead of full weights
+    frames_per_clip: int | None = None  # image stage: train on this many random frames of each clip (more captions a step)
     noise_offset: float = 0.0
     seed: int = 0
 

@@ -142,6 +142,10 @@ class ImageStage(Stage):
 
     def forward(self, batch: dict, generator: torch.Generator) -> torch.Tensor:
         latents = self.latents(batch, generator)
+        k = self.config.train.frames_per_clip
+        if k and k < latents.shape[2]:  # a few frames from many clips: more captions per step
+            pick = torch.stack([torch.randperm(latents.shape[2], generator=generator)[:k] for _ in range(latents.shape[0])])
+            latents = torch.stack([clip[:, idx] for clip, idx in zip(latents, pick.to(latents.device))])
         f = latents.shape[2]
         images = rearrange(latents, "b c f h w -> (b f) c h w")
         context = self.prompt_embeds(batch, generator).repeat_interleave(f, dim=0)
@@ -152,7 +156,13 @@ class ImageStage(Stage):
 
 class VaeStage(Stage):
     """Trains the VAE on frames: reconstruction (L1 + MSE) plus a small KL term.
-    (No perceptual or adversarial loss: enough for small procedural data, not for photos.)"""
+
+    Reconstructs from the posterior mean: from scratch, sampling at the initial unit variance
+    buries the signal in noise for many steps, and the KL term alone keeps the latents bounded.
+    (No perceptual or adversarial loss: enough for small procedural data, not for photos.)
+    When training ends, `calibrate` sets the VAE's `scaling_factor` to 1 / std of the latents,
+    as Stable Diffusion did, so the diffusion stages see unit-variance latents.
+    """
 
     kl_weight = 1e-6
 
@@ -162,9 +172,17 @@ class VaeStage(Stage):
     def forward(self, batch: dict, generator: torch.Generator) -> torch.Tensor:
         frames = rearrange(batch["pixel_values"].to(self.vae.device, self.vae.dtype), "b c f h w -> (b f) c h w")
         dist = self.vae.encode(frames).latent_dist
-        recon = self.vae.decode(dist.sample(generator)).sample
+        recon = self.vae.decode(dist.mode()).sample
         rec = F.l1_loss(recon.float(), frames.float()) + F.mse_loss(recon.float(), frames.float())
         return rec + self.kl_weight * dist.kl().mean()
+
+    @torch.no_grad()
+    def calibrate(self, batches: list[dict]) -> float:
+        latents = [self.vae.encode(rearrange(b["pixel_values"].to(self.vae.device, self.vae.dtype),
+                                             "b c f h w -> (b f) c h w")).latent_dist.mode() for b in batches]
+        factor = float(1.0 / torch.cat(latents).float().std())
+        self.vae.register_to_config(scaling_factor=factor)
+        return factor
 
 
 class DecoderStage(Stage):

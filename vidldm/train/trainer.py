@@ -305,6 +305,10 @@ class Trainer:
     def finish(self) -> None:
         acc = self.accelerator
         self._final_weights()
+        if hasattr(self.stage, "calibrate"):
+            factor = self.stage.calibrate([self.data.next() for _ in range(4)])
+            if self.main:
+                print(f"VAE scaling_factor set to {factor:.4f} (1 / std of the latents)")
         if self.main:
             from vidldm.pipeline import VideoPipeline
 

@@ -1,0 +1,162 @@
+"""The shapes oracle: reads rendered and encoded clips, detects absence, scores systems."""
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+
+from vidldm.data.shapes import BACKGROUNDS, evaluation_specs, random_spec, render_clip, render_frame
+from vidldm.errors import VidldmError
+from vidldm.eval.shapes import analyse_clip, analyse_frame, first_frame_psnr, format_table, score
+from vidldm.io import read_video, write_video
+
+
+@pytest.fixture(scope="module")
+def rendered():
+    specs = evaluation_specs()[:60]
+    return specs, [render_clip(s) for s in specs]
+
+
+def accuracies(specs, clips):
+    readings = [analyse_clip(c) for c in clips]
+    return {
+        field: np.mean([getattr(r, field) == getattr(s, field) for r, s in zip(readings, specs)])
+        for field in ("colour", "shape", "motion", "background")
+    }
+
+
+def test_oracle_reads_rendered_clips(rendered):
+    acc = accuracies(*rendered)
+    assert acc["colour"] >= 0.95 and acc["motion"] >= 0.95 and acc["background"] >= 0.95
+    assert acc["shape"] >= 0.90
+
+
+def test_oracle_reads_clips_after_mp4_round_trip(tmp_path):
+    # The first 7 specs hold every motion, every shape and 7 of the 8 colours.
+    specs = evaluation_specs()[:7]
+    decoded = []
+    for i, spec in enumerate(specs):
+        write_video(render_clip(spec), tmp_path / f"{i}.mp4", 8)
+        decoded.append(read_video(tmp_path / f"{i}.mp4")[0])
+    acc = accuracies(specs, decoded)
+    assert all(value == 1.0 for value in acc.values()), acc
+
+
+def test_frame_obs_matches_spec():
+    spec = random_spec(
+        np.random.default_rng(0), shape="square", colour="blue", background="gray", motion="standing still"
+    )
+    obs = analyse_frame(render_frame(spec, 0))
+    assert obs.present and (obs.colour, obs.shape, obs.background) == ("blue", "square", "gray")
+    np.testing.assert_allclose(obs.centroid, (spec.x, spec.y), atol=0.05)
+    assert obs.area == pytest.approx(spec.size**2, rel=0.02)
+
+
+def test_motion_direction_follows_image_axes():
+    rng = np.random.default_rng(1)
+    up = analyse_clip(render_clip(random_spec(rng, motion="moving up")))
+    assert up.motion == "moving up" and up.displacement[1] < -20  # y decreases going up
+    grow = analyse_clip(render_clip(random_spec(rng, motion="growing")))
+    assert grow.motion == "growing" and grow.area_ratio > 1.5
+    assert math.isnan(grow.size_stability)
+
+
+def test_absence_is_detected():
+    blank = np.full((64, 64, 3), BACKGROUNDS["gray"], np.uint8)
+    obs = analyse_frame(blank)
+    assert not obs.present and obs.colour is None and obs.shape is None and obs.background == "gray"
+    spec = random_spec(np.random.default_rng(2), background="gray", motion="moving right")
+    clip = render_clip(spec)
+    assert analyse_clip(clip).persistent
+    clip[7] = blank
+    reading = analyse_clip(clip)
+    assert not reading.persistent
+    assert reading.motion == "moving right"  # one missing frame does not hide the motion
+    assert score([clip], [spec])["persistence"] == 0.0
+
+
+def test_oracle_ignores_speckles():
+    spec = random_spec(np.random.default_rng(3), colour="red", shape="circle", background="black")
+    frame = render_frame(spec, 0)
+    clean = analyse_frame(frame)
+    noisy = frame.copy()
+    noisy[2, 60] = noisy[60, 3] = (255, 255, 0)  # isolated bright pixels, away from the object
+    obs = analyse_frame(noisy)
+    assert (obs.colour, obs.shape) == ("red", "circle")
+    np.testing.assert_allclose(obs.centroid, clean.centroid, atol=1e-6)
+
+
+def test_jitter_scores_worse_smoothness():
+    spec = random_spec(np.random.default_rng(4), motion="moving right", background="black")
+    jitter = np.random.default_rng(5).uniform(-2, 2, size=(16, 2))
+    jittery = np.stack(
+        [
+            render_frame(dataclasses.replace(spec, x=spec.x + dx, y=spec.y + dy), t)
+            for t, (dx, dy) in enumerate(jitter)
+        ]
+    )
+    smooth, rough = analyse_clip(render_clip(spec)), analyse_clip(jittery)
+    assert smooth.smoothness < 0.2
+    assert rough.smoothness > smooth.smoothness + 1.0
+
+
+def test_size_stability_flags_flicker():
+    spec = random_spec(np.random.default_rng(6), motion="standing still")
+    steady = render_clip(spec)
+    flicker = np.stack(
+        [
+            render_frame(dataclasses.replace(spec, size=spec.size * (1.2 if t % 2 else 0.8)), t)
+            for t in range(16)
+        ]
+    )
+    assert analyse_clip(steady).size_stability < 0.01
+    assert analyse_clip(flicker).size_stability > 0.2
+
+
+def test_score_and_format_table(rendered):
+    specs, clips = rendered[0][:14], rendered[1][:14]
+    real = score(clips, specs)
+    assert set(real) == {
+        "colour_acc",
+        "shape_acc",
+        "motion_acc",
+        "persistence",
+        "smoothness",
+        "size_stability",
+        "n",
+    }
+    assert real["n"] == 14 and real["colour_acc"] == real["motion_acc"] == real["persistence"] == 1.0
+    # Frame-by-frame "model": every frame is the first one, so nothing moves or grows.
+    frozen = [np.repeat(c[:1], len(c), axis=0) for c in clips]
+    still = score(frozen, specs)
+    assert still["motion_acc"] == pytest.approx(sum(s.motion == "standing still" for s in specs) / 14)
+    assert still["smoothness"] == pytest.approx(0.0, abs=1e-9)
+
+    table = format_table(
+        {"real clips": real, "image model frame by frame": still, "empty": {"n": 0, "smoothness": math.nan}}
+    )
+    lines = table.splitlines()
+    assert len(lines) == 5 and lines[0].startswith("| system | n | colour | shape | motion | persistence |")
+    assert lines[2].startswith("| real clips | 14 | 100.0% |")
+    assert f"{real['smoothness']:.2f}" in lines[2]
+    assert lines[4].count("n/a") == 6
+
+    with pytest.raises(VidldmError, match="one clip per spec"):
+        score(clips[:2], specs[:3])
+
+
+def test_first_frame_psnr():
+    image = render_frame(random_spec(np.random.default_rng(7)), 0)
+    clip = np.repeat(image[None], 4, axis=0)
+    assert first_frame_psnr(clip, image) == math.inf
+    shifted = clip.astype(np.int16)
+    shifted[0] += 10
+    assert first_frame_psnr(np.clip(shifted, 0, 255).astype(np.uint8), image) == pytest.approx(28.13, abs=0.1)
+    with pytest.raises(VidldmError, match="resize"):
+        first_frame_psnr(clip, image[:32])
+
+
+def test_bad_frame_layout_is_refused():
+    with pytest.raises(VidldmError, match=r"\(H, W, 3\)"):
+        analyse_frame(np.zeros((64, 64), np.uint8))

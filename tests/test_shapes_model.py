@@ -1,0 +1,67 @@
+"""The shipped default model: weights inside the package, MiniLM text encoder, a clip in seconds."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from vidldm.models.shapes import WEIGHTS, shapes_init_pipeline
+
+SHIPPED = (WEIGHTS / "unet" / "config.json").exists()
+needs_weights = pytest.mark.skipif(not SHIPPED, reason="shapes weights not exported yet (scripts/train_shapes.sh)")
+
+
+@pytest.fixture(scope="module")
+def shapes():
+    from vidldm.loading import load_pipeline
+
+    pipe = load_pipeline("shapes", device="cpu")
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def test_untrained_architecture_builds_offline():
+    pipe = shapes_init_pipeline()
+    assert type(pipe.text_encoder).__name__ == "BertModel"  # pretrained MiniLM from the PyPI package
+    assert pipe.unet.config.cross_attention_dim == pipe.text_encoder.config.hidden_size == 384
+    assert pipe.vae_scale_factor == 4 and pipe.motion_adapter.max_seq_length == 16
+    embeds = pipe.encode_text(["a red circle moving right on a black background"])
+    assert embeds.shape == (1, 16, 384)
+
+
+@needs_weights
+def test_shipped_weights_are_small_fp16_and_match_the_architecture():
+    files = [f for f in Path(WEIGHTS).rglob("*") if f.is_file()]
+    assert sum(f.stat().st_size for f in files) <= 40 * 2**20
+    from safetensors import safe_open
+
+    for f in files:
+        if f.suffix == ".safetensors":
+            with safe_open(str(f), "pt") as st:
+                assert all(st.get_slice(k).get_dtype() == "F16" for k in st.keys())
+    fresh = shapes_init_pipeline()
+    from vidldm.loading import load_pipeline
+
+    shipped = load_pipeline("shapes", device="cpu")
+    for part in ("vae", "unet", "motion_adapter"):
+        assert getattr(fresh, part).state_dict().keys() == getattr(shipped, part).state_dict().keys()
+
+
+@needs_weights
+def test_shipped_model_generates_and_animates(shapes):
+    g = torch.Generator().manual_seed(0)
+    frames = shapes("a red circle moving right on a black background", num_frames=4, num_inference_steps=2,
+                    generator=g, output_type="np").frames
+    assert frames.shape == (1, 4, 64, 64, 3) and np.isfinite(frames).all()
+    still = np.zeros((64, 64, 3), np.uint8)
+    out = shapes("a red circle moving up on a black background", image=still, num_frames=4, num_inference_steps=2,
+                 generator=g, output_type="np").frames[0]
+    assert np.abs(out[0] - 0.0).mean() < 0.1  # frame 0 is (a VAE round trip of) the black still
+
+
+@needs_weights
+def test_cli_default_is_the_shipped_model():
+    from vidldm.cli import DEFAULT_MODEL
+
+    assert DEFAULT_MODEL == "shapes"

@@ -66,7 +66,15 @@ class VideoPipeline(DiffusionPipeline):
             vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
             motion_adapter=motion_adapter, scheduler=scheduler, temporal_decoder=temporal_decoder,
         )
-        self.video_unet = VideoUNet(unet, motion_adapter)  # shares the modules, adds no weights
+
+    @property
+    def video_unet(self) -> VideoUNet:
+        """The UNet + adapter as one video model; rebuilt if either component was replaced."""
+        cached = self.__dict__.get("_video_unet")
+        if cached is None or cached.unet is not self.unet or cached.motion_adapter is not self.motion_adapter:
+            cached = VideoUNet(self.unet, self.motion_adapter)  # shares the modules, adds no weights
+            self.__dict__["_video_unet"] = cached
+        return cached
 
     @property
     def vae_scale_factor(self) -> int:

@@ -317,9 +317,7 @@ class Trainer:
                 pipe.motion_adapter.register_to_config(frame_conditioning=True)
             part = {"temporal": "motion_adapter", "image": "unet", "vae": "vae", "decoder": "temporal_decoder"}[self.config.stage]
             getattr(pipe, part).save_pretrained(self.out / part)
-            full = VideoPipeline(vae=pipe.vae, text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer, unet=pipe.unet,
-                                 motion_adapter=pipe.motion_adapter, scheduler=pipe.scheduler,
-                                 temporal_decoder=pipe.temporal_decoder).to(torch.float32)
+            full = VideoPipeline(**pipe.components).to(torch.float32)
             full.save_pretrained(self.out / "pipeline")
             (self.out / "config.yaml").write_text(_yaml(self.config.to_dict()))
             print(f"saved {self.out / part} and the full pipeline {self.out / 'pipeline'}")
@@ -334,9 +332,7 @@ class Trainer:
         from vidldm.io import write_video
         from vidldm.pipeline import VideoPipeline
 
-        p = self.pipe
-        pipe = VideoPipeline(vae=p.vae, text_encoder=p.text_encoder, tokenizer=p.tokenizer, unet=p.unet,
-                             motion_adapter=p.motion_adapter, scheduler=p.scheduler, temporal_decoder=p.temporal_decoder)
+        pipe = VideoPipeline(**self.pipe.components)  # a fresh progress-bar config, same modules
         pipe.set_progress_bar_config(disable=True)
         folder = self.out / "validation"
         folder.mkdir(exist_ok=True)

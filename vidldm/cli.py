@@ -166,9 +166,8 @@ def resolve_output(args: argparse.Namespace, seed: int) -> Path:
     is_folder = args.output.endswith(("/", os.sep)) or out.is_dir() or not out.suffix
     if not is_folder and out.suffix.lower() not in OUTPUT_SUFFIXES:
         raise VidldmError(f"cannot write '{out.name}': use one of {', '.join(OUTPUT_SUFFIXES)} or a folder/")
-    parent = out.parent if not (is_folder and out.is_dir()) else out.parent
-    if not parent.exists():
-        raise VidldmError(f"output folder '{parent}' does not exist; create it first")
+    if not out.parent.exists():
+        raise VidldmError(f"output folder '{out.parent}' does not exist; create it first")
     return out
 
 
@@ -183,12 +182,12 @@ def check_numbers(args: argparse.Namespace) -> None:
         v = getattr(args, name)
         if v is not None and v < 1:
             raise VidldmError(f"--{name} must be positive, got {v}")
-    if getattr(args, "strength", 0.0) is not None and not 0 <= getattr(args, "strength", 0.0) <= 1:
-        raise VidldmError(f"--strength must be between 0 and 1, got {args.strength}")
-    from vidldm.schedulers import SCHEDULERS
+    strength = getattr(args, "strength", None)
+    if strength is not None and not 0 <= strength <= 1:
+        raise VidldmError(f"--strength must be between 0 and 1, got {strength}")
+    from vidldm.schedulers import check_scheduler_name
 
-    if args.scheduler.lower() not in SCHEDULERS:
-        raise VidldmError(f"unknown scheduler '{args.scheduler}'; choose one of: {', '.join(SCHEDULERS)}")
+    check_scheduler_name(args.scheduler)
 
 
 # ----------------------------------------------------------------------------- running
@@ -246,12 +245,15 @@ def run_mode(args: argparse.Namespace) -> Path:
         kwargs.update(video=video_frames, extend=True, num_known_frames=args.known_frames, image_conditioning=args.image_conditioning)
     frames = pipe(prompt, **kwargs).frames[0]
     if video_frames is not None:  # input followed by the new frames (the known ones are already in the input)
-        from vidldm.frames import frames_to_tensor
+        import numpy as np
 
-        k = args.known_frames or max(1, (args.frames or frames.shape[0]) // 4)
+        from vidldm.frames import frames_to_tensor
+        from vidldm.pipeline import default_known_frames
+
+        k = args.known_frames or default_known_frames(frames.shape[0])
         h, w = frames.shape[1:3]
         original = (frames_to_tensor(video_frames, h, w).permute(0, 2, 3, 1).numpy() + 1) / 2
-        frames = __import__("numpy").concatenate([original, frames[k:]])
+        frames = np.concatenate([original, frames[k:]])
 
     write_clip(frames, output, args.fps)
     write_sidecar(output, settings_of(args, seed))

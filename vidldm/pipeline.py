@@ -223,7 +223,7 @@ class VideoPipeline(DiffusionPipeline):
             if image is not None:
                 clip = load_frames(image, image=True)
             else:
-                k = num_known_frames or max(1, num_frames // 4)
+                k = num_known_frames or default_known_frames(num_frames)
                 if not 1 <= k < num_frames:
                     raise VidldmError(f"num_known_frames must be between 1 and {num_frames - 1}, got {k}")
                 clip = video_frames[-k:]
@@ -287,6 +287,11 @@ class VideoPipeline(DiffusionPipeline):
         """`(F, H, W, 3)` uint8 -> latents `(1, C, F, h, w)` (posterior mean: deterministic conditioning)."""
         video = rearrange(frames_to_tensor(frames, height, width), "f c h w -> 1 c f h w")
         return vvae.encode(video.to(device, self.vae.dtype)).to(self.unet.dtype)
+
+
+def default_known_frames(num_frames: int) -> int:
+    """How many of a clip's last frames an extension continues from when not told: a quarter."""
+    return max(1, num_frames // 4)
 
 
 def _first(generator):

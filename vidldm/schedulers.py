@@ -33,10 +33,15 @@ def default_scheduler(**overrides) -> DDIMScheduler:
     return DDIMScheduler(**{**ANIMATEDIFF_DDIM, **overrides})
 
 
-def make_scheduler(name: str, config) -> object:
-    """The scheduler `name` (see `SCHEDULERS`) sharing the betas/prediction type of `config`."""
+def check_scheduler_name(name: str) -> str:
+    """The `SCHEDULERS` key for `name`; a `VidldmError` listing the choices for anything else."""
     key = name.lower()
     if key not in SCHEDULERS:
         raise VidldmError(f"unknown scheduler '{name}'; choose one of: {', '.join(SCHEDULERS)}")
-    cls, extra = SCHEDULERS[key]
+    return key
+
+
+def make_scheduler(name: str, config) -> object:
+    """The scheduler `name` (see `SCHEDULERS`) sharing the betas/prediction type of `config`."""
+    cls, extra = SCHEDULERS[check_scheduler_name(name)]
     return cls.from_config(config, **extra)

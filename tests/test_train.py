@@ -159,6 +159,45 @@ def test_other_stages_train_only_their_part(tmp_path, video_folder, stage, part)
     assert (Path(config.output_dir) / part / "config.json").exists()
 
 
+def test_foreground_mask_finds_the_object_on_a_plain_background():
+    from vidldm.train.stages import foreground_mask
+
+    frames = torch.full((2, 3, 16, 16), -0.8)
+    frames[0, :, 4:8, 9:13] = torch.tensor([0.9, -0.5, -0.5])[:, None, None]
+    mask = foreground_mask(frames)
+    assert mask.shape == (2, 1, 16, 16)
+    assert mask[0, 0, 4:8, 9:13].all() and mask[0].sum() == 16
+    assert mask[1].sum() == 0  # nothing but background
+
+
+def test_vae_stage_crops_are_centred_on_the_object_and_weighted(tmp_path, video_folder):
+    from vidldm.train.stages import foreground_mask
+
+    config = load_config(recipe(tmp_path, video_folder, stage="vae", checkpoint={"every": 100},
+                                train={"max_steps": 2, "crop_size": 8, "foreground_weight": 10.0}))
+    trainer = Trainer(config)
+    stage = trainer.stage
+    frames = torch.full((6, 3, 16, 16), -0.8)
+    frames[:, :, 10:14, 1:5] = 0.7
+    stage.centred_crops = 1.0
+    crops, masks = stage.crop(frames, foreground_mask(frames), 8, torch.Generator().manual_seed(0))
+    assert crops.shape == (6, 3, 8, 8) and masks.shape == (6, 1, 8, 8)
+    assert (masks.sum(dim=(1, 2, 3)) > 0).all()  # every centred crop holds part of the object
+    assert ((crops > 0).all(dim=1, keepdim=True) == (masks > 0)).all()
+    trainer.train()  # and the stage trains end to end with them
+    assert (Path(config.output_dir) / "vae" / "config.json").exists()
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"crop_size": 4}, "train.crop_size must be an integer between 8"),
+    ({"crop_size": 32}, "train.crop_size must be an integer between 8"),
+    ({"foreground_weight": -1}, "train.foreground_weight must be >= 0"),
+])
+def test_vae_stage_options_are_checked(tmp_path, video_folder, change, message):
+    with pytest.raises(VidldmError, match=message):
+        load_config(recipe(tmp_path, video_folder, stage="vae", train=change))
+
+
 def test_motion_lora_trains_only_lora_weights(tmp_path, video_folder):
     config = load_config(recipe(tmp_path, video_folder, train={"max_steps": 2, "lora_rank": 4}, checkpoint={"every": 100}))
     trainer = Trainer(config)

@@ -27,8 +27,11 @@ TEXT_MAX_LENGTH = 16  # "a purple triangle standing still on a white background"
 # Sized so a 16-frame clip generates in seconds on 2 CPU cores and the whole recipe trains on a
 # CPU within an hour: attention only at 8x8 and 4x4 latents, where tokens are few. GroupNorm keeps
 # at least 2 channels a group: with one (instance norm) the VAE barely learned on plain backgrounds.
+# No attention in the VAE's mid block: colour and shape are local at 4x, and without it the VAE is
+# size-agnostic, so it trains on small crops (see VaeStage) and decodes whole frames.
 VAE_CONFIG = dict(
     in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1, norm_num_groups=8,
+    mid_block_add_attention=False,
     block_out_channels=(16, 32, 64), sample_size=64,
     down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
 )

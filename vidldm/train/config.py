@@ -70,6 +70,8 @@ class TrainConfig:
     lora_rank: int | None = None         # temporal stage: train a motion LoRA instead of full weights
     frames_per_clip: int | None = None  # image stage: train on this many random frames of each clip (more captions a step)
     noise_offset: float = 0.0
+    foreground_weight: float = 0.0      # vae stage: extra loss weight on pixels unlike the frame's border (small objects)
+    crop_size: int | None = None        # vae stage: train on square crops, most centred on the foreground (faster)
     seed: int = 0
 
 
@@ -201,6 +203,10 @@ def check(config: Config, source: str) -> None:
     for name, value in (("train.caption_dropout", t.caption_dropout), ("train.frame_conditioning", t.frame_conditioning)):
         if not 0 <= value <= 1:
             raise VidldmError(f"{source}: {name} must be between 0 and 1, got {value}")
+    if t.foreground_weight < 0:
+        raise VidldmError(f"{source}: train.foreground_weight must be >= 0, got {t.foreground_weight}")
+    if t.crop_size is not None and not (isinstance(t.crop_size, int) and 8 <= t.crop_size <= min(d.height, d.width)):
+        raise VidldmError(f"{source}: train.crop_size must be an integer between 8 and the frame size, got {t.crop_size!r}")
     if t.ema_decay is not None and not 0 < t.ema_decay < 1:
         raise VidldmError(f"{source}: train.ema_decay must be between 0 and 1, got {t.ema_decay}")
     if config.stage == "temporal":

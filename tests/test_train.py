@@ -188,6 +188,20 @@ def test_vae_stage_crops_are_centred_on_the_object_and_weighted(tmp_path, video_
     assert (Path(config.output_dir) / "vae" / "config.json").exists()
 
 
+def test_vae_stage_with_frozen_encoder_keeps_the_latents(tmp_path, video_folder):
+    config = load_config(recipe(tmp_path, video_folder, stage="vae", checkpoint={"every": 100},
+                                train={"max_steps": 2, "learning_rate": 1e-2, "freeze_encoder": True}))
+    trainer = Trainer(config)
+    vae = trainer.pipe.vae
+    encoder = {k: v.clone() for k, v in vae.encoder.state_dict().items()}
+    decoder = {k: v.clone() for k, v in vae.decoder.state_dict().items()}
+    factor = vae.config.scaling_factor
+    trainer.train()
+    assert all(torch.equal(v, vae.encoder.state_dict()[k]) for k, v in encoder.items())
+    assert not all(torch.equal(v, vae.decoder.state_dict()[k]) for k, v in decoder.items())
+    assert vae.config.scaling_factor == factor  # a latent cache made before stays valid
+
+
 @pytest.mark.parametrize("change, message", [
     ({"crop_size": 4}, "train.crop_size must be an integer between 8"),
     ({"crop_size": 32}, "train.crop_size must be an integer between 8"),

@@ -72,6 +72,7 @@ class TrainConfig:
     noise_offset: float = 0.0
     foreground_weight: float = 0.0      # vae stage: extra loss weight on pixels unlike the frame's border (small objects)
     crop_size: int | None = None        # vae stage: train on square crops, most centred on the foreground (faster)
+    freeze_encoder: bool = False        # vae stage: train the decoder only; latents (and latent caches) stay valid
     seed: int = 0
 
 

@@ -170,6 +170,10 @@ class VaeStage(Stage):
 
     When training ends, `calibrate` sets the VAE's `scaling_factor` to 1 / std of the latents,
     as Stable Diffusion did, so the diffusion stages see unit-variance latents.
+
+    `freeze_encoder` trains the decoder alone (as Stable Diffusion's ft-MSE VAE was made): the
+    latents do not change, so image models and latent caches made with this VAE stay valid and
+    the decoder can keep improving while they train.
     """
 
     kl_weight = 1e-6
@@ -178,12 +182,19 @@ class VaeStage(Stage):
     def trainable(self) -> nn.Module:
         return self.vae
 
+    def freeze_all_but_trainable(self) -> None:
+        super().freeze_all_but_trainable()
+        if self.config.train.freeze_encoder:
+            self.vae.encoder.requires_grad_(False)
+            self.vae.quant_conv.requires_grad_(False)
+
     def forward(self, batch: dict, generator: torch.Generator) -> torch.Tensor:
         frames = rearrange(batch["pixel_values"].to(self.vae.device, self.vae.dtype), "b c f h w -> (b f) c h w")
         mask = foreground_mask(frames)
         if self.config.train.crop_size:
             frames, mask = self.crop(frames, mask, self.config.train.crop_size, generator)
-        dist = self.vae.encode(frames).latent_dist
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.train.freeze_encoder):
+            dist = self.vae.encode(frames).latent_dist
         recon = self.vae.decode(dist.mode()).sample
         weight = 1 + self.config.train.foreground_weight * mask
         err = recon.float() - frames.float()
@@ -210,7 +221,9 @@ class VaeStage(Stage):
         return torch.stack(crops), torch.stack(masks)
 
     @torch.no_grad()
-    def calibrate(self, batches: list[dict]) -> float:
+    def calibrate(self, batches: list[dict]) -> float | None:
+        if self.config.train.freeze_encoder:
+            return None  # the latents did not change; so must not their scale
         latents = [self.vae.encode(rearrange(b["pixel_values"].to(self.vae.device, self.vae.dtype),
                                              "b c f h w -> (b f) c h w")).latent_dist.mode() for b in batches]
         factor = float(1.0 / torch.cat(latents).float().std())

@@ -307,7 +307,7 @@ class Trainer:
         self._final_weights()
         if hasattr(self.stage, "calibrate"):
             factor = self.stage.calibrate([self.data.next() for _ in range(4)])
-            if self.main:
+            if self.main and factor is not None:
                 print(f"VAE scaling_factor set to {factor:.4f} (1 / std of the latents)")
         if self.main:
             from vidldm.pipeline import VideoPipeline

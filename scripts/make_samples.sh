@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Make the clips in samples/ with the shipped shapes model, and list each exact command in
+# samples/README.md. Run from the repository root after installing vidldm (CPU is fine).
+set -euo pipefail
+mkdir -p samples
+commands=(
+  'vidldm generate "a red circle moving right on a black background" --seed 1 -o samples/red-circle-right.gif'
+  'vidldm generate "a blue square growing on a white background" --seed 2 -o samples/blue-square-growing.gif'
+  'vidldm generate "a yellow triangle moving up on a gray background" --seed 3 -o samples/yellow-triangle-up.gif'
+  'vidldm generate "a purple circle shrinking on a black background" --seed 4 -o samples/purple-circle-shrinking.gif'
+  'vidldm generate "a cyan square moving left on a gray background" --seed 5 -o samples/cyan-square-left.gif'
+  'vidldm animate samples/still.png "a green triangle moving down on a white background" --seed 6 -o samples/animated-still.gif'
+)
+# The still for the animation: frame 0 of a procedural clip the model never saw (evaluation seed).
+python - <<'PY'
+import numpy as np
+from PIL import Image
+from vidldm.data.shapes import random_spec, render_frame
+spec = random_spec(np.random.default_rng(2026), shape="triangle", colour="green", background="white", motion="moving down")
+Image.fromarray(render_frame(spec, 0)).save("samples/still.png")
+PY
+{
+  echo "# Samples from the shipped shapes model"
+  echo
+  echo "Made by \`scripts/make_samples.sh\` on a CPU; each clip comes from exactly the command under it"
+  echo "(64x64, 16 frames, 8 fps, the model's default 15 steps and guidance 6). \`still.png\` is frame 0 of a"
+  echo "procedural clip, made by the script."
+  echo
+} > samples/README.md
+for cmd in "${commands[@]}"; do
+  echo "+ $cmd"
+  eval "$cmd -q"
+  out=$(echo "$cmd" | sed -E 's/.* -o ([^ ]+).*/\1/')
+  printf '![%s](%s)\n\n```\n%s\n```\n\n' "$(basename "$out")" "$(basename "$out")" "$cmd" >> samples/README.md
+done

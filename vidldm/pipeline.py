@@ -10,7 +10,12 @@ Every mode is a choice of inputs to `__call__`:
 - image animation: `image=` (frame 0 is the image; `image_conditioning` "clean" or "replace");
 - video-to-video: `video=`, `strength`;
 - extension: `video=`, `extend=True` (the last frames of the video are known frames);
-- long clips: `num_frames` beyond the motion adapter's length uses context windows.
+- long clips: `num_frames` beyond the motion adapter's length uses context windows;
+- precomputed text: `prompt_embeds=` / `negative_prompt_embeds=` instead of strings (diffusers' names).
+
+Classifier-free guidance runs the conditional and unconditional halves in one UNet call.
+`enable_fast_paths()` switches on fused q/k/v projections, channels-last memory and regional
+`torch.compile` (see `models/fast.py`); results stay equal to the plain path.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from PIL import Image
 
 from vidldm.errors import VidldmError
 from vidldm.frames import frames_to_tensor, load_frames, tensor_to_frames
+from vidldm.models import fast
 from vidldm.models.motion import MotionAdapter
 from vidldm.models.video_unet import VideoUNet
 from vidldm.models.video_vae import TemporalDecoder, VideoVAE
@@ -113,10 +119,55 @@ class VideoPipeline(DiffusionPipeline):
             return torch.stack(frames)[None]
         return self.encode_text([prompt] if isinstance(prompt, str) else list(prompt))
 
+    # ------------------------------------------------------------------ fast paths
+    def fuse_qkv_projections(self) -> None:
+        """One matmul for q/k/v in every spatial and temporal attention (inference; keys unchanged)."""
+        fast.fuse_qkv_projections(self.unet)
+        fast.fuse_qkv_projections(self.motion_adapter)
+
+    def unfuse_qkv_projections(self) -> None:
+        fast.unfuse_qkv_projections(self.unet)
+        fast.unfuse_qkv_projections(self.motion_adapter)
+
+    def enable_fast_paths(self, fuse_qkv: bool = True, channels_last: bool = True, compile: bool = False,
+                          compile_options: dict[str, Any] | None = None) -> None:
+        """Switch on the fast paths (each keeps results equal to the plain path):
+
+        - `fuse_qkv`: q/k/v projections in one matmul (`fuse_qkv_projections`);
+        - `channels_last`: UNet and VAE weights, hence activations, in channels-last memory;
+        - `compile`: `torch.compile` of the repeated blocks of the UNet, the motion adapter and the
+          VAE decoder ("regional": short warm-up; the loop between blocks stays eager).
+          `compile_options` go to `torch.compile` (`mode`, `dynamic`, `fullgraph`, `backend`).
+        Call `disable_fast_paths()` before training or saving weights you changed.
+        """
+        if compile_options is not None and not compile:
+            raise VidldmError("compile_options were given but compile=False; pass compile=True to use them")
+        if fuse_qkv:
+            self.fuse_qkv_projections()
+        if channels_last:
+            for model in (self.unet, self.motion_adapter, self.vae):
+                model.to(memory_format=torch.channels_last)
+        if compile:
+            options = compile_options or {}
+            for model in (self.unet, self.motion_adapter, self.vae.decoder):
+                fast.compile_regions(model, **options)
+
+    def disable_fast_paths(self) -> None:
+        """Back to the plain path: unfused projections, contiguous weights, eager blocks."""
+        self.unfuse_qkv_projections()
+        for model in (self.unet, self.motion_adapter, self.vae):
+            fast.uncompile_regions(model)
+            model.to(memory_format=torch.contiguous_format)
+
     # ------------------------------------------------------------------ checks
     def check_inputs(self, prompt, height, width, num_frames, num_inference_steps, guidance_scale, strength,
-                     image, video, output_type, image_conditioning, context_frames, context_overlap):
-        if isinstance(prompt, dict):
+                     image, video, output_type, image_conditioning, context_frames, context_overlap,
+                     prompt_embeds=None, negative_prompt_embeds=None, negative_prompt=None):
+        if prompt_embeds is not None:
+            self.check_embeddings(prompt, prompt_embeds, negative_prompt, negative_prompt_embeds, num_frames)
+        elif negative_prompt_embeds is not None:
+            raise VidldmError("negative_prompt_embeds needs prompt_embeds; give both or pass strings")
+        elif isinstance(prompt, dict):
             if not prompt or not all(isinstance(k, int) and 0 <= k < num_frames for k in prompt):
                 raise VidldmError(f"prompt travel keys must be frame indices in [0, {num_frames - 1}]")
             if not all(isinstance(v, str) for v in prompt.values()):
@@ -151,11 +202,35 @@ class VideoPipeline(DiffusionPipeline):
         if not 0 <= context_overlap < context_frames:
             raise VidldmError(f"context_overlap must be between 0 and {context_frames - 1}")
 
+    def check_embeddings(self, prompt, prompt_embeds, negative_prompt, negative_prompt_embeds, num_frames):
+        """Precomputed text: `prompt_embeds` `(B, L, D)` or per frame `(B, F, L, D)`;
+        `negative_prompt_embeds` `(B, L, D)`, `(1, L, D)` or the shape of `prompt_embeds`."""
+        if prompt is not None:
+            raise VidldmError("give either prompt or prompt_embeds, not both")
+        if negative_prompt is not None and negative_prompt_embeds is not None:
+            raise VidldmError("give either negative_prompt or negative_prompt_embeds, not both")
+        dim = self.unet.config.cross_attention_dim
+        if not isinstance(prompt_embeds, torch.Tensor) or prompt_embeds.ndim not in (3, 4) or prompt_embeds.shape[-1] != dim:
+            got = tuple(prompt_embeds.shape) if isinstance(prompt_embeds, torch.Tensor) else type(prompt_embeds).__name__
+            raise VidldmError(f"prompt_embeds must be a tensor (B, L, {dim}) or per frame (B, F, L, {dim}), got {got}")
+        if prompt_embeds.ndim == 4 and prompt_embeds.shape[1] != num_frames:
+            raise VidldmError(f"per-frame prompt_embeds have {prompt_embeds.shape[1]} frames but num_frames is {num_frames}")
+        if negative_prompt_embeds is not None:
+            b, length = prompt_embeds.shape[0], prompt_embeds.shape[-2]
+            neg = negative_prompt_embeds
+            ok = isinstance(neg, torch.Tensor) and (
+                tuple(neg.shape) == tuple(prompt_embeds.shape)
+                or (neg.ndim == 3 and neg.shape[0] in (1, b) and tuple(neg.shape[1:]) == (length, dim)))
+            if not ok:
+                got = tuple(neg.shape) if isinstance(neg, torch.Tensor) else type(neg).__name__
+                raise VidldmError(f"negative_prompt_embeds must be ({b}, {length}, {dim}), (1, {length}, {dim}) or "
+                                  f"the shape of prompt_embeds, got {got}")
+
     # ------------------------------------------------------------------ call
     @torch.no_grad()
     def __call__(
         self,
-        prompt: str | list[str] | dict[int, str],
+        prompt: str | list[str] | dict[int, str] | None = None,
         negative_prompt: str | list[str] | None = None,
         num_frames: int | None = None,
         height: int | None = None,
@@ -177,8 +252,12 @@ class VideoPipeline(DiffusionPipeline):
         callback_on_step_end=None,
         callback_on_step_end_tensor_inputs: tuple[str, ...] = ("latents",),
         scheduler: str | None = None,
+        prompt_embeds: torch.Tensor | None = None,
+        negative_prompt_embeds: torch.Tensor | None = None,
     ) -> VideoPipelineOutput:
-        """Make clips. Shapes: `latents` `(B, C, F, h, w)`; see `VideoPipelineOutput` for the result."""
+        """Make clips. Shapes: `latents` `(B, C, F, h, w)`; `prompt_embeds` `(B, L, D)` or per frame
+        `(B, F, L, D)` instead of `prompt`; `negative_prompt_embeds` `(B, L, D)` or `(1, L, D)` instead of
+        `negative_prompt`. See `VideoPipelineOutput` for the result."""
         device = self._execution_device
         height = height or self.unet.config.sample_size * self.vae_scale_factor
         width = width or self.unet.config.sample_size * self.vae_scale_factor
@@ -191,21 +270,29 @@ class VideoPipeline(DiffusionPipeline):
         context_frames = context_frames or self.num_frames_trained
         context_overlap = context_frames // 4 if context_overlap is None else context_overlap
         self.check_inputs(prompt, height, width, num_frames, num_inference_steps, guidance_scale, strength,
-                          image, video, output_type, image_conditioning, context_frames, context_overlap)
+                          image, video, output_type, image_conditioning, context_frames, context_overlap,
+                          prompt_embeds, negative_prompt_embeds, negative_prompt)
         if scheduler is not None:
             self.scheduler = make_scheduler(scheduler, self.scheduler.config)
 
         # 1. text: cond and uncond embeddings, batched into one UNet call for CFG
-        cond = self.prompt_embeddings(prompt, num_frames).to(device)
+        if prompt_embeds is not None:
+            cond = prompt_embeds.to(device, self.unet.dtype)
+        else:
+            cond = self.prompt_embeddings(prompt, num_frames).to(device)
         batch = cond.shape[0]
         do_cfg = guidance_scale > 1.0
         if do_cfg:
-            neg = negative_prompt if negative_prompt is not None else ""
-            neg = [neg] * batch if isinstance(neg, str) else list(neg)
-            if len(neg) != batch:
-                raise VidldmError(f"{len(neg)} negative prompts for {batch} prompts; give one or one per prompt")
-            uncond = self.encode_text(neg).to(device)
-            if cond.ndim == 4:
+            if negative_prompt_embeds is not None:
+                uncond = negative_prompt_embeds.to(device, self.unet.dtype)
+                uncond = uncond.expand(batch, *uncond.shape[1:]) if uncond.shape[0] == 1 else uncond
+            else:
+                neg = negative_prompt if negative_prompt is not None else ""
+                neg = [neg] * batch if isinstance(neg, str) else list(neg)
+                if len(neg) != batch:
+                    raise VidldmError(f"{len(neg)} negative prompts for {batch} prompts; give one or one per prompt")
+                uncond = self.encode_text(neg).to(device)
+            if cond.ndim == 4 and uncond.ndim == 3:
                 uncond = uncond[:, None].expand(-1, num_frames, -1, -1)
             context = torch.cat([uncond, cond])
         else:

@@ -87,10 +87,21 @@ class TemporalAttention(nn.Module):
         self.to_v = nn.Linear(dim, dim, bias=False)
         # A ModuleList keeps the checkpoint key `to_out.0` of AnimateDiff and diffusers.
         self.to_out = nn.ModuleList([nn.Linear(dim, dim), nn.Dropout(0.0)])
+        # `fuse_projections`: [to_q; to_k; to_v] as one `(3 C, C)` matrix. Non-persistent, so checkpoint
+        # keys are unchanged; used only without gradients, so training always sees the real layers.
+        self.register_buffer("qkv_weight", None, persistent=False)
+
+    def fuse_projections(self, fuse: bool = True) -> None:
+        """Compute q, k and v with one matmul at inference (a snapshot of the weights: re-fuse after changing them)."""
+        self.qkv_weight = torch.cat([self.to_q.weight, self.to_k.weight, self.to_v.weight]).detach() if fuse else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.pos_encoder(x)
-        q, k, v = (rearrange(proj(x), "n f (h d) -> n h f d", h=self.heads) for proj in (self.to_q, self.to_k, self.to_v))
+        if self.qkv_weight is not None and not torch.is_grad_enabled():
+            projected = F.linear(x, self.qkv_weight).chunk(3, dim=-1)
+        else:
+            projected = (self.to_q(x), self.to_k(x), self.to_v(x))
+        q, k, v = (rearrange(t, "n f (h d) -> n h f d", h=self.heads) for t in projected)
         out = rearrange(attention(q, k, v, self.backend), "n h f d -> n f (h d)")
         return self.to_out[1](self.to_out[0](out))
 

@@ -171,3 +171,24 @@ def test_save_and_load_pipeline_folder(pipe, tmp_path):
 def test_bad_inputs(pipe, kwargs, match):
     with pytest.raises(VidldmError, match=match):
         run(pipe, **kwargs)
+
+
+def test_precomputed_prompt_embeds_equal_the_prompt(pipe):
+    cond, uncond = pipe.encode_text(["a red circle moving right"]), pipe.encode_text([""])
+    by_text = run(pipe, output_type="latent")
+    by_embeds = run(pipe, None, prompt_embeds=cond, negative_prompt_embeds=uncond, output_type="latent")
+    torch.testing.assert_close(by_embeds, by_text, atol=0, rtol=0)
+    no_negative = run(pipe, None, prompt_embeds=cond, output_type="latent")  # "" is encoded, as with a prompt
+    torch.testing.assert_close(no_negative, by_text, atol=0, rtol=0)
+
+
+def test_prompt_embeds_are_checked(pipe):
+    cond = pipe.encode_text(["a red circle"])
+    with pytest.raises(VidldmError, match="either prompt or prompt_embeds"):
+        run(pipe, "a red circle", prompt_embeds=cond)
+    with pytest.raises(VidldmError, match="prompt_embeds must be a tensor"):
+        run(pipe, None, prompt_embeds=cond[..., :8])
+    with pytest.raises(VidldmError, match="negative_prompt_embeds must be"):
+        run(pipe, None, prompt_embeds=cond, negative_prompt_embeds=cond[:, :3])
+    with pytest.raises(VidldmError, match="needs prompt_embeds"):
+        run(pipe, "a red circle", negative_prompt_embeds=cond)

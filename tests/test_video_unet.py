@@ -141,3 +141,46 @@ def test_sdxl_style_added_conditions_are_shared_by_frames():
     per_frame = {k: v.repeat_interleave(3, 0) for k, v in cond.items()}
     image = unet(fold(x), 10, ctx.repeat_interleave(3, 0), added_cond_kwargs=per_frame).sample
     assert (fold(out) - image).abs().max() <= 1e-5
+
+
+@torch.no_grad()
+def test_text_attending_adapter_starts_as_the_image_model_and_then_reads_the_prompt(unet):
+    fresh = tiny_motion_adapter(unet, cross_attention_dim=32)
+    x, ctx = clip()
+    image = unet(fold(x), 500, ctx.repeat_interleave(6, 0)).sample
+    assert (fold(VideoUNet(unet, fresh)(x, 500, ctx)) - image).abs().max() <= 1e-5  # zero-init holds
+
+    with_text = tiny_motion_adapter(unet, randomize=True, cross_attention_dim=32)
+    plain = tiny_motion_adapter(unet)
+    plain.load_state_dict({k: v for k, v in with_text.state_dict().items() if ".text_" not in k})
+    other = ctx.clone()
+    other[:, 3:] += 1.0  # another prompt
+    a, b = VideoUNet(unet, with_text), VideoUNet(unet, plain)
+    # The temporal layers' own reading of the prompt: the change a new prompt makes beyond what the
+    # spatial layers (shared by both models) pass on.
+    own = (a(x, 500, ctx) - a(x, 500, other)) - (b(x, 500, ctx) - b(x, 500, other))
+    assert own.abs().max() > 1e-3
+    for m in with_text.modules():  # silence the text attention: the plain adapter again
+        if hasattr(m, "text_attention") and m.text_attention is not None:
+            m.text_attention.to_out[0].weight.zero_()
+            m.text_attention.to_out[0].bias.zero_()
+    torch.testing.assert_close(a(x, 500, other), b(x, 500, other), atol=1e-5, rtol=0)
+
+
+def test_text_attending_adapter_checks_its_text_width_and_export_formats(unet, tmp_path):
+    from vidldm.errors import CheckpointError
+    from vidldm.models.motion_formats import save_animatediff
+
+    with pytest.raises(ShapeError, match="read 48-d text embeddings but the UNet's text encoder gives 32-d"):
+        VideoUNet(unet, tiny_motion_adapter(unet, cross_attention_dim=48))
+    adapter = tiny_motion_adapter(unet, cross_attention_dim=32)
+    with pytest.raises(CheckpointError, match="save_pretrained"):
+        save_animatediff(adapter, tmp_path / "mm.safetensors")
+    with pytest.raises(CheckpointError, match="no text cross-attention"):
+        to_diffusers(adapter)
+    adapter.save_pretrained(tmp_path / "adapter")
+    from vidldm.models.motion import MotionAdapter
+
+    again = MotionAdapter.load(str(tmp_path / "adapter"))
+    assert again.config.cross_attention_dim == 32
+    assert all(torch.equal(v, again.state_dict()[k]) for k, v in adapter.state_dict().items())

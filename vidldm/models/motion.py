@@ -30,19 +30,20 @@ class MotionModule(nn.Module):
     """The temporal layers that follow one spatial layer: `((B F), C, H, W)` in and out."""
 
     def __init__(self, channels: int, *, heads: int, num_layers: int, max_len: int, norm_num_groups: int,
-                 norm_mode: NormMode, temporal_conv: bool):
+                 norm_mode: NormMode, temporal_conv: bool, cross_attention_dim: int | None = None):
         super().__init__()
         self.channels = channels
         self.temporal_conv = TemporalConvBlock(channels, norm_num_groups=norm_num_groups) if temporal_conv else None
         self.temporal_transformer = TemporalTransformer(
             channels, heads=heads, num_layers=num_layers, max_len=max_len,
-            norm_num_groups=norm_num_groups, norm_mode=norm_mode,
+            norm_num_groups=norm_num_groups, norm_mode=norm_mode, cross_attention_dim=cross_attention_dim,
         )
 
-    def forward(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, num_frames: int, context: torch.Tensor | None = None) -> torch.Tensor:
+        """x `((B F), C, H, W)`; context `((B F), L, D)` text per frame (read only by text cross-attention)."""
         if self.temporal_conv is not None:
             x = self.temporal_conv(x, num_frames)
-        return self.temporal_transformer(x, num_frames)
+        return self.temporal_transformer(x, num_frames, context)
 
 
 class MotionBlock(nn.Module):
@@ -84,14 +85,19 @@ class MotionAdapter(ModelMixin, ConfigMixin):
         norm_mode: NormMode = "per_frame",
         temporal_conv: bool = False,
         frame_conditioning: bool = False,
+        cross_attention_dim: int | None = None,
     ):
         """`frame_conditioning` records that the adapter was trained with clean known frames at t = 0,
-        so the pipeline may animate images with per-frame timesteps ("clean") by default."""
+        so the pipeline may animate images with per-frame timesteps ("clean") by default.
+        `cross_attention_dim` (the text encoder's width) adds text cross-attention to every temporal
+        transformer, so motion words reach the temporal layers directly; AnimateDiff and diffusers
+        adapters have none (None), and an adapter with it cannot be written in their formats."""
         super().__init__()
         n = len(block_out_channels)
         layers = _per_block(layers_per_block, n, "layers_per_block")
         common = dict(heads=num_attention_heads, num_layers=transformer_layers, max_len=max_seq_length,
-                      norm_num_groups=norm_num_groups, norm_mode=norm_mode, temporal_conv=temporal_conv)
+                      norm_num_groups=norm_num_groups, norm_mode=norm_mode, temporal_conv=temporal_conv,
+                      cross_attention_dim=cross_attention_dim)
         self.down_blocks = nn.ModuleList([MotionBlock(c, k, **common) for c, k in zip(block_out_channels, layers)])
         self.mid_block = MotionBlock(block_out_channels[-1], 1, **common) if use_mid_block else None
         self.up_blocks = nn.ModuleList(
@@ -129,6 +135,12 @@ class MotionAdapter(ModelMixin, ConfigMixin):
             n = len(block.attentions) if block.__class__.__name__.startswith("UNetMid") else len(block.resnets)
             return n, block.resnets[-1].out_channels
 
+        text_dim = self.config.get("cross_attention_dim")
+        if text_dim and text_dim != unet.config.cross_attention_dim:
+            raise ShapeError(
+                f"motion adapter does not fit the UNet: its temporal layers read {text_dim}-d text embeddings but the "
+                f"UNet's text encoder gives {unet.config.cross_attention_dim}-d; use an adapter made for this base model"
+            )
         expected = {f"down_blocks.{i}": spatial(b) for i, b in enumerate(unet.down_blocks)}
         if unet.mid_block is not None:
             expected["mid_block"] = spatial(unet.mid_block)

@@ -244,6 +244,7 @@ def to_diffusers(adapter: MotionAdapter):
     c = adapter.config
     if c.temporal_conv:
         raise CheckpointError("diffusers' MotionAdapter has no temporal convolutions; this adapter cannot convert")
+    _check_no_text_attention(adapter, "diffusers' MotionAdapter")
     theirs = DiffusersMotionAdapter(
         block_out_channels=tuple(c.block_out_channels),
         motion_layers_per_block=c.layers_per_block if isinstance(c.layers_per_block, int) else tuple(c.layers_per_block),
@@ -278,6 +279,7 @@ def _single(value: int | list[int] | tuple[int, ...]) -> int:
 def save_animatediff(adapter: MotionAdapter, path: str | os.PathLike) -> Path:
     """Write the adapter as an AnimateDiff-style motion-module file (`.safetensors` or `.ckpt`), atomically."""
     path = Path(path)
+    _check_no_text_attention(adapter, "AnimateDiff's motion-module format")
     sd = {k: v.detach().contiguous().cpu() for k, v in adapter.state_dict().items()}
     tmp = path.with_name(f".{path.name}.tmp")
     try:
@@ -293,3 +295,9 @@ def save_animatediff(adapter: MotionAdapter, path: str | os.PathLike) -> Path:
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def _check_no_text_attention(adapter: MotionAdapter, target: str) -> None:
+    if adapter.config.get("cross_attention_dim"):
+        raise CheckpointError(f"{target} has no text cross-attention in temporal layers; save this adapter "
+                              "with save_pretrained (a vidldm adapter folder) instead")

@@ -8,6 +8,12 @@ the frame axis; these layers are the only place frames talk to each other.
   every spatial location, i.e. on sequences of shape `((B H W), F, C)`.
 - `TemporalConvBlock`: Video LDM / ModelScope style residual 3-D convolution over time.
 
+A temporal transformer may also cross-attend to the text (`cross_attention_dim`, off in
+AnimateDiff's layout): self-attention across frames alone only hears the prompt through the
+spatial layers, which were trained on single frames where "moving left" and "moving right" look
+alike, so motion words reach it faintly. Cross-attention gives every (frame, pixel) token the
+frame's prompt directly, as VideoCrafter's temporal transformers can.
+
 Both end in a zero-initialised projection, so a fresh layer is the identity and an image model
 with fresh temporal layers produces exactly the frames it produced before.
 """
@@ -132,20 +138,40 @@ class FeedForward(nn.Module):
 
 
 class TemporalTransformerBlock(nn.Module):
-    """Two pre-norm temporal self-attentions and a GEGLU feed-forward, on `(N, F, C)`."""
+    """Two pre-norm temporal self-attentions, optionally a text cross-attention, and a GEGLU
+    feed-forward, on `(N, F, C)` with `N = B*H*W`."""
 
-    def __init__(self, dim: int, heads: int = 8, max_len: int = 32, num_attention_blocks: int = 2):
+    def __init__(self, dim: int, heads: int = 8, max_len: int = 32, num_attention_blocks: int = 2,
+                 cross_attention_dim: int | None = None):
         super().__init__()
         self.attention_blocks = nn.ModuleList(
             [TemporalAttention(dim, heads, max_len) for _ in range(num_attention_blocks)]
         )
         self.norms = nn.ModuleList([nn.LayerNorm(dim) for _ in range(num_attention_blocks)])
+        self.text_attention, self.text_norm = None, None
+        if cross_attention_dim:
+            from diffusers.models.attention_processor import Attention
+
+            # diffusers' Attention, so fused k/v projections and attention processors apply to it too.
+            self.text_attention = Attention(dim, cross_attention_dim=cross_attention_dim, heads=heads,
+                                            dim_head=dim // heads, bias=False, out_bias=True)
+            self.text_norm = nn.LayerNorm(dim)
         self.ff = FeedForward(dim)
         self.ff_norm = nn.LayerNorm(dim)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None, size: tuple[int, int] | None = None) -> torch.Tensor:
+        """x `((B H W), F, C)`; context `((B F), L, D)` text per frame, needed with a text attention;
+        size `(H, W)` to unfold the pixels for it."""
         for attn, norm in zip(self.attention_blocks, self.norms):
             x = attn(norm(x)) + x
+        if self.text_attention is not None:
+            if context is None or size is None:
+                raise ValueError("this temporal transformer cross-attends to text: pass the text context")
+            h, w = size
+            # Every (frame, pixel) token attends to its frame's prompt: one sequence per frame.
+            tokens = rearrange(self.text_norm(x), "(b h w) f c -> (b f) (h w) c", h=h, w=w)
+            out = self.text_attention(tokens, encoder_hidden_states=context)
+            x = rearrange(out, "(b f) (h w) c -> (b h w) f c", f=x.shape[1], h=h, w=w) + x
         return self.ff(self.ff_norm(x)) + x
 
 
@@ -171,6 +197,7 @@ class TemporalTransformer(nn.Module):
         norm_num_groups: int = 32,
         norm_mode: NormMode = "per_frame",
         zero_init: bool = True,
+        cross_attention_dim: int | None = None,
     ):
         super().__init__()
         if norm_mode not in ("per_frame", "per_clip"):
@@ -179,7 +206,8 @@ class TemporalTransformer(nn.Module):
         self.norm = nn.GroupNorm(norm_num_groups, channels, eps=1e-6, affine=True)
         self.proj_in = nn.Linear(channels, channels)
         self.transformer_blocks = nn.ModuleList(
-            [TemporalTransformerBlock(channels, heads, max_len) for _ in range(num_layers)]
+            [TemporalTransformerBlock(channels, heads, max_len, cross_attention_dim=cross_attention_dim)
+             for _ in range(num_layers)]
         )
         self.proj_out = nn.Linear(channels, channels)
         if zero_init:
@@ -190,7 +218,8 @@ class TemporalTransformer(nn.Module):
     def max_len(self) -> int:
         return self.transformer_blocks[0].attention_blocks[0].pos_encoder.max_len
 
-    def forward(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, num_frames: int, context: torch.Tensor | None = None) -> torch.Tensor:
+        """x `((B F), C, H, W)`; context `((B F), L, D)`, used when the blocks cross-attend to text."""
         h, w = x.shape[-2:]
         residual = x
         if self.norm_mode == "per_clip":
@@ -200,7 +229,7 @@ class TemporalTransformer(nn.Module):
             x = rearrange(self.norm(x), "(b f) c h w -> (b h w) f c", f=num_frames)
         x = self.proj_in(x)
         for block in self.transformer_blocks:
-            x = block(x)
+            x = block(x, context, (h, w))
         x = self.proj_out(x)
         return rearrange(x, "(b h w) f c -> (b f) c h w", h=h, w=w) + residual
 

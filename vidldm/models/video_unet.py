@@ -199,5 +199,5 @@ class _Step:
             x = attn(x, encoder_hidden_states=self.context, cross_attention_kwargs=self.cross_attention_kwargs,
                      return_dict=False)[0]
         if motion_module is not None:
-            x = motion_module(x, self.num_frames)
+            x = motion_module(x, self.num_frames, self.context)
         return x

@@ -206,6 +206,7 @@ def test_vae_stage_with_frozen_encoder_keeps_the_latents(tmp_path, video_folder)
     ({"crop_size": 4}, "train.crop_size must be an integer between 8"),
     ({"crop_size": 32}, "train.crop_size must be an integer between 8"),
     ({"foreground_weight": -1}, "train.foreground_weight must be >= 0"),
+    ({"snr_gamma": 0}, "train.snr_gamma must be a positive number"),
 ])
 def test_vae_stage_options_are_checked(tmp_path, video_folder, change, message):
     with pytest.raises(VidldmError, match=message):
@@ -258,3 +259,18 @@ def test_bad_config_fails_before_loading_a_model(tmp_path, video_folder, monkeyp
     assert main(["train", str(path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
+
+
+def test_min_snr_weights_cap_the_easy_timesteps(tmp_path, video_folder):
+    config = load_config(recipe(tmp_path, video_folder, stage="image", train={"max_steps": 2, "snr_gamma": 5.0},
+                                checkpoint={"every": 100}))
+    trainer = Trainer(config)
+    t = torch.tensor([0, 200, 500, 999])
+    w = trainer.stage.loss_weights(t)
+    alphas = trainer.stage.noise_scheduler.alphas_cumprod[t]
+    snr = alphas / (1 - alphas)
+    assert torch.allclose(w, torch.clamp(snr, max=5.0) / snr)
+    assert w[0] < 0.01 and w[-1] == 1.0 and torch.all(w[:-1] <= w[1:])  # low noise weighs less, high noise 1
+    config.train.snr_gamma = None
+    assert torch.equal(trainer.stage.loss_weights(t), torch.ones(4))
+    assert trainer.train()["steps"] == 2

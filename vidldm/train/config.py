@@ -70,6 +70,7 @@ class TrainConfig:
     lora_rank: int | None = None         # temporal stage: train a motion LoRA instead of full weights
     frames_per_clip: int | None = None  # image stage: train on this many random frames of each clip (more captions a step)
     noise_offset: float = 0.0
+    snr_gamma: float | None = None       # Min-SNR loss weighting (Hang et al. 2023), e.g. 5.0: converges faster
     foreground_weight: float = 0.0      # vae stage: extra loss weight on pixels unlike the frame's border (small objects)
     crop_size: int | None = None        # vae stage: train on square crops, most centred on the foreground (faster)
     freeze_encoder: bool = False        # vae stage: train the decoder only; latents (and latent caches) stay valid
@@ -208,6 +209,8 @@ def check(config: Config, source: str) -> None:
         raise VidldmError(f"{source}: train.foreground_weight must be >= 0, got {t.foreground_weight}")
     if t.crop_size is not None and not (isinstance(t.crop_size, int) and 8 <= t.crop_size <= min(d.height, d.width)):
         raise VidldmError(f"{source}: train.crop_size must be an integer between 8 and the frame size, got {t.crop_size!r}")
+    if t.snr_gamma is not None and not (isinstance(t.snr_gamma, (int, float)) and t.snr_gamma > 0):
+        raise VidldmError(f"{source}: train.snr_gamma must be a positive number (5.0 is usual) or null, got {t.snr_gamma!r}")
     if t.ema_decay is not None and not 0 < t.ema_decay < 1:
         raise VidldmError(f"{source}: train.ema_decay must be between 0 and 1, got {t.ema_decay}")
     if config.stage == "temporal":

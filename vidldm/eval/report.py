@@ -2,6 +2,8 @@
 
 Rows of the table, all over the same fixed prompts (`evaluation_specs`) and seeds:
 - **real clips**: the procedural clips themselves after an mp4 round trip (what the oracle can read);
+- **real clips through the VAE**: encoded and decoded by the model's VAE (what any generator on its
+  latents can reach at best);
 - **video model**: the shipped pipeline;
 - **image model, frame by frame**: the same image UNet with a zero (identity) motion adapter,
   i.e. every frame denoised on its own from the same noise;
@@ -17,11 +19,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from einops import rearrange
 
 from vidldm.data.shapes import evaluation_specs, render_clip
 from vidldm.eval.shapes import first_frame_psnr, format_table, score
+from vidldm.frames import frames_to_tensor, tensor_to_frames
 from vidldm.io import read_video, write_video
 from vidldm.models.motion import MotionAdapter
+from vidldm.models.video_vae import VideoVAE
 from vidldm.pipeline import VideoPipeline
 
 
@@ -33,6 +38,19 @@ def _generate(pipe: VideoPipeline, specs, steps: int, guidance: float, batch: in
                    generator=[torch.Generator().manual_seed(start + i) for i in range(len(chunk))], **kwargs).frames
         clips += [(f * 255).round().astype(np.uint8) for f in out]
     return clips
+
+
+@torch.no_grad()
+def _vae_round_trip(pipe: VideoPipeline, clips: list[np.ndarray], batch: int = 8) -> list[np.ndarray]:
+    """Clips `(F, H, W, 3)` uint8 -> the same clips encoded (posterior mean) and decoded by the pipeline's VAE."""
+    vvae = VideoVAE(pipe.vae, temporal_decoder=pipe.temporal_decoder)
+    out = []
+    for start in range(0, len(clips), batch):
+        video = torch.stack([frames_to_tensor(c, *c.shape[1:3]) for c in clips[start : start + batch]])
+        video = rearrange(video, "b f c h w -> b c f h w").to(pipe.device, pipe.vae.dtype)
+        decoded = tensor_to_frames(vvae.decode(vvae.encode(video)))
+        out += [(f * 255).round().astype(np.uint8) for f in decoded]
+    return out
 
 
 def _round_trip(clips: list[np.ndarray]) -> list[np.ndarray]:
@@ -52,17 +70,21 @@ def evaluate(pipe: VideoPipeline, n: int = 210, steps: int = 15, guidance: float
     real = [render_clip(s) for s in specs]
     rows["real clips (mp4 round trip)"] = score(_round_trip(real), specs)
     log(f"real clips scored ({time.perf_counter() - t:.0f}s)")
-    rows["video model"] = score(_generate(pipe, specs, steps, guidance, batch), specs)
+    rows["real clips through the VAE"] = score(_vae_round_trip(pipe, real), specs)
+    log(f"VAE round trip scored ({time.perf_counter() - t:.0f}s)")
+    # Generate at the size of the clips the prompts describe (64x64 for the shapes data).
+    size = dict(height=real[0].shape[1], width=real[0].shape[2], num_frames=real[0].shape[0])
+    rows["video model"] = score(_generate(pipe, specs, steps, guidance, batch, **size), specs)
     log(f"video model scored ({time.perf_counter() - t:.0f}s)")
     frame_by_frame = VideoPipeline(**{**pipe.components, "motion_adapter": MotionAdapter(**pipe.motion_adapter.config)})
     frame_by_frame.set_progress_bar_config(disable=True)
-    rows["image model, frame by frame"] = score(_generate(frame_by_frame, specs, steps, guidance, batch), specs)
+    rows["image model, frame by frame"] = score(_generate(frame_by_frame, specs, steps, guidance, batch, **size), specs)
     log(f"image model scored ({time.perf_counter() - t:.0f}s)")
     anim_specs = specs[:animate]
     psnrs, anim_clips = [], []
     for i, spec in enumerate(anim_specs):
         still = real[i][0]
-        clip = _generate(pipe, [spec], steps, guidance, 1, image=still, image_conditioning="clean")[0]
+        clip = _generate(pipe, [spec], steps, guidance, 1, image=still, image_conditioning="clean", **size)[0]
         psnrs.append(first_frame_psnr(clip, still))
         anim_clips.append(clip)
     animation = {"first_frame_psnr_db": float(np.mean(psnrs)), **score(anim_clips, anim_specs)}

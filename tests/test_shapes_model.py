@@ -78,7 +78,7 @@ def test_shipped_model_draws_what_the_prompt_says(shapes):
 
     prompts = ["a red circle moving right on a black background", "a blue square growing on a white background",
                "a yellow triangle moving up on a gray background", "a green circle standing still on a black background"]
-    out = shapes(prompts, num_frames=16, num_inference_steps=15, guidance_scale=6.0, output_type="np",
+    out = shapes(prompts, num_frames=16, **shapes.generation_defaults, output_type="np",
                  generator=[torch.Generator().manual_seed(i) for i in range(len(prompts))]).frames
     hits = 0
     for prompt, clip in zip(prompts, out):

@@ -124,6 +124,18 @@ def test_stop_and_resume_in_a_new_process_is_exact(tmp_path, video_folder):
     run = tmp_path / "a" / "run"
     assert [p.name for p in (run / "checkpoints").iterdir()] == ["step-000010"]
     assert not (run / "pipeline").exists()
+    # --export saves the stopped run's model (its EMA weights) elsewhere, without training
+    checkpoint = run / "checkpoints" / "step-000010"
+    _train(stopped, "--resume", str(checkpoint), "--export", "--set", f"output_dir={tmp_path / 'exported'}")
+    from vidldm.models.motion import MotionAdapter
+
+    exported = MotionAdapter.from_pretrained(str(tmp_path / "exported" / "motion_adapter"))
+    ema = load_file(str(checkpoint / "ema.safetensors"))
+    assert exported.config.frame_conditioning is True
+    for i, p in enumerate(exported.parameters()):
+        assert torch.equal(p.detach(), ema[f"shadow.{i}"]), i
+    assert (tmp_path / "exported" / "pipeline" / "model_index.json").exists()
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-000010"]  # nothing trained or saved
     _train(stopped, "--resume", "latest")
     (tmp_path / "b").mkdir()
     whole = recipe(tmp_path / "b", video_folder, **common)
@@ -295,3 +307,24 @@ def test_timestep_bias_draws_the_later_timesteps_more_often(tmp_path, video_fold
     config.train.timestep_bias_strategy = "none"
     _, t = stage.noise_and_timesteps(latents, torch.Generator().manual_seed(0))
     assert abs(float((t >= 500).float().mean()) - 0.5) < 0.03
+
+
+def test_pure_noise_samples_are_what_the_first_sampling_step_sees(tmp_path, video_folder):
+    config = load_config(recipe(tmp_path, video_folder, train={"max_steps": 2, "pure_noise_fraction": 0.5}))
+    trainer = Trainer(config)
+    stage = trainer.stage
+    latents, noise = torch.randn(4, 4, 3, 2, 2), torch.randn(4, 4, 3, 2, 2)
+    t = torch.tensor([10, 500, 700, 999])
+    noisy = stage.noise_scheduler.add_noise(latents, noise, t)
+    pure = torch.tensor([True, False, True, False])
+    t2, noisy2, target2 = stage.pure_noise(latents, noise, t, noisy, noise, pure)
+    assert t2.tolist() == [999, 500, 999, 999]
+    assert torch.equal(noisy2[0], noise[0]) and torch.equal(noisy2[1], noisy[1])  # no clip signal left in the input
+    assert torch.equal(target2[1], noise[1]) and torch.equal(target2[3], noise[3])  # the others are untouched
+    # the sampler's x0 from that input and target is the clean clip
+    a = stage.noise_scheduler.alphas_cumprod[999]
+    x0 = (noisy2[pure] - (1 - a).sqrt() * target2[pure]) / a.sqrt()
+    assert torch.allclose(x0, latents[pure], atol=1e-4)
+    assert trainer.train()["steps"] == 2
+    with pytest.raises(VidldmError, match="train.pure_noise_fraction must be between 0 and 1"):
+        load_config(recipe(tmp_path, video_folder, train={"pure_noise_fraction": 2}))

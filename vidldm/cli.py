@@ -103,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", help="YAML recipe")
     p.add_argument("--resume", help="'latest' or a checkpoint folder: continue a stopped run exactly where it stopped")
     p.add_argument("--stop-after", type=int, help="stop this run after N more steps (resume later with --resume latest)")
+    p.add_argument("--export", action="store_true",
+                   help="with --resume: save that checkpoint's model (EMA weights) as the run's output, without training")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe key, e.g. train.max_steps=100")
     p = sub.add_parser("cache", help="encode a recipe's clips and captions once into a latent cache",
                        description="Encode the recipe's videos (VAE) and captions (text encoder) once into safetensors shards; "
@@ -414,7 +416,9 @@ def main(argv: list[str] | None = None) -> int:
 
             if args.stop_after is not None and args.stop_after < 1:
                 raise VidldmError(f"--stop-after must be at least 1, got {args.stop_after}")
-            run_training(args.config, resume=args.resume, stop_after=args.stop_after, overrides=args.set)
+            if args.export and not args.resume:
+                raise VidldmError("--export saves a checkpoint's model: name it with --resume (a folder or 'latest')")
+            run_training(args.config, resume=args.resume, stop_after=args.stop_after, overrides=args.set, export=args.export)
         elif args.command == "cache":
             cache(args)
         elif args.command == "eval":

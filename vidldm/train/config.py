@@ -67,6 +67,7 @@ class TrainConfig:
     caption_dropout: float = 0.1         # empty caption, so classifier-free guidance works
     frame_conditioning: float = 0.5      # temporal stage: probability that the first k frames are given clean
     max_known_frames: int | None = None  # k is drawn from [1, max_known_frames]; default min(4, num_frames - 1)
+    pure_noise_fraction: float = 0.0     # temporal stage: share of samples at the last timestep with no signal left (see TemporalStage)
     lora_rank: int | None = None         # temporal stage: train a motion LoRA instead of full weights
     frames_per_clip: int | None = None  # image stage: train on this many random frames of each clip (more captions a step)
     noise_offset: float = 0.0
@@ -206,7 +207,8 @@ def check(config: Config, source: str) -> None:
         raise VidldmError(f"{source}: train.mixed_precision must be no, fp16 or bf16, got {t.mixed_precision!r}")
     if t.lr_schedule not in ("cosine", "constant", "linear"):
         raise VidldmError(f"{source}: train.lr_schedule must be cosine, constant or linear, got {t.lr_schedule!r}")
-    for name, value in (("train.caption_dropout", t.caption_dropout), ("train.frame_conditioning", t.frame_conditioning)):
+    for name, value in (("train.caption_dropout", t.caption_dropout), ("train.frame_conditioning", t.frame_conditioning),
+                        ("train.pure_noise_fraction", t.pure_noise_fraction)):
         if not 0 <= value <= 1:
             raise VidldmError(f"{source}: {name} must be between 0 and 1, got {value}")
     if t.foreground_weight < 0:

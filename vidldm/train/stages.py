@@ -157,6 +157,10 @@ class TemporalStage(Stage):
         noise, t = self.noise_and_timesteps(latents, generator)
         b, _, f = latents.shape[:3]
         noisy = self.noise_scheduler.add_noise(latents, noise, t)
+        target = self.target(latents, noise, t)
+        pure = torch.rand(b, generator=generator) < self.config.train.pure_noise_fraction
+        if pure.any():
+            t, noisy, target = self.pure_noise(latents, noise, t, noisy, target, pure.to(latents.device))
         frame_t = t[:, None].repeat(1, f)
         loss_mask = torch.ones(b, f, device=latents.device)
         p, k_max = self.config.train.frame_conditioning, self.config.train.max_known_frames
@@ -168,9 +172,30 @@ class TemporalStage(Stage):
                 frame_t[i, : ks[i]] = 0
                 loss_mask[i, : ks[i]] = 0
         pred = self.video_unet(noisy, frame_t, context)
-        per_frame = (pred.float() - self.target(latents, noise, t).float()).pow(2).mean(dim=(1, 3, 4))  # (B, F)
+        per_frame = (pred.float() - target.float()).pow(2).mean(dim=(1, 3, 4))  # (B, F)
         per_frame = per_frame * self.loss_weights(t)[:, None]
         return (per_frame * loss_mask).sum() / loss_mask.sum()
+
+    def pure_noise(self, latents, noise, t, noisy, target, pure):
+        """Samples `pure` `(B,)` move to the last timestep with an input of noise alone, as the sampler's first step sees.
+
+        At the last training timestep `sqrt(alphas_cumprod)` of the clean clip is still left in the input
+        (0.04 with AnimateDiff's betas): over 16 frames of latents that is enough to read where the object
+        goes, so the adapter learns to take the direction from the input rather than from the prompt. At
+        sampling the first input is pure noise and its chance structure then picks the direction (measured:
+        same seed, four direction words, four clips moving the same way). With no signal left, only the
+        prompt (or known frames) can tell where the clip goes. The target is the one whose implied clean
+        clip is `latents`: epsilon `(x_T - sqrt(a) x0) / sqrt(1 - a)`, or the matching velocity."""
+        last = self.noise_scheduler.config.num_train_timesteps - 1
+        a = self.noise_scheduler.alphas_cumprod[last].to(latents)
+        eps = (noise - a.sqrt() * latents) / (1 - a).sqrt()
+        if self.noise_scheduler.config.prediction_type == "v_prediction":
+            pure_target = a.sqrt() * eps - (1 - a).sqrt() * latents
+        else:
+            pure_target = eps
+        where = pure.view(-1, *[1] * (latents.ndim - 1))
+        t = torch.where(pure, torch.full_like(t, last), t)
+        return t, torch.where(where, noise, noisy), torch.where(where, pure_target, target)
 
 
 class ImageStage(Stage):

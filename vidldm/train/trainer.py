@@ -353,12 +353,18 @@ def _yaml(data: dict) -> str:
 
 
 def run_training(config_path: str, *, resume: str | None = None, stop_after: int | None = None,
-                 overrides: list[str] | None = None) -> dict[str, Any]:
-    """Entry point of `vidldm train`: every check on the config runs before a model is loaded."""
+                 overrides: list[str] | None = None, export: bool = False) -> dict[str, Any]:
+    """Entry point of `vidldm train`: every check on the config runs before a model is loaded.
+
+    `export=True` saves the model of the checkpoint `resume` as a finished run would (EMA weights,
+    `output_dir/pipeline`) without training: an earlier step of a run can be kept or shipped."""
     from vidldm.train.config import load_config
 
     config = load_config(config_path, overrides)
     trainer = Trainer(config, resume=resume, stop_after=stop_after)
+    if export:
+        trainer.finish()
+        return {"steps": 0, "seconds": 0.0, "clips_per_s": 0.0, "step": trainer.step}
     summary = trainer.train()
     if trainer.main:
         print(f"trained {summary['steps']} steps in {summary['seconds']:.1f}s: {summary['clips_per_s']:.2f} clips/s")

@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from vidldm.models.temporal import (
+    SpatioTemporalTransformer,
     TemporalConvBlock,
     TemporalTransformer,
     set_attention_backend,
@@ -96,3 +97,19 @@ def test_xformers_backend_missing_names_package():
         set_attention_backend(TemporalTransformer(32), "xformers")
     with pytest.raises(ValueError, match="sdpa"):
         set_attention_backend(TemporalTransformer(32), "flash")
+
+
+def test_spatiotemporal_transformer_is_identity_then_reaches_other_pixels_of_other_frames():
+    fresh = SpatioTemporalTransformer(32, heads=4, norm_num_groups=8, cross_attention_dim=16)
+    x, ctx = torch.randn(2 * 5, 32, 3, 4), torch.randn(2 * 5, 6, 16)
+    assert torch.equal(fresh(x, 5, ctx), x)
+    torch.manual_seed(0)
+    st = randomize_(SpatioTemporalTransformer(32, heads=4, norm_num_groups=8, cross_attention_dim=16))
+    moved = x.clone()
+    moved[4, :, 2, 3] += 3.0  # clip 0, frame 4, pixel (2, 3)
+    change = (st(moved, 5, ctx) - st(x, 5, ctx)).abs()
+    assert change[0, :, 0, 0].max() > 1e-3  # frame 0, another pixel: attention reaches across space and time
+    assert change[5:].max() == 0  # never across clips
+    other = ctx.clone()
+    other[:5] += 1.0  # the prompt of clip 0
+    assert (st(x, 5, other) - st(x, 5, ctx))[:5].abs().max() > 1e-4

@@ -184,3 +184,25 @@ def test_text_attending_adapter_checks_its_text_width_and_export_formats(unet, t
     again = MotionAdapter.load(str(tmp_path / "adapter"))
     assert again.config.cross_attention_dim == 32
     assert all(torch.equal(v, again.state_dict()[k]) for k, v in adapter.state_dict().items())
+
+
+@torch.no_grad()
+def test_adapter_grows_spatiotemporal_layers_as_identity_and_saves_them(unet, tmp_path):
+    from vidldm.errors import CheckpointError
+    from vidldm.models.motion import MotionAdapter
+    from vidldm.models.motion_formats import save_animatediff
+
+    adapter = tiny_motion_adapter(unet, randomize=True, cross_attention_dim=32)
+    grown = adapter.with_spatiotemporal([1])
+    levels = {n.rsplit(".motion_modules", 1)[0] for n, m in grown.named_modules() if n.endswith("spatiotemporal") and m is not None}
+    assert levels == {"down_blocks.1", "mid_block", "up_blocks.0"}  # the coarsest of the tiny UNet's two levels
+    x, ctx = clip()
+    torch.testing.assert_close(VideoUNet(unet, grown)(x, 500, ctx), VideoUNet(unet, adapter)(x, 500, ctx), atol=1e-5, rtol=0)
+    grown.save_pretrained(tmp_path / "adapter")
+    again = MotionAdapter.load(str(tmp_path / "adapter"))
+    assert again.config.spatiotemporal_levels == [1]
+    assert all(torch.equal(v, again.state_dict()[k]) for k, v in grown.state_dict().items())
+    with pytest.raises(CheckpointError, match="save_pretrained"):
+        save_animatediff(grown, tmp_path / "mm.safetensors")
+    with pytest.raises(ValueError, match="spatiotemporal_levels must be UNet levels"):
+        adapter.with_spatiotemporal([5])

@@ -23,14 +23,15 @@ from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
 from vidldm.errors import ShapeError
-from vidldm.models.temporal import NormMode, TemporalConvBlock, TemporalTransformer
+from vidldm.models.temporal import NormMode, SpatioTemporalTransformer, TemporalConvBlock, TemporalTransformer
 
 
 class MotionModule(nn.Module):
     """The temporal layers that follow one spatial layer: `((B F), C, H, W)` in and out."""
 
     def __init__(self, channels: int, *, heads: int, num_layers: int, max_len: int, norm_num_groups: int,
-                 norm_mode: NormMode, temporal_conv: bool, cross_attention_dim: int | None = None):
+                 norm_mode: NormMode, temporal_conv: bool, cross_attention_dim: int | None = None,
+                 spatiotemporal: bool = False):
         super().__init__()
         self.channels = channels
         self.temporal_conv = TemporalConvBlock(channels, norm_num_groups=norm_num_groups) if temporal_conv else None
@@ -38,12 +39,18 @@ class MotionModule(nn.Module):
             channels, heads=heads, num_layers=num_layers, max_len=max_len,
             norm_num_groups=norm_num_groups, norm_mode=norm_mode, cross_attention_dim=cross_attention_dim,
         )
+        self.spatiotemporal = SpatioTemporalTransformer(
+            channels, heads=heads, norm_num_groups=norm_num_groups, cross_attention_dim=cross_attention_dim,
+        ) if spatiotemporal else None
 
     def forward(self, x: torch.Tensor, num_frames: int, context: torch.Tensor | None = None) -> torch.Tensor:
         """x `((B F), C, H, W)`; context `((B F), L, D)` text per frame (read only by text cross-attention)."""
         if self.temporal_conv is not None:
             x = self.temporal_conv(x, num_frames)
-        return self.temporal_transformer(x, num_frames, context)
+        x = self.temporal_transformer(x, num_frames, context)
+        if self.spatiotemporal is not None:
+            x = self.spatiotemporal(x, num_frames, context)
+        return x
 
 
 class MotionBlock(nn.Module):
@@ -86,22 +93,31 @@ class MotionAdapter(ModelMixin, ConfigMixin):
         temporal_conv: bool = False,
         frame_conditioning: bool = False,
         cross_attention_dim: int | None = None,
+        spatiotemporal_levels: Sequence[int] | None = None,
     ):
         """`frame_conditioning` records that the adapter was trained with clean known frames at t = 0,
         so the pipeline may animate images with per-frame timesteps ("clean") by default.
         `cross_attention_dim` (the text encoder's width) adds text cross-attention to every temporal
         transformer, so motion words reach the temporal layers directly; AnimateDiff and diffusers
-        adapters have none (None), and an adapter with it cannot be written in their formats."""
+        adapters have none (None), and an adapter with it cannot be written in their formats.
+        `spatiotemporal_levels` (UNet levels, 0 = finest) adds a `SpatioTemporalTransformer` after each
+        temporal transformer of those levels (the mid block counts as the last level): for small
+        latents only, its attention is quadratic in frames x height x width."""
         super().__init__()
         n = len(block_out_channels)
         layers = _per_block(layers_per_block, n, "layers_per_block")
+        st = set(spatiotemporal_levels or ())
+        if not st <= set(range(n)):
+            raise ValueError(f"spatiotemporal_levels must be UNet levels 0..{n - 1}, got {sorted(st)}")
         common = dict(heads=num_attention_heads, num_layers=transformer_layers, max_len=max_seq_length,
                       norm_num_groups=norm_num_groups, norm_mode=norm_mode, temporal_conv=temporal_conv,
                       cross_attention_dim=cross_attention_dim)
-        self.down_blocks = nn.ModuleList([MotionBlock(c, k, **common) for c, k in zip(block_out_channels, layers)])
-        self.mid_block = MotionBlock(block_out_channels[-1], 1, **common) if use_mid_block else None
+        self.down_blocks = nn.ModuleList([MotionBlock(c, k, spatiotemporal=i in st, **common)
+                                          for i, (c, k) in enumerate(zip(block_out_channels, layers))])
+        self.mid_block = MotionBlock(block_out_channels[-1], 1, spatiotemporal=n - 1 in st, **common) if use_mid_block else None
         self.up_blocks = nn.ModuleList(
-            [MotionBlock(c, k + 1, **common) for c, k in zip(reversed(block_out_channels), reversed(layers))]
+            [MotionBlock(c, k + 1, spatiotemporal=n - 1 - i in st, **common)
+             for i, (c, k) in enumerate(zip(reversed(block_out_channels), reversed(layers)))]
         )
 
     @classmethod
@@ -116,6 +132,18 @@ class MotionAdapter(ModelMixin, ConfigMixin):
         )
         kwargs.update(overrides)
         return cls(**kwargs)
+
+    def with_spatiotemporal(self, levels: Sequence[int]) -> MotionAdapter:
+        """This adapter plus spatio-temporal attention at `levels`: its weights are kept, the new layers
+        start as the identity (zero output), so training can add them to an adapter that already works."""
+        levels = sorted(set(levels) | set(self.config.get("spatiotemporal_levels") or ()))
+        grown = type(self)(**{**self.config, "spatiotemporal_levels": levels}).to(self.device)
+        if grown.dtype != self.dtype:
+            grown = grown.to(dtype=self.dtype)
+        missing, unexpected = grown.load_state_dict(self.state_dict(), strict=False)
+        if unexpected or any(".spatiotemporal." not in k for k in missing):
+            raise ValueError(f"cannot grow the adapter: keys {(unexpected or missing)[:3]} do not match")
+        return grown
 
     @property
     def max_seq_length(self) -> int:

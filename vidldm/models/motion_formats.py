@@ -301,3 +301,6 @@ def _check_no_text_attention(adapter: MotionAdapter, target: str) -> None:
     if adapter.config.get("cross_attention_dim"):
         raise CheckpointError(f"{target} has no text cross-attention in temporal layers; save this adapter "
                               "with save_pretrained (a vidldm adapter folder) instead")
+    if adapter.config.get("spatiotemporal_levels"):
+        raise CheckpointError(f"{target} has no spatio-temporal attention layers; save this adapter "
+                              "with save_pretrained (a vidldm adapter folder) instead")

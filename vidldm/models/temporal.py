@@ -234,6 +234,72 @@ class TemporalTransformer(nn.Module):
         return rearrange(x, "(b h w) f c -> (b f) c h w", h=h, w=w) + residual
 
 
+def spatiotemporal_positions(frames: int, height: int, width: int, dim: int) -> torch.Tensor:
+    """`(F*H*W, dim)` sine/cosine codes: half the channels for the frame, a quarter each for row and column.
+
+    Concatenated rather than summed, so "two frames later" and "two rows lower" stay distinguishable."""
+    if dim % 8:
+        raise ValueError(f"spatio-temporal positions need channels divisible by 8, got {dim}")
+    t = sinusoidal_positions(frames, dim // 2)[0]
+    y = sinusoidal_positions(height, dim // 4)[0]
+    x = sinusoidal_positions(width, dim // 4)[0]
+    return torch.cat([
+        t[:, None, None].expand(frames, height, width, -1),
+        y[None, :, None].expand(frames, height, width, -1),
+        x[None, None, :].expand(frames, height, width, -1),
+    ], dim=-1).reshape(frames * height * width, dim)
+
+
+class SpatioTemporalTransformer(nn.Module):
+    """Full attention over every (frame, row, column) token of a clip, for the coarsest UNet levels.
+
+    Takes and returns `((B F), C, H, W)`; attention sees `(B, (F H W), C)`, and a text cross-attention
+    reads all frames' prompts `(B, (F L), D)`. Zero-initialised output, so a new one is the identity.
+
+    Why: a temporal transformer attends across frames at one pixel, so it cannot move content
+    sideways; where an object goes is left to the frozen spatial layers, which never learned
+    directions, and the start noise ends up picking it (measured: same seed, four direction words,
+    four clips moving the same way). A token here can attend to "two cells to the left, four frames
+    earlier", which is what "moving right" means. Quadratic in F*H*W: at 4x4 latents and 16 frames
+    that is 256 tokens.
+    """
+
+    def __init__(self, channels: int, heads: int = 8, norm_num_groups: int = 32, cross_attention_dim: int | None = None):
+        super().__init__()
+        from diffusers.models.attention_processor import Attention
+
+        self.norm = nn.GroupNorm(norm_num_groups, channels, eps=1e-6, affine=True)
+        self.proj_in = nn.Linear(channels, channels)
+        self.attn_norm = nn.LayerNorm(channels)
+        self.attention = Attention(channels, heads=heads, dim_head=channels // heads, bias=False, out_bias=True)
+        self.text_attention, self.text_norm = None, None
+        if cross_attention_dim:
+            self.text_attention = Attention(channels, cross_attention_dim=cross_attention_dim, heads=heads,
+                                            dim_head=channels // heads, bias=False, out_bias=True)
+            self.text_norm = nn.LayerNorm(channels)
+        self.ff = FeedForward(channels)
+        self.ff_norm = nn.LayerNorm(channels)
+        self.proj_out = nn.Linear(channels, channels)
+        nn.init.zeros_(self.proj_out.weight)
+        nn.init.zeros_(self.proj_out.bias)
+
+    def forward(self, x: torch.Tensor, num_frames: int, context: torch.Tensor | None = None) -> torch.Tensor:
+        """x `((B F), C, H, W)`; context `((B F), L, D)`, needed with a text attention."""
+        h, w = x.shape[-2:]
+        residual = x
+        x = rearrange(self.proj_in(rearrange(self.norm(x), "bf c h w -> bf h w c")),
+                      "(b f) h w c -> b (f h w) c", f=num_frames)
+        x = x + spatiotemporal_positions(num_frames, h, w, x.shape[-1]).to(x)[None]
+        x = self.attention(self.attn_norm(x)) + x
+        if self.text_attention is not None:
+            if context is None:
+                raise ValueError("this spatio-temporal transformer cross-attends to text: pass the text context")
+            text = rearrange(context, "(b f) l d -> b (f l) d", f=num_frames)
+            x = self.text_attention(self.text_norm(x), encoder_hidden_states=text) + x
+        x = self.proj_out(self.ff(self.ff_norm(x)) + x)
+        return rearrange(x, "b (f h w) c -> (b f) c h w", f=num_frames, h=h, w=w) + residual
+
+
 class TemporalConvBlock(nn.Module):
     """Residual temporal convolution (Video LDM / ModelScope): `num_layers` x (GroupNorm, SiLU, Conv3d (3,1,1)).
 

@@ -32,6 +32,7 @@ class ModelConfig:
     pretrained: str = "tiny"             # anything load_pipeline takes
     motion_adapter: str | None = None    # start from this adapter (AnimateDiff file or folder)
     max_frames: int | None = None        # position-encoding length of a fresh adapter (default 32, tiny 16)
+    spatiotemporal_levels: list[int] | None = None  # add spatio-temporal attention at these UNet levels (new layers start as identity)
 
 
 @dataclass
@@ -224,6 +225,9 @@ def check(config: Config, source: str) -> None:
     if not t.timestep_bias_multiplier > 0 or not 0 < t.timestep_bias_portion < 1:
         raise VidldmError(f"{source}: train.timestep_bias_multiplier must be > 0 and train.timestep_bias_portion "
                           f"between 0 and 1, got {t.timestep_bias_multiplier} and {t.timestep_bias_portion}")
+    levels = config.model.spatiotemporal_levels
+    if levels is not None and not (isinstance(levels, list) and all(isinstance(v, int) and v >= 0 for v in levels)):
+        raise VidldmError(f"{source}: model.spatiotemporal_levels must be a list of UNet levels (0 = finest), got {levels!r}")
     if t.ema_decay is not None and not 0 < t.ema_decay < 1:
         raise VidldmError(f"{source}: train.ema_decay must be between 0 and 1, got {t.ema_decay}")
     if config.stage == "temporal":

@@ -101,7 +101,10 @@ def load_base(config: Config, device):
     from vidldm.train.config import position_encoding_length
 
     m = config.model
-    return load_pipeline(m.pretrained, m.motion_adapter, device=device, fresh_adapter_frames=position_encoding_length(m))
+    pipe = load_pipeline(m.pretrained, m.motion_adapter, device=device, fresh_adapter_frames=position_encoding_length(m))
+    if m.spatiotemporal_levels and pipe.motion_adapter is not None:
+        pipe.motion_adapter = pipe.motion_adapter.with_spatiotemporal(m.spatiotemporal_levels)
+    return pipe
 
 
 def make_optimizer(params, t) -> torch.optim.Optimizer:

@@ -257,6 +257,7 @@ def test_latent_cache_training(tmp_path, video_folder):
         ({"data": {"root": "/no/such/folder"}}, "data folder '/no/such/folder' does not exist"),
         ({"data": {"num_frames": 24}}, "position encoding covers 16 frames"),
         ({"stage": "everything"}, "unknown stage"),
+        ({"model": {"spatiotemporal_levels": "coarse"}}, "model.spatiotemporal_levels must be a list of UNet levels"),
     ],
 )
 def test_bad_config_fails_before_loading_a_model(tmp_path, video_folder, monkeypatch, capsys, change, message):
@@ -328,3 +329,16 @@ def test_pure_noise_samples_are_what_the_first_sampling_step_sees(tmp_path, vide
     assert trainer.train()["steps"] == 2
     with pytest.raises(VidldmError, match="train.pure_noise_fraction must be between 0 and 1"):
         load_config(recipe(tmp_path, video_folder, train={"pure_noise_fraction": 2}))
+
+
+def test_training_can_add_spatiotemporal_layers_to_an_adapter(tmp_path, video_folder):
+    config = load_config(recipe(tmp_path, video_folder, model={"spatiotemporal_levels": [1]},
+                                train={"max_steps": 2}, checkpoint={"every": 100}))
+    trainer = Trainer(config)
+    trained = [n for n, p in trainer.stage.named_parameters() if p.requires_grad]
+    assert any(".spatiotemporal." in n for n in trained) and any(".temporal_transformer." in n for n in trained)
+    trainer.train()
+    from vidldm.loading import load_pipeline
+
+    loaded = load_pipeline(Path(config.output_dir) / "pipeline", device="cpu")
+    assert loaded.motion_adapter.config.spatiotemporal_levels == [1]

@@ -272,8 +272,8 @@ class VideoPipeline(DiffusionPipeline):
         self.check_inputs(prompt, height, width, num_frames, num_inference_steps, guidance_scale, strength,
                           image, video, output_type, image_conditioning, context_frames, context_overlap,
                           prompt_embeds, negative_prompt_embeds, negative_prompt)
-        if scheduler is not None:
-            self.scheduler = make_scheduler(scheduler, self.scheduler.config)
+        # A named scheduler is for this call only: `pipe.scheduler` stays what the user set.
+        sched = self.scheduler if scheduler is None else make_scheduler(scheduler, self.scheduler.config)
 
         # 1. text: cond and uncond embeddings, batched into one UNet call for CFG
         if prompt_embeds is not None:
@@ -320,8 +320,8 @@ class VideoPipeline(DiffusionPipeline):
                 mode = "clean" if self.motion_adapter.config.get("frame_conditioning", False) else "replace"
             known = KnownFrames(known_latents, list(range(known_latents.shape[2])), mode)
 
-        self.scheduler.set_timesteps(num_inference_steps, device=device)
-        timesteps = self.scheduler.timesteps
+        sched.set_timesteps(num_inference_steps, device=device)
+        timesteps = sched.timesteps
         noise = randn_tensor(shape, generator=generator, device=device, dtype=dtype) if latents is None else latents.to(device, dtype)
         if num_frames > context_frames and latents is None:
             noise = freenoise_noise(noise, context_frames, context_overlap, _first(generator))
@@ -332,13 +332,13 @@ class VideoPipeline(DiffusionPipeline):
                 raise VidldmError(f"the video has {len(video_frames)} frames but num_frames is {num_frames}")
             start = self._encode_frames(vvae, video_frames[:num_frames], height, width, device).expand(batch, -1, -1, -1, -1)
             n_steps = min(int(num_inference_steps * strength), num_inference_steps)
-            begin = (num_inference_steps - n_steps) * self.scheduler.order
+            begin = (num_inference_steps - n_steps) * sched.order
             timesteps = timesteps[begin:]
-            if hasattr(self.scheduler, "set_begin_index"):
-                self.scheduler.set_begin_index(begin)
-            x = self.scheduler.add_noise(start, noise, timesteps[:1].repeat(batch)) if len(timesteps) else start.clone()
+            if hasattr(sched, "set_begin_index"):
+                sched.set_begin_index(begin)
+            x = sched.add_noise(start, noise, timesteps[:1].repeat(batch)) if len(timesteps) else start.clone()
         else:
-            x = noise * self.scheduler.init_noise_sigma
+            x = noise * sched.init_noise_sigma
 
         # 3. the loop
         def denoiser(x_in: torch.Tensor, t: torch.Tensor, frames: slice) -> torch.Tensor:
@@ -355,7 +355,7 @@ class VideoPipeline(DiffusionPipeline):
             return (out or {}).get("latents")
 
         with self.progress_bar(total=len(timesteps)) as bar:
-            x = denoise(denoiser, self.scheduler, x, timesteps, known=known, window=context_frames,
+            x = denoise(denoiser, sched, x, timesteps, known=known, window=context_frames,
                         overlap=context_overlap, generator=generator, on_step=on_step, progress=bar.update)
 
         # 4. decode

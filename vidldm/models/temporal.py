@@ -137,6 +137,19 @@ class FeedForward(nn.Module):
         return x
 
 
+def text_cross_attention(dim: int, heads: int, cross_attention_dim: int | None) -> tuple[nn.Module | None, nn.Module | None]:
+    """(attention, its pre-norm) reading text of width `cross_attention_dim`, or (None, None) without one.
+
+    diffusers' `Attention`, so fused k/v projections and attention processors apply to it too."""
+    if not cross_attention_dim:
+        return None, None
+    from diffusers.models.attention_processor import Attention
+
+    attention = Attention(dim, cross_attention_dim=cross_attention_dim, heads=heads, dim_head=dim // heads,
+                          bias=False, out_bias=True)
+    return attention, nn.LayerNorm(dim)
+
+
 class TemporalTransformerBlock(nn.Module):
     """Two pre-norm temporal self-attentions, optionally a text cross-attention, and a GEGLU
     feed-forward, on `(N, F, C)` with `N = B*H*W`."""
@@ -148,14 +161,7 @@ class TemporalTransformerBlock(nn.Module):
             [TemporalAttention(dim, heads, max_len) for _ in range(num_attention_blocks)]
         )
         self.norms = nn.ModuleList([nn.LayerNorm(dim) for _ in range(num_attention_blocks)])
-        self.text_attention, self.text_norm = None, None
-        if cross_attention_dim:
-            from diffusers.models.attention_processor import Attention
-
-            # diffusers' Attention, so fused k/v projections and attention processors apply to it too.
-            self.text_attention = Attention(dim, cross_attention_dim=cross_attention_dim, heads=heads,
-                                            dim_head=dim // heads, bias=False, out_bias=True)
-            self.text_norm = nn.LayerNorm(dim)
+        self.text_attention, self.text_norm = text_cross_attention(dim, heads, cross_attention_dim)
         self.ff = FeedForward(dim)
         self.ff_norm = nn.LayerNorm(dim)
 
@@ -272,11 +278,7 @@ class SpatioTemporalTransformer(nn.Module):
         self.proj_in = nn.Linear(channels, channels)
         self.attn_norm = nn.LayerNorm(channels)
         self.attention = Attention(channels, heads=heads, dim_head=channels // heads, bias=False, out_bias=True)
-        self.text_attention, self.text_norm = None, None
-        if cross_attention_dim:
-            self.text_attention = Attention(channels, cross_attention_dim=cross_attention_dim, heads=heads,
-                                            dim_head=channels // heads, bias=False, out_bias=True)
-            self.text_norm = nn.LayerNorm(channels)
+        self.text_attention, self.text_norm = text_cross_attention(channels, heads, cross_attention_dim)
         self.ff = FeedForward(channels)
         self.ff_norm = nn.LayerNorm(channels)
         self.proj_out = nn.Linear(channels, channels)

@@ -342,3 +342,6 @@ def test_training_can_add_spatiotemporal_layers_to_an_adapter(tmp_path, video_fo
 
     loaded = load_pipeline(Path(config.output_dir) / "pipeline", device="cpu")
     assert loaded.motion_adapter.config.spatiotemporal_levels == [1]
+    config.model.spatiotemporal_levels = [5]  # the tiny UNet has levels 0 and 1
+    with pytest.raises(VidldmError, match=r"model.spatiotemporal_levels must be UNet levels 0..1, got \[5\]"):
+        Trainer(config)

@@ -103,7 +103,10 @@ def load_base(config: Config, device):
     m = config.model
     pipe = load_pipeline(m.pretrained, m.motion_adapter, device=device, fresh_adapter_frames=position_encoding_length(m))
     if m.spatiotemporal_levels and pipe.motion_adapter is not None:
-        pipe.motion_adapter = pipe.motion_adapter.with_spatiotemporal(m.spatiotemporal_levels)
+        try:
+            pipe.motion_adapter = pipe.motion_adapter.with_spatiotemporal(m.spatiotemporal_levels)
+        except ValueError as err:  # levels beyond this UNet's depth: known only once the model is loaded
+            raise VidldmError(f"model.{err}") from err
     return pipe
 
 

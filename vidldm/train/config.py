@@ -25,6 +25,7 @@ import yaml
 from vidldm.errors import VidldmError
 
 STAGES = ("temporal", "image", "vae", "decoder")
+BUILTIN_MODELS = ("tiny", "shapes", "shapes-init")  # vidldm.loading.BUILTIN (not imported: it loads torch)
 
 
 @dataclass
@@ -182,7 +183,8 @@ def _resolve_paths(config: Config, base: Path) -> None:
     config.data.root, config.data.captions = rel(config.data.root), rel(config.data.captions)
     config.data.latent_cache = rel(config.data.latent_cache)
     config.model.motion_adapter = rel(config.model.motion_adapter)
-    if config.model.pretrained != "tiny":
+    # Built-in model names stay names, even where a folder of that name sits beside the recipe.
+    if config.model.pretrained not in BUILTIN_MODELS:
         config.model.pretrained = rel(config.model.pretrained) or config.model.pretrained
 
 

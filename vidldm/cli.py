@@ -404,6 +404,11 @@ def _quiet_libraries() -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _quiet_libraries()
+    import torch
+
+    # Subnormal floats cost ~100x on x86 CPUs and sharp attention makes them (see flush_denormals in
+    # vidldm.train.trainer). Per thread and inherited: set before torch starts its worker threads.
+    torch.set_flush_denormal(True)
     try:
         if args.command in MODES:
             run_mode(args)

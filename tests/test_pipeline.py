@@ -63,6 +63,16 @@ def test_animated_frame0_is_the_image(pipe, mode):
     assert np.abs(frames[1:] - expected).mean() > 0.01  # the rest is generated, not copies
 
 
+def test_one_image_per_prompt_animates_each_prompt_from_its_own_still(pipe):
+    prompts, images = ["a red circle", "a blue square"], [still(3), still(4)]
+    batch = run(pipe, prompts, image=images, image_conditioning="clean", generator=[seeded(1), seeded(2)])
+    for i in range(2):
+        alone = run(pipe, prompts[i], image=images[i], image_conditioning="clean", generator=seeded(i + 1))
+        np.testing.assert_allclose(batch[i], alone[0], atol=1e-5)
+    with pytest.raises(VidldmError, match="3 images for 2 prompts"):
+        run(pipe, prompts, image=[still(3)] * 3)
+
+
 def test_clean_mode_uses_per_frame_timesteps(pipe, monkeypatch):
     seen = []
     original = pipe.video_unet.forward

@@ -7,7 +7,8 @@
 Every mode is a choice of inputs to `__call__`:
 - text-to-video: `prompt`;
 - prompt travel: `prompt={0: "...", 12: "..."}`, embeddings interpolated between keys;
-- image animation: `image=` (frame 0 is the image; `image_conditioning` "clean" or "replace");
+- image animation: `image=` (frame 0 is the image, or one image per prompt; `image_conditioning`
+  "clean" or "replace");
 - video-to-video: `video=`, `strength`;
 - extension: `video=`, `extend=True` (the last frames of the video are known frames);
 - long clips: `num_frames` beyond the motion adapter's length uses context windows;
@@ -307,14 +308,20 @@ class VideoPipeline(DiffusionPipeline):
         shape = (batch, self.unet.config.in_channels, num_frames, h, w)
         known = None
         if image is not None or (video_frames is not None and extend):
-            if image is not None:
-                clip = load_frames(image, image=True)
+            if isinstance(image, (list, tuple)):  # one still per prompt
+                if len(image) != batch:
+                    raise VidldmError(f"{len(image)} images for {batch} prompts; give one image or one per prompt")
+                known_latents = torch.cat([self._encode_frames(vvae, load_frames(i, image=True), height, width, device)
+                                           for i in image])
             else:
-                k = num_known_frames or default_known_frames(num_frames)
-                if not 1 <= k < num_frames:
-                    raise VidldmError(f"num_known_frames must be between 1 and {num_frames - 1}, got {k}")
-                clip = video_frames[-k:]
-            known_latents = self._encode_frames(vvae, clip, height, width, device).expand(batch, -1, -1, -1, -1)
+                if image is not None:
+                    clip = load_frames(image, image=True)
+                else:
+                    k = num_known_frames or default_known_frames(num_frames)
+                    if not 1 <= k < num_frames:
+                        raise VidldmError(f"num_known_frames must be between 1 and {num_frames - 1}, got {k}")
+                    clip = video_frames[-k:]
+                known_latents = self._encode_frames(vvae, clip, height, width, device).expand(batch, -1, -1, -1, -1)
             mode = image_conditioning
             if mode == "auto":
                 mode = "clean" if self.motion_adapter.config.get("frame_conditioning", False) else "replace"

@@ -5,7 +5,9 @@ import torch
 import torch.nn.functional as F
 
 from vidldm.models.temporal import (
+    RelativePositionBias,
     SpatioTemporalTransformer,
+    attention,
     TemporalConvBlock,
     TemporalTransformer,
     set_attention_backend,
@@ -113,3 +115,49 @@ def test_spatiotemporal_transformer_is_identity_then_reaches_other_pixels_of_oth
     other = ctx.clone()
     other[:5] += 1.0  # the prompt of clip 0
     assert (st(x, 5, other) - st(x, 5, ctx))[:5].abs().max() > 1e-4
+
+
+def test_relative_position_bias_depends_on_the_offset_only_and_matches_a_dense_mask():
+    torch.manual_seed(0)
+    bias = RelativePositionBias(heads=2, num_frequencies=3)
+    for p in (bias.cos_weight, bias.sin_weight):
+        torch.nn.init.normal_(p)
+    frames, h, w = 3, 2, 4
+    dense = bias(frames, h, w)  # (heads, N, N)
+
+    def token(f, y, x):
+        return (f * h + y) * w + x
+
+    # the same offset (1 frame, 1 row, 2 columns) between two different pairs of tokens
+    assert torch.allclose(dense[:, token(2, 1, 3), token(1, 0, 1)], dense[:, token(1, 1, 2), token(0, 0, 0)], atol=1e-5)
+    # and not a symmetric one: "two columns to the left, a frame earlier" differs from "... later"
+    assert not torch.allclose(dense[:, token(2, 1, 3), token(1, 0, 1)], dense[:, token(1, 0, 1), token(2, 1, 3)])
+    q, k, v = (torch.randn(3, 2, frames * h * w, 8) for _ in range(3))
+    reference = F.scaled_dot_product_attention(q, k, v, attn_mask=dense[None])
+    assert torch.allclose(attention(q, k, v, position=bias.features(frames, h, w)), reference, atol=1e-5)
+
+
+def test_relative_position_bias_can_pool_along_a_motion():
+    """A head whose bias peaks on "one column to the left per frame earlier" copies the matching
+    pixel of the previous frame: the motion-compensated lookup that "moving right" needs."""
+    frames, h, w = 4, 1, 6
+    bias = RelativePositionBias(heads=1, num_frequencies=1)
+    with torch.no_grad():  # cos(k (dx - dt)) with a sharp gain: highest where dx == dt
+        bias.frequencies.copy_(torch.tensor([[[-1.0, 0.0, 1.0]]]))
+        bias.cos_weight.fill_(30.0 / bias.gain)
+    weights = torch.softmax(bias(frames, h, w)[0], dim=-1)  # (N, N): row = query
+    query, key = 2 * w + 3, 1 * w + 2  # frame 2, column 3 attends most to frame 1, column 2 (and its ray)
+    ray = [f * w + 3 - (2 - f) for f in range(frames)]
+    assert weights[query, ray].sum() > 0.99 and key in ray
+
+
+def test_the_prompt_moves_the_position_bias_once_trained_and_not_before():
+    torch.manual_seed(0)
+    bias = RelativePositionBias(heads=2, num_frequencies=3, text_dim=16)
+    torch.nn.init.normal_(bias.cos_weight)
+    prompts = torch.randn(2, 16)
+    fresh = bias(3, 2, 2, prompts)  # (2 prompts, heads, N, N)
+    assert torch.allclose(fresh[0], bias(3, 2, 2)) and torch.allclose(fresh[1], bias(3, 2, 2))
+    torch.nn.init.normal_(bias.text_proj.weight)
+    trained = bias(3, 2, 2, prompts)
+    assert (trained[0] - trained[1]).abs().max() > 1e-2

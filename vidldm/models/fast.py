@@ -27,7 +27,7 @@ from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 from einops import rearrange
 from torch import nn
 
-from vidldm.models.temporal import TemporalAttention
+from vidldm.models.temporal import SelfAttention
 
 # Blocks that `compile_regions` compiles, by class name (diffusers' and vidldm's). The UNet and VAE
 # repeat these with a handful of shapes; everything between them is cheap Python.
@@ -86,7 +86,7 @@ def fuse_qkv_projections(module: nn.Module) -> int:
     """
     count = 0
     for m in module.modules():
-        if isinstance(m, TemporalAttention):
+        if isinstance(m, SelfAttention):
             m.fuse_projections(True)
             count += 1
         elif isinstance(m, Attention):
@@ -109,7 +109,7 @@ def unfuse_qkv_projections(module: nn.Module) -> int:
     """Undo `fuse_qkv_projections`: drop the fused copies and restore the attention processors."""
     count = 0
     for m in module.modules():
-        if isinstance(m, TemporalAttention) and m.qkv_weight is not None:
+        if isinstance(m, SelfAttention) and m.qkv_weight is not None:
             m.fuse_projections(False)
             count += 1
         elif isinstance(m, Attention) and getattr(m, "fused_weight", None) is not None:

@@ -61,33 +61,42 @@ class PositionalEncoding(nn.Module):
         return x + self.pe[:, : x.shape[1]].to(x.dtype)
 
 
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: AttentionBackend = "sdpa") -> torch.Tensor:
-    """Multi-head attention on `(N, heads, F, d)` tensors, returning `(N, heads, F, d)`."""
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: AttentionBackend = "sdpa",
+              position: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    """Multi-head attention on `(N, heads, L, d)` tensors, returning `(N, heads, L, d)`.
+
+    `position` `(q_features, k_features)`, each `(heads, L, P)`, adds `q_features @ k_features.T` to the
+    logits (a relative position bias, see `RelativePositionBias`). They are appended to q and k rather
+    than passed as a dense `(heads, L, L)` mask: a mask that needs gradients sends PyTorch's CPU attention
+    down its slow path (7x slower at 1024 tokens, measured), while a longer head is nearly free."""
+    if position is not None:
+        d = q.shape[-1]
+        qf, kf = (t.to(q.dtype).expand(q.shape[0], *t.shape[-3:]) for t in position)  # (heads, L, P) or (N, heads, L, P)
+        q = torch.cat([q, qf * math.sqrt(d)], dim=-1)  # undo the 1 / sqrt(d) scaling for the bias term
+        k = torch.cat([k, kf], dim=-1)
+        v = F.pad(v, (0, qf.shape[-1]))  # the fast kernels want v as long as q and k
+        return F.scaled_dot_product_attention(q, k, v, scale=1 / math.sqrt(d))[..., :d]
     if backend == "xformers":
         try:
             import xformers.ops as xops
         except ImportError as err:  # optional accelerator: say which package gives it
             raise ImportError("attention backend 'xformers' needs the xformers package: pip install xformers") from err
-        # xformers wants (N, F, heads, d)
+        # xformers wants (N, L, heads, d)
         out = xops.memory_efficient_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
         return out.transpose(1, 2)
     return F.scaled_dot_product_attention(q, k, v)
 
 
-class TemporalAttention(nn.Module):
-    """Self-attention across frames; AnimateDiff's `VersatileAttention` in "Temporal" mode.
+class SelfAttention(nn.Module):
+    """Multi-head self-attention on `(N, L, C)`: no q/k/v bias, a biased output projection (AnimateDiff's
+    and diffusers' layout, so their keys `to_q`, `to_k`, `to_v`, `to_out.0` load as they are)."""
 
-    Input and output `(N, F, C)` with `N = B*H*W`. No q/k/v bias, a biased output projection,
-    and sinusoidal positions added to the (already normalised) input, as in AnimateDiff.
-    """
-
-    def __init__(self, dim: int, heads: int = 8, max_len: int = 32):
+    def __init__(self, dim: int, heads: int = 8):
         super().__init__()
         if dim % heads:
-            raise ValueError(f"temporal attention: {dim} channels do not split into {heads} heads")
+            raise ValueError(f"attention: {dim} channels do not split into {heads} heads")
         self.heads = heads
         self.backend: AttentionBackend = "sdpa"
-        self.pos_encoder = PositionalEncoding(dim, max_len)
         self.to_q = nn.Linear(dim, dim, bias=False)
         self.to_k = nn.Linear(dim, dim, bias=False)
         self.to_v = nn.Linear(dim, dim, bias=False)
@@ -101,15 +110,32 @@ class TemporalAttention(nn.Module):
         """Compute q, k and v with one matmul at inference (a snapshot of the weights: re-fuse after changing them)."""
         self.qkv_weight = torch.cat([self.to_q.weight, self.to_k.weight, self.to_v.weight]).detach() if fuse else None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.pos_encoder(x)
+    def forward(self, x: torch.Tensor, position: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """x `(N, L, C)`; position: `(q_features, k_features)` of a relative position bias (see `attention`)."""
         if self.qkv_weight is not None and not torch.is_grad_enabled():
             projected = F.linear(x, self.qkv_weight).chunk(3, dim=-1)
         else:
             projected = (self.to_q(x), self.to_k(x), self.to_v(x))
-        q, k, v = (rearrange(t, "n f (h d) -> n h f d", h=self.heads) for t in projected)
-        out = rearrange(attention(q, k, v, self.backend), "n h f d -> n f (h d)")
+        q, k, v = (rearrange(t, "n l (h d) -> n h l d", h=self.heads) for t in projected)
+        out = rearrange(attention(q, k, v, self.backend, position), "n h l d -> n l (h d)")
         return self.to_out[1](self.to_out[0](out))
+
+
+class TemporalAttention(SelfAttention):
+    """Self-attention across frames; AnimateDiff's `VersatileAttention` in "Temporal" mode.
+
+    Input and output `(N, F, C)` with `N = B*H*W`, sinusoidal frame positions added to the (already
+    normalised) input, as in AnimateDiff.
+    """
+
+    def __init__(self, dim: int, heads: int = 8, max_len: int = 32):
+        if dim % heads:
+            raise ValueError(f"temporal attention: {dim} channels do not split into {heads} heads")
+        super().__init__(dim, heads)
+        self.pos_encoder = PositionalEncoding(dim, max_len)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(self.pos_encoder(x))
 
 
 class GEGLU(nn.Module):
@@ -256,28 +282,94 @@ def spatiotemporal_positions(frames: int, height: int, width: int, dim: int) -> 
     ], dim=-1).reshape(frames * height * width, dim)
 
 
+class RelativePositionBias(nn.Module):
+    """A learned attention-logit bias per head as a function of the offset between two tokens, in frames,
+    rows and columns: `bias_h(d) = sum_j a_hj cos(w_hj . d) + b_hj sin(w_hj . d)` with learned 3-D
+    frequencies `w` (a relative position bias in Fourier form, like Video Swin's table but for any size).
+
+    Why: "moving right" means "the token two columns to the left, four frames earlier, is what I become".
+    A head whose bias is high along such a ray in space-time pools each frame with the matching pixels of
+    the others: motion-compensated averaging, which a denoiser of moving objects needs, learned from
+    position alone. A frequency that mixes time and space (`w = (-v k, 0, k)`) is such a ray; separate
+    per-axis codes (absolute sines, axial RoPE) can only add a function of time to one of space.
+
+    The bias is a dot product of features of the query's and the key's positions, so attention stays
+    one fused kernel (see `attention`). The weights start at zero: plain attention.
+
+    `gain` scales the learned weights: a bias that makes attention follow a ray is several units of
+    logit, and Adam moves a parameter by about the learning rate per step, so with weights in units
+    of 1 it would take tens of thousands of steps to get there.
+    """
+
+    gain = 8.0
+
+    def __init__(self, heads: int, num_frequencies: int = 4, text_dim: int | None = None):
+        super().__init__()
+        self.heads, self.num_frequencies = heads, num_frequencies
+        # Periods of a few frames or cells: the scale of the motions a clip's coarse levels see.
+        self.frequencies = nn.Parameter(torch.randn(heads, num_frequencies, 3) * 0.5)
+        self.cos_weight = nn.Parameter(torch.zeros(heads, num_frequencies))
+        self.sin_weight = nn.Parameter(torch.zeros(heads, num_frequencies))
+        # With `text_dim`, the prompt moves the weights: "moving right" can switch on the heads whose rays
+        # go right. Zero-initialised, so the bias starts as the prompt-free one.
+        self.text_proj = None
+        if text_dim:
+            self.text_norm = nn.LayerNorm(text_dim, elementwise_affine=False)
+            self.text_proj = nn.Linear(text_dim, 2 * heads * num_frequencies)
+            nn.init.zeros_(self.text_proj.weight)
+            nn.init.zeros_(self.text_proj.bias)
+
+    def weights(self, text: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(a, b), each `(heads, 1, J)`, or `(B, heads, 1, J)` for a pooled prompt `text` `(B, D)`."""
+        a, b = self.cos_weight.float(), self.sin_weight.float()
+        if self.text_proj is not None and text is not None:
+            shift = self.text_proj(self.text_norm(text)).float().view(-1, 2, self.heads, self.num_frequencies)
+            a, b = a + shift[:, 0], b + shift[:, 1]
+        return self.gain * a.unsqueeze(-2), self.gain * b.unsqueeze(-2)
+
+    def features(self, frames: int, height: int, width: int, text: torch.Tensor | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        """`(q_features, k_features)`: `([B,] heads, F*H*W, 2 J)` and `(heads, F*H*W, 2 J)`, tokens in `(f h w)`
+        order; the query features have a batch axis when a pooled prompt `text` `(B, D)` is given."""
+        device = self.frequencies.device
+        grid = torch.stack(torch.meshgrid(torch.arange(frames, device=device), torch.arange(height, device=device),
+                                          torch.arange(width, device=device), indexing="ij"), dim=-1)
+        phase = torch.einsum("nk,hjk->hnj", grid.reshape(-1, 3).float(), self.frequencies.float())
+        cos, sin = phase.cos(), phase.sin()
+        a, b = self.weights(text)
+        # (a cos p + b sin p) cos p' + (a sin p - b cos p) sin p' = a cos(p - p') + b sin(p - p')
+        q = torch.cat([a * cos + b * sin, a * sin - b * cos], dim=-1)
+        return q, torch.cat([cos, sin], dim=-1)
+
+    def forward(self, frames: int, height: int, width: int, text: torch.Tensor | None = None) -> torch.Tensor:
+        """The bias itself, `([B,] heads, N, N)` with `N = F*H*W` (for inspection; attention uses `features`)."""
+        q, k = self.features(frames, height, width, text)
+        return q @ k.transpose(-1, -2)
+
+
 class SpatioTemporalTransformer(nn.Module):
     """Full attention over every (frame, row, column) token of a clip, for the coarsest UNet levels.
 
-    Takes and returns `((B F), C, H, W)`; attention sees `(B, (F H W), C)`, and a text cross-attention
-    reads all frames' prompts `(B, (F L), D)`. Zero-initialised output, so a new one is the identity.
+    Takes and returns `((B F), C, H, W)`; attention sees `(B, (F H W), C)` with a 3-D relative position
+    bias (`RelativePositionBias`, moved by the clip's pooled prompt) and absolute sine/cosine codes, and
+    a text cross-attention reads all frames' prompts `(B, (F L), D)`. Zero-initialised output, so a new
+    one is the identity.
 
     Why: a temporal transformer attends across frames at one pixel, so it cannot move content
     sideways; where an object goes is left to the frozen spatial layers, which never learned
     directions, and the start noise ends up picking it (measured: same seed, four direction words,
     four clips moving the same way). A token here can attend to "two cells to the left, four frames
-    earlier", which is what "moving right" means. Quadratic in F*H*W: at 4x4 latents and 16 frames
-    that is 256 tokens.
+    earlier", which is what "moving right" means. Quadratic in F*H*W: at 8x8 latents and 16 frames
+    that is 1024 tokens.
     """
 
     def __init__(self, channels: int, heads: int = 8, norm_num_groups: int = 32, cross_attention_dim: int | None = None):
         super().__init__()
-        from diffusers.models.attention_processor import Attention
-
         self.norm = nn.GroupNorm(norm_num_groups, channels, eps=1e-6, affine=True)
         self.proj_in = nn.Linear(channels, channels)
         self.attn_norm = nn.LayerNorm(channels)
-        self.attention = Attention(channels, heads=heads, dim_head=channels // heads, bias=False, out_bias=True)
+        self.attention = SelfAttention(channels, heads)
+        self.position_bias = RelativePositionBias(heads, text_dim=cross_attention_dim)
         self.text_attention, self.text_norm = text_cross_attention(channels, heads, cross_attention_dim)
         self.ff = FeedForward(channels)
         self.ff_norm = nn.LayerNorm(channels)
@@ -292,11 +384,14 @@ class SpatioTemporalTransformer(nn.Module):
         x = rearrange(self.proj_in(rearrange(self.norm(x), "bf c h w -> bf h w c")),
                       "(b f) h w c -> b (f h w) c", f=num_frames)
         x = x + spatiotemporal_positions(num_frames, h, w, x.shape[-1]).to(x)[None]
-        x = self.attention(self.attn_norm(x)) + x
+        text = None
         if self.text_attention is not None:
             if context is None:
                 raise ValueError("this spatio-temporal transformer cross-attends to text: pass the text context")
             text = rearrange(context, "(b f) l d -> b (f l) d", f=num_frames)
+        pooled = text.mean(dim=1) if text is not None else None  # (B, D): the clip's prompt, for the position bias
+        x = self.attention(self.attn_norm(x), self.position_bias.features(num_frames, h, w, pooled)) + x
+        if text is not None:
             x = self.text_attention(self.text_norm(x), encoder_hidden_states=text) + x
         x = self.proj_out(self.ff(self.ff_norm(x)) + x)
         return rearrange(x, "b (f h w) c -> (b f) c h w", f=num_frames, h=h, w=w) + residual
@@ -352,7 +447,7 @@ class TemporalConvBlock(nn.Module):
 
 
 def set_attention_backend(module: nn.Module, backend: AttentionBackend) -> None:
-    """Route every temporal attention under `module` through `backend` ("sdpa" or "xformers")."""
+    """Route every temporal and spatio-temporal self-attention under `module` through `backend` ("sdpa" or "xformers")."""
     if backend not in ("sdpa", "xformers"):
         raise ValueError(f"attention backend must be 'sdpa' or 'xformers', got {backend!r}")
     if backend == "xformers":
@@ -361,5 +456,5 @@ def set_attention_backend(module: nn.Module, backend: AttentionBackend) -> None:
         except ImportError as err:
             raise ImportError("attention backend 'xformers' needs the xformers package: pip install xformers") from err
     for m in module.modules():
-        if isinstance(m, TemporalAttention):
+        if isinstance(m, SelfAttention):
             m.backend = backend

@@ -30,6 +30,7 @@ def main(src: str, dst: str, vae: str | None = None) -> None:
         parts["temporal_decoder"] = pipe.temporal_decoder
     for name, module in parts.items():
         module.to(torch.float16).save_pretrained(tmp / name)
+    pipe.scheduler.save_pretrained(tmp / "scheduler")  # the noise schedule the weights were trained with
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())

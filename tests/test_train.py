@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 
 from vidldm.errors import VidldmError
 from vidldm.io import write_video
+from vidldm.loading import load_pipeline
 from vidldm.train.config import load_config
 from vidldm.train.trainer import Trainer
 
@@ -258,6 +259,9 @@ def test_latent_cache_training(tmp_path, video_folder):
         ({"data": {"num_frames": 24}}, "position encoding covers 16 frames"),
         ({"stage": "everything"}, "unknown stage"),
         ({"model": {"spatiotemporal_levels": "coarse"}}, "model.spatiotemporal_levels must be a list of UNet levels"),
+        ({"model": {"noise_schedule": {"betas": 1}}}, "unknown key 'model.noise_schedule.betas'"),
+        ({"model": {"noise_schedule": {"prediction_type": "sample"}}}, "prediction_type must be one of epsilon, v_prediction"),
+        ({"model": {"noise_schedule": {"rescale_betas_zero_snr": True}}}, "a zero-terminal-SNR schedule needs model.noise_schedule.prediction_type: v_prediction"),
     ],
 )
 def test_bad_config_fails_before_loading_a_model(tmp_path, video_folder, monkeypatch, capsys, change, message):
@@ -345,3 +349,17 @@ def test_training_can_add_spatiotemporal_layers_to_an_adapter(tmp_path, video_fo
     config.model.spatiotemporal_levels = [5]  # the tiny UNet has levels 0 and 1
     with pytest.raises(VidldmError, match=r"model.spatiotemporal_levels must be UNet levels 0..1, got \[5\]"):
         Trainer(config)
+
+
+def test_a_v_prediction_zero_terminal_snr_schedule_trains_and_is_saved_with_the_model(tmp_path, video_folder):
+    schedule = {"prediction_type": "v_prediction", "rescale_betas_zero_snr": True, "timestep_spacing": "trailing"}
+    config = load_config(recipe(tmp_path, video_folder, stage="image", model={"noise_schedule": schedule},
+                                train={"max_steps": 2}, checkpoint={"every": 100}))
+    trainer = Trainer(config)
+    sched = trainer.stage.noise_scheduler
+    assert sched.config.prediction_type == "v_prediction" and float(sched.alphas_cumprod[-1]) == 0.0
+    t = torch.tensor([0, sched.config.num_train_timesteps - 1])
+    assert torch.isfinite(trainer.stage.loss_weights(t)).all()  # SNR 0 at the last step: no division by it
+    trainer.train()
+    saved = load_pipeline(str(tmp_path / "run" / "pipeline")).scheduler.config
+    assert (saved.prediction_type, saved.rescale_betas_zero_snr, saved.timestep_spacing) == ("v_prediction", True, "trailing")

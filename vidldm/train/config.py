@@ -25,6 +25,13 @@ import yaml
 from vidldm.errors import VidldmError
 
 STAGES = ("temporal", "image", "vae", "decoder")
+# What `model.noise_schedule` may change, e.g. zero terminal SNR (Lin et al. 2023):
+# {prediction_type: v_prediction, rescale_betas_zero_snr: true, timestep_spacing: trailing}
+NOISE_SCHEDULE_KEYS = {
+    "prediction_type": ("epsilon", "v_prediction"),
+    "rescale_betas_zero_snr": (True, False),
+    "timestep_spacing": ("leading", "linspace", "trailing"),
+}
 BUILTIN_MODELS = ("tiny", "shapes", "shapes-init")  # vidldm.loading.BUILTIN (not imported: it loads torch)
 
 
@@ -34,6 +41,7 @@ class ModelConfig:
     motion_adapter: str | None = None    # start from this adapter (AnimateDiff file or folder)
     max_frames: int | None = None        # position-encoding length of a fresh adapter (default 32, tiny 16)
     spatiotemporal_levels: list[int] | None = None  # add spatio-temporal attention at these UNet levels (new layers start as identity)
+    noise_schedule: dict[str, Any] | None = None  # scheduler overrides for training and the saved model (NOISE_SCHEDULE_KEYS)
 
 
 @dataclass
@@ -230,6 +238,19 @@ def check(config: Config, source: str) -> None:
     levels = config.model.spatiotemporal_levels
     if levels is not None and not (isinstance(levels, list) and all(isinstance(v, int) and v >= 0 for v in levels)):
         raise VidldmError(f"{source}: model.spatiotemporal_levels must be a list of UNet levels (0 = finest), got {levels!r}")
+    schedule = config.model.noise_schedule
+    if schedule is not None:
+        if not isinstance(schedule, dict):
+            raise VidldmError(f"{source}: model.noise_schedule must be a mapping, e.g. {{prediction_type: v_prediction}}")
+        for key, value in schedule.items():
+            if key not in NOISE_SCHEDULE_KEYS:
+                raise VidldmError(f"{source}: unknown key 'model.noise_schedule.{key}'; known keys: {', '.join(NOISE_SCHEDULE_KEYS)}")
+            if value not in NOISE_SCHEDULE_KEYS[key]:
+                choices = ", ".join(str(v).lower() for v in NOISE_SCHEDULE_KEYS[key])
+                raise VidldmError(f"{source}: model.noise_schedule.{key} must be one of {choices}, got {value!r}")
+        if schedule.get("rescale_betas_zero_snr") and schedule.get("prediction_type") != "v_prediction":
+            raise VidldmError(f"{source}: a zero-terminal-SNR schedule needs model.noise_schedule.prediction_type: "
+                              "v_prediction (at SNR 0 the noise is the input, so predicting it says nothing)")
     if t.ema_decay is not None and not 0 < t.ema_decay < 1:
         raise VidldmError(f"{source}: train.ema_decay must be between 0 and 1, got {t.ema_decay}")
     if config.stage == "temporal":

@@ -102,6 +102,8 @@ def load_base(config: Config, device):
 
     m = config.model
     pipe = load_pipeline(m.pretrained, m.motion_adapter, device=device, fresh_adapter_frames=position_encoding_length(m))
+    if m.noise_schedule:  # e.g. v-prediction on a zero-terminal-SNR schedule; saved with the trained model
+        pipe.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config, **m.noise_schedule)
     if m.spatiotemporal_levels and pipe.motion_adapter is not None:
         try:
             pipe.motion_adapter = pipe.motion_adapter.with_spatiotemporal(m.spatiotemporal_levels)

@@ -203,3 +203,17 @@ def test_prompt_embeds_are_checked(pipe):
         run(pipe, None, prompt_embeds=cond, negative_prompt_embeds=cond[:, :3])
     with pytest.raises(VidldmError, match="needs prompt_embeds"):
         run(pipe, "a red circle", negative_prompt_embeds=cond)
+
+
+def test_guidance_rescale_matches_the_conditional_spread_and_zero_changes_nothing(pipe):
+    from vidldm.pipeline import rescale_guidance
+
+    torch.manual_seed(0)
+    cond, guided = torch.randn(2, 4, 3, 8, 8), 5 * torch.randn(2, 4, 3, 8, 8)
+    full = rescale_guidance(guided, cond, 1.0)
+    assert torch.allclose(full.flatten(1).std(dim=1), cond.flatten(1).std(dim=1), rtol=1e-4)
+    assert torch.allclose(rescale_guidance(guided, cond, 0.5), (full + guided) / 2)
+    np.testing.assert_array_equal(run(pipe, guidance_rescale=0.0), run(pipe))
+    assert not np.allclose(run(pipe, guidance_rescale=0.7), run(pipe))
+    with pytest.raises(VidldmError, match="guidance_rescale must be between 0 and 1"):
+        run(pipe, guidance_rescale=1.5)

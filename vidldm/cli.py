@@ -63,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--width", type=int, default=None, help="pixels, a multiple of the VAE factor")
         s.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's, 25 for SD)")
         s.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (default: the model's, 7.5 for SD)")
+        s.add_argument("--guidance-rescale", type=float, default=None,
+                       help="0-1: pull strong guidance back to the conditional spread, for zero-terminal-SNR models (default: the model's, 0)")
         s.add_argument("--scheduler", default="ddim", help="ddim, euler, euler_a, dpm++, unipc, lcm (default: ddim)")
         s.add_argument("--seed", type=int, default=None, help="random seed (printed when not given)")
         s.add_argument("--context-overlap", type=int, default=None, help="frames shared by neighbouring context windows in long clips")
@@ -184,6 +186,8 @@ def check_numbers(args: argparse.Namespace) -> None:
         v = getattr(args, name)
         if v is not None and v < 1:
             raise VidldmError(f"--{name} must be positive, got {v}")
+    if args.guidance_rescale is not None and not 0 <= args.guidance_rescale <= 1:
+        raise VidldmError(f"--guidance-rescale must be between 0 and 1, got {args.guidance_rescale}")
     strength = getattr(args, "strength", None)
     if strength is not None and not 0 <= strength <= 1:
         raise VidldmError(f"--strength must be between 0 and 1, got {strength}")
@@ -198,7 +202,7 @@ def settings_of(args: argparse.Namespace, seed: int) -> dict[str, Any]:
     """Everything needed to make the clip again (written to the sidecar)."""
     keys = ("command", "prompt", "negative_prompt", "image", "video", "strength", "known_frames", "image_conditioning",
             "model", "motion_adapter", "config", "dtype", "frames", "height", "width", "steps", "guidance",
-            "scheduler", "context_overlap", "fps")
+            "guidance_rescale", "scheduler", "context_overlap", "fps")
     s = {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
     s["seed"] = seed
     for k in ("image", "video", "motion_adapter", "config"):
@@ -230,9 +234,12 @@ def run_mode(args: argparse.Namespace) -> Path:
     defaults = getattr(pipe, "generation_defaults", {})
     args.steps = args.steps or defaults.get("num_inference_steps", 25)
     args.guidance = args.guidance if args.guidance is not None else defaults.get("guidance_scale", 7.5)
+    if args.guidance_rescale is None:
+        args.guidance_rescale = defaults.get("guidance_rescale", 0.0)
     kwargs: dict[str, Any] = dict(
         negative_prompt=args.negative_prompt, num_frames=args.frames, height=args.height, width=args.width,
-        num_inference_steps=args.steps, guidance_scale=args.guidance, scheduler=args.scheduler,
+        num_inference_steps=args.steps, guidance_scale=args.guidance, guidance_rescale=args.guidance_rescale,
+        scheduler=args.scheduler,
         context_overlap=args.context_overlap, generator=torch.Generator(device="cpu").manual_seed(seed), output_type="np",
     )
     video_frames = None
@@ -301,7 +308,8 @@ def replay(args: argparse.Namespace) -> Path:
     flags = {"negative_prompt": "--negative-prompt", "strength": "--strength", "known_frames": "--known-frames",
              "image_conditioning": "--image-conditioning", "model": "--model", "motion_adapter": "--motion-adapter",
              "config": "--config", "dtype": "--dtype", "frames": "--frames", "height": "--height", "width": "--width",
-             "steps": "--steps", "guidance": "--guidance", "scheduler": "--scheduler", "seed": "--seed",
+             "steps": "--steps", "guidance": "--guidance", "guidance_rescale": "--guidance-rescale",
+             "scheduler": "--scheduler", "seed": "--seed",
              "context_overlap": "--context-overlap", "fps": "--fps"}
     for key, flag in flags.items():
         if key in saved:

@@ -238,6 +238,7 @@ class VideoPipeline(DiffusionPipeline):
         width: int | None = None,
         num_inference_steps: int = 25,
         guidance_scale: float = 7.5,
+        guidance_rescale: float = 0.0,
         generator: torch.Generator | list[torch.Generator] | None = None,
         latents: torch.Tensor | None = None,
         image=None,
@@ -273,6 +274,8 @@ class VideoPipeline(DiffusionPipeline):
         self.check_inputs(prompt, height, width, num_frames, num_inference_steps, guidance_scale, strength,
                           image, video, output_type, image_conditioning, context_frames, context_overlap,
                           prompt_embeds, negative_prompt_embeds, negative_prompt)
+        if not 0.0 <= guidance_rescale <= 1.0:
+            raise VidldmError(f"guidance_rescale must be between 0 and 1, got {guidance_rescale}")
         # A named scheduler is for this call only: `pipe.scheduler` stays what the user set.
         sched = self.scheduler if scheduler is None else make_scheduler(scheduler, self.scheduler.config)
 
@@ -353,7 +356,8 @@ class VideoPipeline(DiffusionPipeline):
             if not do_cfg:
                 return self.video_unet(x_in, t, ctx)
             uncond_pred, cond_pred = self.video_unet(torch.cat([x_in, x_in]), torch.cat([t, t]), ctx).chunk(2)
-            return uncond_pred + guidance_scale * (cond_pred - uncond_pred)
+            guided = uncond_pred + guidance_scale * (cond_pred - uncond_pred)
+            return rescale_guidance(guided, cond_pred, guidance_rescale) if guidance_rescale else guided
 
         def on_step(i, t, lat):
             if callback_on_step_end is None:
@@ -381,6 +385,16 @@ class VideoPipeline(DiffusionPipeline):
         """`(F, H, W, 3)` uint8 -> latents `(1, C, F, h, w)` (posterior mean: deterministic conditioning)."""
         video = rearrange(frames_to_tensor(frames, height, width), "f c h w -> 1 c f h w")
         return vvae.encode(video.to(device, self.vae.dtype)).to(self.unet.dtype)
+
+
+def rescale_guidance(guided: torch.Tensor, cond: torch.Tensor, rescale: float) -> torch.Tensor:
+    """Lin et al. 2023 (3.4), as diffusers' `guidance_rescale`: bring the guided prediction `(B, ...)` back to
+    the spread of the conditional one, per sample, by the fraction `rescale`. Strong guidance on a
+    zero-terminal-SNR schedule otherwise over-saturates: there the model's output at the first steps
+    is the clip itself, and guidance scales it up."""
+    dims = tuple(range(1, guided.ndim))
+    rescaled = guided * (cond.std(dim=dims, keepdim=True) / guided.std(dim=dims, keepdim=True))
+    return rescale * rescaled + (1 - rescale) * guided
 
 
 def default_known_frames(num_frames: int) -> int:

@@ -30,10 +30,13 @@ from vidldm.models.video_vae import VideoVAE
 from vidldm.pipeline import VideoPipeline
 
 
-def _generate(pipe: VideoPipeline, specs, steps: int, guidance: float, batch: int, **kwargs) -> list[np.ndarray]:
+def _generate(pipe: VideoPipeline, specs, steps: int, guidance: float, batch: int, images=None, **kwargs) -> list[np.ndarray]:
+    """One clip per spec, seeded by its index; `images` (one still per spec) animates them."""
     clips = []
     for start in range(0, len(specs), batch):
         chunk = specs[start : start + batch]
+        if images is not None:
+            kwargs["image"] = images[start : start + batch]
         out = pipe([s.caption for s in chunk], num_inference_steps=steps, guidance_scale=guidance, output_type="np",
                    generator=[torch.Generator().manual_seed(start + i) for i in range(len(chunk))], **kwargs).frames
         clips += [(f * 255).round().astype(np.uint8) for f in out]
@@ -81,12 +84,9 @@ def evaluate(pipe: VideoPipeline, n: int = 210, steps: int = 15, guidance: float
     rows["image model, frame by frame"] = score(_generate(frame_by_frame, specs, steps, guidance, batch, **size), specs)
     log(f"image model scored ({time.perf_counter() - t:.0f}s)")
     anim_specs = specs[:animate]
-    psnrs, anim_clips = [], []
-    for i, spec in enumerate(anim_specs):
-        still = real[i][0]
-        clip = _generate(pipe, [spec], steps, guidance, 1, image=still, image_conditioning="clean", **size)[0]
-        psnrs.append(first_frame_psnr(clip, still))
-        anim_clips.append(clip)
+    stills = [clip[0] for clip in real[:animate]]
+    anim_clips = _generate(pipe, anim_specs, steps, guidance, batch, images=stills, image_conditioning="clean", **size)
+    psnrs = [first_frame_psnr(clip, still) for clip, still in zip(anim_clips, stills)]
     animation = {"first_frame_psnr_db": float(np.mean(psnrs)), **score(anim_clips, anim_specs)}
     rows["animate still (clean)"] = animation
     log(f"animation scored ({time.perf_counter() - t:.0f}s)")

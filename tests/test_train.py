@@ -261,6 +261,7 @@ def test_latent_cache_training(tmp_path, video_folder):
         ({"model": {"spatiotemporal_levels": "coarse"}}, "model.spatiotemporal_levels must be a list of UNet levels"),
         ({"model": {"noise_schedule": {"betas": 1}}}, "unknown key 'model.noise_schedule.betas'"),
         ({"model": {"noise_schedule": {"prediction_type": "sample"}}}, "prediction_type must be one of epsilon, v_prediction"),
+        ({"model": {"noise_schedule": {"rescale_betas_zero_snr": 1}}}, "rescale_betas_zero_snr must be one of true, false, got 1"),
         ({"model": {"noise_schedule": {"rescale_betas_zero_snr": True}}}, "a zero-terminal-SNR schedule needs model.noise_schedule.prediction_type: v_prediction"),
     ],
 )

@@ -245,8 +245,9 @@ def check(config: Config, source: str) -> None:
         for key, value in schedule.items():
             if key not in NOISE_SCHEDULE_KEYS:
                 raise VidldmError(f"{source}: unknown key 'model.noise_schedule.{key}'; known keys: {', '.join(NOISE_SCHEDULE_KEYS)}")
-            if value not in NOISE_SCHEDULE_KEYS[key]:
-                choices = ", ".join(str(v).lower() for v in NOISE_SCHEDULE_KEYS[key])
+            allowed = NOISE_SCHEDULE_KEYS[key]
+            if type(value) is not type(allowed[0]) or value not in allowed:  # 1 == True: compare types too
+                choices = ", ".join(str(v).lower() for v in allowed)
                 raise VidldmError(f"{source}: model.noise_schedule.{key} must be one of {choices}, got {value!r}")
         if schedule.get("rescale_betas_zero_snr") and schedule.get("prediction_type") != "v_prediction":
             raise VidldmError(f"{source}: a zero-terminal-SNR schedule needs model.noise_schedule.prediction_type: "

@@ -7,9 +7,9 @@ import torch.nn.functional as F
 from vidldm.models.temporal import (
     RelativePositionBias,
     SpatioTemporalTransformer,
-    attention,
     TemporalConvBlock,
     TemporalTransformer,
+    attention,
     set_attention_backend,
     sinusoidal_positions,
 )

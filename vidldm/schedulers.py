@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from diffusers import (
     DDIMScheduler,
     DPMSolverMultistepScheduler,
@@ -31,6 +33,20 @@ SCHEDULERS = {
 
 def default_scheduler(**overrides) -> DDIMScheduler:
     return DDIMScheduler(**{**ANIMATEDIFF_DDIM, **overrides})
+
+
+def base_model_schedule(config: Mapping) -> dict:
+    """What a base model's own scheduler config must carry over into AnimateDiff's DDIM schedule.
+
+    The prediction type always; a zero-terminal-SNR model (SD 2.x finetunes trained that way) also
+    keeps `rescale_betas_zero_snr` and its timestep spacing, without which it samples from a noise
+    level it never saw. Other keys (betas, a PNDM "leading" spacing) stay AnimateDiff's.
+    """
+    schedule = {"prediction_type": config.get("prediction_type") or "epsilon"}
+    if config.get("rescale_betas_zero_snr"):
+        schedule["rescale_betas_zero_snr"] = True
+        schedule["timestep_spacing"] = config.get("timestep_spacing") or "trailing"
+    return schedule
 
 
 def check_scheduler_name(name: str) -> str:

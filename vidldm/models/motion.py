@@ -22,7 +22,7 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
-from vidldm.errors import ShapeError
+from vidldm.errors import CheckpointError, ShapeError
 from vidldm.models.temporal import NormMode, SpatioTemporalTransformer, TemporalConvBlock, TemporalTransformer
 
 
@@ -119,6 +119,20 @@ class MotionAdapter(ModelMixin, ConfigMixin):
             [MotionBlock(c, k + 1, spatiotemporal=n - 1 - i in st, **common)
              for i, (c, k) in enumerate(zip(reversed(block_out_channels), reversed(layers)))]
         )
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs: Any):
+        """diffusers' loader, but a folder missing some of the config's weights is an error: diffusers
+        would leave those as uninitialised (meta) tensors and fail later, far from the cause."""
+        want_info = kwargs.pop("output_loading_info", False)
+        model, info = super().from_pretrained(pretrained_model_name_or_path, output_loading_info=True, **kwargs)
+        if info["missing_keys"]:
+            missing = sorted(info["missing_keys"])
+            raise CheckpointError(
+                f"motion adapter '{pretrained_model_name_or_path}' lacks {len(missing)} weights its config.json needs "
+                f"(first: {missing[0]}); the weights file is incomplete or from another adapter"
+            )
+        return (model, info) if want_info else model
 
     @classmethod
     def from_unet_config(cls, unet_config: dict[str, Any] | Any, **overrides: Any) -> MotionAdapter:

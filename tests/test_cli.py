@@ -50,9 +50,11 @@ def test_generate_animations(tmp_path, suffix):
 
 def test_sidecar_makes_the_same_clip_again(tmp_path):
     out = tmp_path / "clip.gif"
-    assert cli("generate", "0:a red circle | 3:a blue circle", *FAST, "--scheduler", "euler_a", "-o", out) == 0
+    assert cli("generate", "0:a red circle | 3:a blue circle", *FAST, "--scheduler", "euler_a", "--temporal-end", 0.5,
+               "-o", out) == 0
     side = json.loads(out.with_suffix(".json").read_text())
     assert isinstance(side["seed"], int)  # a random seed was drawn and recorded
+    assert side["temporal_end"] == 0.5
     again = tmp_path / "again.gif"
     assert cli("replay", out.with_suffix(".json"), "-o", again, "-q") == 0
     assert np.array_equal(read_video(out)[0], read_video(again)[0])
@@ -89,6 +91,7 @@ def test_help_lists_commands(capsys):
         (["generate", "x", "--height", "15"], "multiple of 4 (the VAE's downsampling)"),  # the shapes default model
         (["generate", "x", "--frames", "0"], "--frames must be at least 1"),
         (["generate", "x", "--steps", "0"], "--steps must be at least 1"),
+        (["generate", "x", "--temporal-end", "1.5"], "--temporal-end must be between 0 and 1"),
         (["generate", "x", "--scheduler", "plms"], "unknown scheduler"),
         (["generate", "x", "--model", "no-such-model"], "unknown model"),
         (["animate", "missing.png", "x"], "does not exist"),

@@ -176,6 +176,7 @@ def test_save_and_load_pipeline_folder(pipe, tmp_path):
         (dict(scheduler="plms"), "unknown scheduler"),
         (dict(output_type="gif"), "output_type"),
         (dict(context_frames=64), "context_frames"),
+        (dict(temporal_end=1.5), "temporal_end"),
         (dict(image="/does/not/exist.png"), "does not exist"),
     ],
 )
@@ -217,3 +218,31 @@ def test_guidance_rescale_matches_the_conditional_spread_and_zero_changes_nothin
     assert not np.allclose(run(pipe, guidance_rescale=0.7), run(pipe))
     with pytest.raises(VidldmError, match="guidance_rescale must be between 0 and 1"):
         run(pipe, guidance_rescale=1.5)
+
+
+def test_temporal_end_runs_temporal_layers_for_the_first_steps_only(pipe, monkeypatch):
+    seen = []
+    original = pipe.video_unet.forward
+
+    def spy(*args, temporal=True, **kwargs):
+        seen.append(temporal)
+        return original(*args, temporal=temporal, **kwargs)
+
+    monkeypatch.setattr(pipe.video_unet, "forward", spy)
+    for end, expected in ((1.0, [True] * 4), (0.5, [True, True, False, False]), (0.3, [True, False, False, False]),
+                          (0.0, [False] * 4)):
+        seen.clear()
+        run(pipe, num_inference_steps=4, temporal_end=end)
+        assert seen == expected, end
+    seen.clear()  # known frames sit at t = 0: the switch follows the noisy frames' step
+    run(pipe, num_inference_steps=4, temporal_end=0.5, image=still(), image_conditioning="clean")
+    assert seen == [True, True, False, False]
+
+
+def test_temporal_end_zero_is_the_image_model_and_one_changes_nothing(pipe):
+    image_model = VideoPipeline(**{**pipe.components, "motion_adapter": tiny_motion_adapter(pipe.unet)})
+    image_model.set_progress_bar_config(disable=True)
+    torch.testing.assert_close(run(pipe, temporal_end=0.0, output_type="latent"), run(image_model, output_type="latent"),
+                               atol=1e-5, rtol=0)
+    assert np.array_equal(run(pipe, temporal_end=1.0), run(pipe))
+    assert not np.allclose(run(pipe, temporal_end=0.5), run(pipe))

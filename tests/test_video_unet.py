@@ -24,6 +24,15 @@ def test_fresh_adapter_leaves_image_model_unchanged(unet, zero_adapter):
 
 
 @torch.no_grad()
+def test_temporal_off_is_the_image_model_frame_by_frame(unet, random_adapter):
+    x, ctx = clip()
+    model = VideoUNet(unet, random_adapter)
+    image = unet(fold(x), 500, ctx.repeat_interleave(6, 0)).sample
+    assert (fold(model(x, 500, ctx, temporal=False)) - image).abs().max() <= 1e-5
+    assert (fold(model(x, 500, ctx)) - image).abs().max() > 1e-3  # the random adapter does act when on
+
+
+@torch.no_grad()
 def test_unet_state_dict_keys_unchanged(unet, zero_adapter):
     keys = set(tiny_unet().state_dict())
     VideoUNet(unet, zero_adapter)

@@ -65,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (default: the model's, 7.5 for SD)")
         s.add_argument("--guidance-rescale", type=float, default=None,
                        help="0-1: pull strong guidance back to the conditional spread, for zero-terminal-SNR models (default: the model's, 0)")
+        s.add_argument("--temporal-end", type=float, default=None,
+                       help="0-1: fraction of the steps that run the temporal layers; the last steps refine each frame "
+                       "with the image model alone (default: the model's, 1)")
         s.add_argument("--scheduler", default="ddim", help="ddim, euler, euler_a, dpm++, unipc, lcm (default: ddim)")
         s.add_argument("--seed", type=int, default=None, help="random seed (printed when not given)")
         s.add_argument("--context-overlap", type=int, default=None, help="frames shared by neighbouring context windows in long clips")
@@ -132,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--animate", type=int, default=50, help="number of stills to animate (default: 50)")
     p.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's)")
     p.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the model's)")
+    p.add_argument("--temporal-end", type=float, default=None, help="fraction of the steps with temporal layers (default: the model's)")
     p.add_argument("--device", help="cpu, cuda, ...")
     p.add_argument("-o", "--output", default="docs/evaluation.md", help="markdown report (default: docs/evaluation.md)")
     p = sub.add_parser("info", help="describe a model or a motion adapter", description="Describe a model (pipeline folder, built-in name) or a motion-adapter file/folder.")
@@ -188,6 +192,8 @@ def check_numbers(args: argparse.Namespace) -> None:
             raise VidldmError(f"--{name} must be positive, got {v}")
     if args.guidance_rescale is not None and not 0 <= args.guidance_rescale <= 1:
         raise VidldmError(f"--guidance-rescale must be between 0 and 1, got {args.guidance_rescale}")
+    if args.temporal_end is not None and not 0 <= args.temporal_end <= 1:
+        raise VidldmError(f"--temporal-end must be between 0 and 1, got {args.temporal_end}")
     strength = getattr(args, "strength", None)
     if strength is not None and not 0 <= strength <= 1:
         raise VidldmError(f"--strength must be between 0 and 1, got {strength}")
@@ -202,7 +208,7 @@ def settings_of(args: argparse.Namespace, seed: int) -> dict[str, Any]:
     """Everything needed to make the clip again (written to the sidecar)."""
     keys = ("command", "prompt", "negative_prompt", "image", "video", "strength", "known_frames", "image_conditioning",
             "model", "motion_adapter", "config", "dtype", "frames", "height", "width", "steps", "guidance",
-            "guidance_rescale", "scheduler", "context_overlap", "fps")
+            "guidance_rescale", "temporal_end", "scheduler", "context_overlap", "fps")
     s = {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
     s["seed"] = seed
     for k in ("image", "video", "motion_adapter", "config"):
@@ -236,10 +242,12 @@ def run_mode(args: argparse.Namespace) -> Path:
     args.guidance = args.guidance if args.guidance is not None else defaults.get("guidance_scale", 7.5)
     if args.guidance_rescale is None:
         args.guidance_rescale = defaults.get("guidance_rescale", 0.0)
+    if args.temporal_end is None:
+        args.temporal_end = defaults.get("temporal_end", 1.0)
     kwargs: dict[str, Any] = dict(
         negative_prompt=args.negative_prompt, num_frames=args.frames, height=args.height, width=args.width,
         num_inference_steps=args.steps, guidance_scale=args.guidance, guidance_rescale=args.guidance_rescale,
-        scheduler=args.scheduler,
+        temporal_end=args.temporal_end, scheduler=args.scheduler,
         context_overlap=args.context_overlap, generator=torch.Generator(device="cpu").manual_seed(seed), output_type="np",
     )
     video_frames = None
@@ -309,7 +317,7 @@ def replay(args: argparse.Namespace) -> Path:
              "image_conditioning": "--image-conditioning", "model": "--model", "motion_adapter": "--motion-adapter",
              "config": "--config", "dtype": "--dtype", "frames": "--frames", "height": "--height", "width": "--width",
              "steps": "--steps", "guidance": "--guidance", "guidance_rescale": "--guidance-rescale",
-             "scheduler": "--scheduler", "seed": "--seed",
+             "temporal_end": "--temporal-end", "scheduler": "--scheduler", "seed": "--seed",
              "context_overlap": "--context-overlap", "fps": "--fps"}
     for key, flag in flags.items():
         if key in saved:
@@ -384,10 +392,14 @@ def evaluate(args: argparse.Namespace) -> None:
     defaults = getattr(pipe, "generation_defaults", {})
     steps = args.steps or defaults.get("num_inference_steps", 25)
     guidance = args.guidance if args.guidance is not None else defaults.get("guidance_scale", 7.5)
+    temporal_end = args.temporal_end if args.temporal_end is not None else defaults.get("temporal_end", 1.0)
+    if not 0 <= temporal_end <= 1:
+        raise VidldmError(f"--temporal-end must be between 0 and 1, got {temporal_end}")
     rows, animation = run_eval(pipe, n=args.n, steps=steps, guidance=guidance, animate=args.animate,
-                               log=lambda m: print(m, file=sys.stderr))
+                               temporal_end=temporal_end, log=lambda m: print(m, file=sys.stderr))
     command = f"vidldm eval shapes --model {args.model} --n {args.n} --animate {args.animate}"
-    print(write_report(rows, animation, out, command, f"{steps} steps, guidance {guidance}, device {device}"))
+    settings = f"{steps} steps, guidance {guidance}, temporal layers for {temporal_end:g} of the steps, device {device}"
+    print(write_report(rows, animation, out, command, settings))
     print(f"animation: first-frame PSNR {animation['first_frame_psnr_db']:.1f} dB, motion {100 * animation['motion_acc']:.1f}%")
     print(f"wrote {out}")
 

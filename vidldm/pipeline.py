@@ -14,6 +14,10 @@ Every mode is a choice of inputs to `__call__`:
 - long clips: `num_frames` beyond the motion adapter's length uses context windows;
 - precomputed text: `prompt_embeds=` / `negative_prompt_embeds=` instead of strings (diffusers' names).
 
+`temporal_end` < 1 runs the motion modules only for that first fraction of the steps (as
+diffusers' `control_guidance_end` does for ControlNet): motion is settled at high noise, and the
+last, low-noise steps refine every frame with the image model alone.
+
 Classifier-free guidance runs the conditional and unconditional halves in one UNet call.
 `enable_fast_paths()` switches on fused q/k/v projections, channels-last memory and regional
 `torch.compile` (see `models/fast.py`); results stay equal to the plain path.
@@ -254,6 +258,7 @@ class VideoPipeline(DiffusionPipeline):
         callback_on_step_end=None,
         callback_on_step_end_tensor_inputs: tuple[str, ...] = ("latents",),
         scheduler: str | None = None,
+        temporal_end: float = 1.0,
         prompt_embeds: torch.Tensor | None = None,
         negative_prompt_embeds: torch.Tensor | None = None,
     ) -> VideoPipelineOutput:
@@ -276,6 +281,8 @@ class VideoPipeline(DiffusionPipeline):
                           prompt_embeds, negative_prompt_embeds, negative_prompt)
         if not 0.0 <= guidance_rescale <= 1.0:
             raise VidldmError(f"guidance_rescale must be between 0 and 1, got {guidance_rescale}")
+        if not 0.0 <= temporal_end <= 1.0:
+            raise VidldmError(f"temporal_end must be between 0 and 1 (the fraction of steps with temporal layers), got {temporal_end}")
         # A named scheduler is for this call only: `pipe.scheduler` stays what the user set.
         sched = self.scheduler if scheduler is None else make_scheduler(scheduler, self.scheduler.config)
 
@@ -350,11 +357,18 @@ class VideoPipeline(DiffusionPipeline):
             x = noise * sched.init_noise_sigma
 
         # 3. the loop
+        # Step i runs the temporal layers while (i + 1) / steps <= temporal_end; after that the noise
+        # level is below the last such step's timestep (known frames sit at t = 0, so take the max).
+        n_temporal = int(temporal_end * len(timesteps) + 1e-6)
+        last_temporal_t = float(timesteps[n_temporal - 1]) if 0 < n_temporal < len(timesteps) else None
+
         def denoiser(x_in: torch.Tensor, t: torch.Tensor, frames: slice) -> torch.Tensor:
             ctx = context[:, frames] if context.ndim == 4 else context
+            temporal = n_temporal > 0 and (last_temporal_t is None or float(t.max()) >= last_temporal_t)
             if not do_cfg:
-                return self.video_unet(x_in, t, ctx)
-            uncond_pred, cond_pred = self.video_unet(torch.cat([x_in, x_in]), torch.cat([t, t]), ctx).chunk(2)
+                return self.video_unet(x_in, t, ctx, temporal=temporal)
+            uncond_pred, cond_pred = self.video_unet(torch.cat([x_in, x_in]), torch.cat([t, t]), ctx,
+                                                     temporal=temporal).chunk(2)
             guided = uncond_pred + guidance_scale * (cond_pred - uncond_pred)
             return rescale_guidance(guided, cond_pred, guidance_rescale) if guidance_rescale else guided
 

@@ -5,8 +5,8 @@ Rows of the table, all over the same fixed prompts (`evaluation_specs`) and seed
 - **real clips through the VAE**: encoded and decoded by the model's VAE (what any generator on its
   latents can reach at best);
 - **video model**: the shipped pipeline;
-- **image model, frame by frame**: the same image UNet with a zero (identity) motion adapter,
-  i.e. every frame denoised on its own from the same noise;
+- **image model, frame by frame**: the same pipeline with its temporal layers off at every step
+  (`temporal_end=0`), i.e. every frame denoised on its own from the same noise;
 - **animate still**: frame 0 of a real clip given as `image=` ("clean" conditioning):
   first-frame PSNR against the still and the motion accuracy of what follows.
 """
@@ -25,7 +25,6 @@ from vidldm.data.shapes import evaluation_specs, render_clip
 from vidldm.eval.shapes import first_frame_psnr, format_table, score
 from vidldm.frames import frames_to_tensor, tensor_to_frames
 from vidldm.io import read_video, write_video
-from vidldm.models.motion import MotionAdapter
 from vidldm.models.video_vae import VideoVAE
 from vidldm.pipeline import VideoPipeline
 
@@ -66,7 +65,7 @@ def _round_trip(clips: list[np.ndarray]) -> list[np.ndarray]:
 
 
 def evaluate(pipe: VideoPipeline, n: int = 210, steps: int = 15, guidance: float = 6.0, batch: int = 8,
-             animate: int = 50, log=print) -> tuple[dict[str, dict], dict[str, float]]:
+             animate: int = 50, temporal_end: float = 1.0, log=print) -> tuple[dict[str, dict], dict[str, float]]:
     specs = evaluation_specs(n)
     rows: dict[str, dict] = {}
     t = time.perf_counter()
@@ -77,15 +76,14 @@ def evaluate(pipe: VideoPipeline, n: int = 210, steps: int = 15, guidance: float
     log(f"VAE round trip scored ({time.perf_counter() - t:.0f}s)")
     # Generate at the size of the clips the prompts describe (64x64 for the shapes data).
     size = dict(height=real[0].shape[1], width=real[0].shape[2], num_frames=real[0].shape[0])
-    rows["video model"] = score(_generate(pipe, specs, steps, guidance, batch, **size), specs)
+    rows["video model"] = score(_generate(pipe, specs, steps, guidance, batch, temporal_end=temporal_end, **size), specs)
     log(f"video model scored ({time.perf_counter() - t:.0f}s)")
-    frame_by_frame = VideoPipeline(**{**pipe.components, "motion_adapter": MotionAdapter(**pipe.motion_adapter.config)})
-    frame_by_frame.set_progress_bar_config(disable=True)
-    rows["image model, frame by frame"] = score(_generate(frame_by_frame, specs, steps, guidance, batch, **size), specs)
+    rows["image model, frame by frame"] = score(_generate(pipe, specs, steps, guidance, batch, temporal_end=0.0, **size), specs)
     log(f"image model scored ({time.perf_counter() - t:.0f}s)")
     anim_specs = specs[:animate]
     stills = [clip[0] for clip in real[:animate]]
-    anim_clips = _generate(pipe, anim_specs, steps, guidance, batch, images=stills, image_conditioning="clean", **size)
+    anim_clips = _generate(pipe, anim_specs, steps, guidance, batch, images=stills, image_conditioning="clean",
+                           temporal_end=temporal_end, **size)
     psnrs = [first_frame_psnr(clip, still) for clip, still in zip(anim_clips, stills)]
     animation = {"first_frame_psnr_db": float(np.mean(psnrs)), **score(anim_clips, anim_specs)}
     rows["animate still (clean)"] = animation

@@ -110,11 +110,13 @@ class VideoUNet(nn.Module):
         encoder_hidden_states: torch.Tensor,
         added_cond_kwargs: dict[str, torch.Tensor] | None = None,
         cross_attention_kwargs: dict[str, Any] | None = None,
+        temporal: bool = True,
     ) -> torch.Tensor:
         """Predict noise (or v) for a clip.
 
         sample: `(B, C, F, H, W)`; timestep: scalar, `(B,)` or `(B, F)`; encoder_hidden_states:
         `(B, L, D)` or `(B, F, L, D)`; added_cond_kwargs (SDXL): tensors with leading dim B.
+        `temporal=False` skips the motion modules: the image UNet alone, every frame on its own.
         Returns `(B, C, F, H, W)`.
         """
         b, f = self._check_inputs(sample)
@@ -136,7 +138,8 @@ class VideoUNet(nn.Module):
             emb = unet.time_embed_act(emb)
         context = unet.process_encoder_hidden_states(encoder_hidden_states=context, added_cond_kwargs=added_cond_kwargs or {})
 
-        step = _Step(emb, context, f, cross_attention_kwargs, self.gradient_checkpointing and torch.is_grad_enabled())
+        step = _Step(emb, context, f, cross_attention_kwargs, self.gradient_checkpointing and torch.is_grad_enabled(),
+                     temporal)
         adapter = self.motion_adapter
 
         x = unet.conv_in(x)
@@ -179,13 +182,15 @@ class _Step:
     """One `resnet -> cross-attention -> motion module` step on folded frames `((B F), C, H, W)`.
 
     Holds what every step shares, so the UNet walk above reads as the block structure it mirrors.
-    With `checkpointing`, the step's activations are recomputed in backward.
+    With `checkpointing`, the step's activations are recomputed in backward; without `temporal`,
+    the motion module is skipped.
     """
 
-    def __init__(self, emb, context, num_frames, cross_attention_kwargs, checkpointing):
+    def __init__(self, emb, context, num_frames, cross_attention_kwargs, checkpointing, temporal=True):
         self.emb, self.context, self.num_frames = emb, context, num_frames
         self.cross_attention_kwargs = cross_attention_kwargs
         self.checkpointing = checkpointing
+        self.temporal = temporal
 
     def __call__(self, x, resnet, attn, motion_module):
         if self.checkpointing:
@@ -198,6 +203,6 @@ class _Step:
         if attn is not None:
             x = attn(x, encoder_hidden_states=self.context, cross_attention_kwargs=self.cross_attention_kwargs,
                      return_dict=False)[0]
-        if motion_module is not None:
+        if motion_module is not None and self.temporal:
             x = motion_module(x, self.num_frames, self.context)
         return x

@@ -383,6 +383,8 @@ def evaluate(args: argparse.Namespace) -> None:
 
     if args.n < 1 or args.animate < 0:
         raise VidldmError("--n must be at least 1 and --animate at least 0")
+    if args.temporal_end is not None and not 0 <= args.temporal_end <= 1:
+        raise VidldmError(f"--temporal-end must be between 0 and 1, got {args.temporal_end}")
     out = Path(args.output)
     if not out.parent.exists():
         raise VidldmError(f"output folder '{out.parent}' does not exist; create it first")
@@ -393,11 +395,11 @@ def evaluate(args: argparse.Namespace) -> None:
     steps = args.steps or defaults.get("num_inference_steps", 25)
     guidance = args.guidance if args.guidance is not None else defaults.get("guidance_scale", 7.5)
     temporal_end = args.temporal_end if args.temporal_end is not None else defaults.get("temporal_end", 1.0)
-    if not 0 <= temporal_end <= 1:
-        raise VidldmError(f"--temporal-end must be between 0 and 1, got {temporal_end}")
     rows, animation = run_eval(pipe, n=args.n, steps=steps, guidance=guidance, animate=args.animate,
                                temporal_end=temporal_end, log=lambda m: print(m, file=sys.stderr))
     command = f"vidldm eval shapes --model {args.model} --n {args.n} --animate {args.animate}"
+    for flag, value in (("--steps", args.steps), ("--guidance", args.guidance), ("--temporal-end", args.temporal_end)):
+        command += f" {flag} {value:g}" if value is not None else ""  # the report's command must remake it
     settings = f"{steps} steps, guidance {guidance}, temporal layers for {temporal_end:g} of the steps, device {device}"
     print(write_report(rows, animation, out, command, settings))
     print(f"animation: first-frame PSNR {animation['first_frame_psnr_db']:.1f} dB, motion {100 * animation['motion_acc']:.1f}%")

@@ -357,14 +357,12 @@ class VideoPipeline(DiffusionPipeline):
             x = noise * sched.init_noise_sigma
 
         # 3. the loop
-        # Step i runs the temporal layers while (i + 1) / steps <= temporal_end; after that the noise
-        # level is below the last such step's timestep (known frames sit at t = 0, so take the max).
+        # Step i runs the temporal layers while (i + 1) / steps <= temporal_end.
         n_temporal = int(temporal_end * len(timesteps) + 1e-6)
-        last_temporal_t = float(timesteps[n_temporal - 1]) if 0 < n_temporal < len(timesteps) else None
 
-        def denoiser(x_in: torch.Tensor, t: torch.Tensor, frames: slice) -> torch.Tensor:
+        def denoiser(x_in: torch.Tensor, t: torch.Tensor, frames: slice, step: int) -> torch.Tensor:
             ctx = context[:, frames] if context.ndim == 4 else context
-            temporal = n_temporal > 0 and (last_temporal_t is None or float(t.max()) >= last_temporal_t)
+            temporal = step < n_temporal
             if not do_cfg:
                 return self.video_unet(x_in, t, ctx, temporal=temporal)
             uncond_pred, cond_pred = self.video_unet(torch.cat([x_in, x_in]), torch.cat([t, t]), ctx,

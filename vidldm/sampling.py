@@ -24,8 +24,9 @@ from typing import Literal
 
 import torch
 
-# denoiser(model_input (B, C, f, h, w), timesteps (B, f), frames: the slice of the clip) -> prediction (B, C, f, h, w)
-Denoiser = Callable[[torch.Tensor, torch.Tensor, slice], torch.Tensor]
+# denoiser(model_input (B, C, f, h, w), timesteps (B, f), frames: the slice of the clip, step: index into the
+# timesteps) -> prediction (B, C, f, h, w)
+Denoiser = Callable[[torch.Tensor, torch.Tensor, slice, int], torch.Tensor]
 ConditioningMode = Literal["clean", "replace"]
 
 
@@ -84,16 +85,17 @@ def freenoise_noise(noise: torch.Tensor, window: int, overlap: int, generator: t
     return out
 
 
-def windowed_prediction(denoiser: Denoiser, x: torch.Tensor, t: torch.Tensor, window: int | None, overlap: int) -> torch.Tensor:
-    """Run `denoiser` on each context window of `x` `(B, C, F, h, w)` and blend the predictions."""
+def windowed_prediction(denoiser: Denoiser, x: torch.Tensor, t: torch.Tensor, window: int | None, overlap: int,
+                        step: int) -> torch.Tensor:
+    """Run `denoiser` on each context window of `x` `(B, C, F, h, w)` at loop step `step` and blend the predictions."""
     f = x.shape[2]
     if window is None or f <= window:
-        return denoiser(x, t, slice(0, f))
+        return denoiser(x, t, slice(0, f), step)
     total = torch.zeros_like(x, dtype=torch.float32)
     weight_sum = torch.zeros(f, device=x.device)
     weights = window_weights(window, overlap, device=x.device)
     for frames in context_windows(f, window, overlap):
-        pred = denoiser(x[:, :, frames], t[:, frames], frames)
+        pred = denoiser(x[:, :, frames], t[:, frames], frames, step)
         total[:, :, frames] += pred.float() * weights[None, None, :, None, None]
         weight_sum[frames] += weights
     return (total / weight_sum[None, None, :, None, None]).to(x.dtype)
@@ -129,7 +131,7 @@ def denoise(
             model_input = model_input.clone()
             model_input[:, :, idx] = known.latents.to(model_input.dtype)
             frame_t[:, idx] = 0
-        prediction = windowed_prediction(denoiser, model_input, frame_t, window, overlap)
+        prediction = windowed_prediction(denoiser, model_input, frame_t, window, overlap, i)
         latents = scheduler.step(prediction, t, latents, **step_kwargs, return_dict=False)[0]
         if on_step is not None:
             replaced = on_step(i, t, latents)

@@ -179,6 +179,13 @@ def resolve_output(args: argparse.Namespace, seed: int) -> Path:
     return out
 
 
+def check_unit_interval(args: argparse.Namespace, flag: str) -> None:
+    """A fraction flag (given or not, present on this command or not) must lie in [0, 1]."""
+    value = getattr(args, flag.lstrip("-").replace("-", "_"), None)
+    if value is not None and not 0 <= value <= 1:
+        raise VidldmError(f"{flag} must be between 0 and 1, got {value}")
+
+
 def check_numbers(args: argparse.Namespace) -> None:
     if args.frames is not None and args.frames < 1:
         raise VidldmError(f"--frames must be at least 1, got {args.frames}")
@@ -190,13 +197,8 @@ def check_numbers(args: argparse.Namespace) -> None:
         v = getattr(args, name)
         if v is not None and v < 1:
             raise VidldmError(f"--{name} must be positive, got {v}")
-    if args.guidance_rescale is not None and not 0 <= args.guidance_rescale <= 1:
-        raise VidldmError(f"--guidance-rescale must be between 0 and 1, got {args.guidance_rescale}")
-    if args.temporal_end is not None and not 0 <= args.temporal_end <= 1:
-        raise VidldmError(f"--temporal-end must be between 0 and 1, got {args.temporal_end}")
-    strength = getattr(args, "strength", None)
-    if strength is not None and not 0 <= strength <= 1:
-        raise VidldmError(f"--strength must be between 0 and 1, got {strength}")
+    for flag in ("--guidance-rescale", "--temporal-end", "--strength"):
+        check_unit_interval(args, flag)
     from vidldm.schedulers import check_scheduler_name
 
     check_scheduler_name(args.scheduler)
@@ -383,8 +385,7 @@ def evaluate(args: argparse.Namespace) -> None:
 
     if args.n < 1 or args.animate < 0:
         raise VidldmError("--n must be at least 1 and --animate at least 0")
-    if args.temporal_end is not None and not 0 <= args.temporal_end <= 1:
-        raise VidldmError(f"--temporal-end must be between 0 and 1, got {args.temporal_end}")
+    check_unit_interval(args, "--temporal-end")
     out = Path(args.output)
     if not out.parent.exists():
         raise VidldmError(f"output folder '{out.parent}' does not exist; create it first")

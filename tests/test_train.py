@@ -282,6 +282,55 @@ def test_bad_config_fails_before_loading_a_model(tmp_path, video_folder, monkeyp
     assert len(err) == 1 and message in err[0]
 
 
+def test_recipe_base_lays_its_keys_over_another_recipe(tmp_path, video_folder):
+    base = recipe(tmp_path, video_folder, train={"learning_rate": 5e-4, "seed": 3}, model={"max_frames": 8})
+    child = tmp_path / "more.yaml"
+    child.write_text(yaml.safe_dump({"base": base.name, "output_dir": str(tmp_path / "more"),
+                                     "train": {"learning_rate": 2e-4}, "model": {"motion_adapter": None}}))
+    config = load_config(child, ["train.seed=7"])
+    assert config.output_dir == str(tmp_path / "more")
+    assert config.train.learning_rate == 2e-4 and config.train.seed == 7   # this file, then --set
+    assert config.train.batch_size == 2 and config.train.max_known_frames == 2  # the rest from the base
+    assert config.model.pretrained == "tiny" and config.model.max_frames == 8  # mappings merge key by key
+    assert config.data.root == str(video_folder)
+
+
+@pytest.mark.parametrize(
+    "child, message",
+    [
+        ({"base": "recipe.yaml"}, "must set its own output_dir"),
+        ({"base": "nowhere.yaml", "output_dir": "x"}, "base recipe 'nowhere.yaml' does not exist"),
+        ({"base": ["recipe.yaml"], "output_dir": "x"}, "'base' must be the path of another recipe"),
+        ({"base": "loop.yaml", "output_dir": "x"}, "leads back to itself"),
+    ],
+)
+def test_bad_recipe_base_is_one_line(tmp_path, video_folder, capsys, child, message):
+    recipe(tmp_path, video_folder)
+    path = tmp_path / "loop.yaml"
+    path.write_text(yaml.safe_dump(child))
+    from vidldm.cli import main
+
+    assert main(["train", str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+
+
+def test_shipped_recipes_read_as_complete_stages():
+    """configs/shapes: every recipe, with its base chain, names a stage, its own output and only known keys."""
+    from vidldm.train.config import Config, _build, read_recipe
+
+    recipes = sorted((Path(__file__).parents[1] / "configs" / "shapes").glob("*.yaml"))
+    assert recipes
+    outputs = set()
+    for path in recipes:
+        config = _build(Config, read_recipe(path), "", path.name)
+        assert config.output_dir not in outputs, path.name
+        outputs.add(config.output_dir)
+    polish = _build(Config, read_recipe(recipes[0].parent / "temporal_polish.yaml"), "", "temporal_polish.yaml")
+    assert (polish.stage, polish.train.learning_rate, polish.train.max_known_frames) == ("temporal", 1.5e-4, 1)
+    assert polish.train.timestep_bias_strategy == "later" and polish.data.latent_cache == "runs/shapes/cache"
+
+
 def test_min_snr_weights_cap_the_easy_timesteps(tmp_path, video_folder):
     config = load_config(recipe(tmp_path, video_folder, stage="image", train={"max_steps": 2, "snr_gamma": 5.0},
                                 checkpoint={"every": 100}))

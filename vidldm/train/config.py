@@ -8,6 +8,11 @@
     checkpoint: {every: 500, keep: 3}
     validation: {every: 500, prompts: ["a red circle moving right"]}
 
+A recipe may start from another: `base: other.yaml` (a path relative to this file) reads that
+recipe first and lays this one's keys over it, mapping by mapping, so a stage that differs from the
+last one in its rate and seed says only that. It must name its own `output_dir`: the base's would
+resume the base's run. Relative paths resolve beside the recipe being run.
+
 Every key is listed below with its default; an unknown key, a missing folder or a clip longer
 than the motion adapter's position encoding fails at start with one line.
 """
@@ -171,15 +176,35 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     path = Path(path)
     if not path.exists():
         raise VidldmError(f"config '{path}' does not exist")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise VidldmError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from err
-    raw = _merge(raw, parse_overrides(overrides or []))
+    raw = _merge(read_recipe(path), parse_overrides(overrides or []))
     config = _build(Config, raw, "", path.name)
     _resolve_paths(config, path.parent)
     check(config, path.name)
     return config
+
+
+def read_recipe(path: Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A recipe file as a plain mapping, with its `base:` chain merged in (the base first)."""
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise VidldmError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from err
+    if not isinstance(raw, dict):
+        raise VidldmError(f"{path}: a recipe must be a mapping of keys, got {type(raw).__name__}")
+    base = raw.pop("base", None)
+    if base is None:
+        return raw
+    if not isinstance(base, str):
+        raise VidldmError(f"{path.name}: 'base' must be the path of another recipe, got {base!r}")
+    if "output_dir" not in raw:
+        raise VidldmError(f"{path.name}: a recipe with 'base' must set its own output_dir (the base's would resume its run)")
+    base_path = (path.parent / base).resolve()
+    chain = (*_chain, path.resolve())
+    if base_path in chain:
+        raise VidldmError(f"{path.name}: 'base: {base}' leads back to itself ({' -> '.join(p.name for p in chain)} -> {base_path.name})")
+    if not base_path.is_file():
+        raise VidldmError(f"{path.name}: base recipe '{base}' does not exist (paths in 'base' are relative to {path.parent})")
+    return _merge(read_recipe(base_path, chain), raw)
 
 
 def _resolve_paths(config: Config, base: Path) -> None:

@@ -319,14 +319,15 @@ def test_shipped_recipes_read_as_complete_stages():
     """configs/shapes: every recipe, with its base chain, names a stage, its own output and only known keys."""
     from vidldm.train.config import Config, _build, read_recipe
 
-    recipes = sorted((Path(__file__).parents[1] / "configs" / "shapes").glob("*.yaml"))
+    folder = Path(__file__).parents[1] / "configs" / "shapes"
+    recipes = sorted(folder.glob("*.yaml"))
     assert recipes
     outputs = set()
     for path in recipes:
         config = _build(Config, read_recipe(path), "", path.name)
         assert config.output_dir not in outputs, path.name
         outputs.add(config.output_dir)
-    polish = _build(Config, read_recipe(recipes[0].parent / "temporal_polish.yaml"), "", "temporal_polish.yaml")
+    polish = _build(Config, read_recipe(folder / "temporal_polish.yaml"), "", "temporal_polish.yaml")
     assert (polish.stage, polish.train.learning_rate, polish.train.max_known_frames) == ("temporal", 1.5e-4, 1)
     assert polish.train.timestep_bias_strategy == "later" and polish.data.latent_cache == "runs/shapes/cache"
 

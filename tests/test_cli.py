@@ -100,6 +100,7 @@ def test_help_lists_commands(capsys):
         (["generate", "x", "-o", "{tmp}/no/such/folder/clip.mp4"], "does not exist; create it first"),
         (["generate", "x", "-o", "{tmp}/clip.avi"], "cannot write"),
         (["replay", "{tmp}/nothing.json"], "does not exist"),
+        (["eval", "shapes", "--model", "tiny", "--steps", "0", "-o", "{tmp}/eval.md"], "--steps must be at least 1"),
     ],
 )
 def test_bad_input_one_line_no_output(tmp_path, capsys, argv, message):
@@ -110,7 +111,7 @@ def test_bad_input_one_line_no_output(tmp_path, capsys, argv, message):
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
     argv = [str(notmedia) if a == "{notmedia}" and argv[0] == "animate" else str(notvideo) if a == "{notmedia}" else a for a in argv]
     before = set(tmp_path.iterdir())
-    code = main([*argv, *(["-o", str(tmp_path / "out.mp4")] if "-o" not in argv and argv[0] != "replay" else []), *(FAST[-1:] if argv[0] != "replay" else [])])
+    code = main([*argv, *(["-o", str(tmp_path / "out.mp4")] if "-o" not in argv and argv[0] != "replay" else []), *(FAST[-1:] if argv[0] not in ("replay", "eval") else [])])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
     assert err[-1].startswith("vidldm: error: ") and message in err[-1]

@@ -183,6 +183,36 @@ def test_foreground_mask_finds_the_object_on_a_plain_background():
     assert mask[1].sum() == 0  # nothing but background
 
 
+def test_latent_foreground_mask_covers_the_object_and_its_outline():
+    from vidldm.train.stages import latent_foreground_mask
+
+    latents = 0.1 * torch.randn(3, 4, 16, 16, generator=torch.Generator().manual_seed(0))
+    latents[0, 2, 5:8, 9:11] += 2.0  # an object, 3 x 2 cells
+    latents[1] += 1.5  # a plain frame whose background sits off zero
+    mask = latent_foreground_mask(latents)
+    assert mask.shape == (3, 1, 16, 16)
+    assert mask[0, 0, 4:9, 8:12].all() and mask[0].sum() == 20  # the object grown by one cell
+    assert mask[1].sum() == 0 and mask[2].sum() == 0
+
+
+@pytest.mark.parametrize("stage", ["temporal", "image"])
+def test_foreground_weight_moves_latent_losses_toward_the_object(tmp_path, video_folder, stage):
+    """Weights are normalised per frame: an error on the object alone counts more, one on the background less."""
+    config = load_config(recipe(tmp_path, video_folder, stage=stage, train={"max_steps": 1, "foreground_weight": 4.0}))
+    trainer = Trainer(config)
+    latents = torch.zeros(2, 4, 16, 16)
+    latents[:, :, 4:8, 4:8] = 3.0
+    on_object, on_background = torch.zeros_like(latents), torch.zeros_like(latents)
+    on_object[:, :, 5:7, 5:7] = 1.0
+    on_background[:, :, 12:14, 12:14] = 1.0
+    stage_ = trainer.stage
+    plain_object, plain_background = on_object.mean(dim=(1, 2, 3)), on_background.mean(dim=(1, 2, 3))
+    assert (stage_.weighted_mean(on_object, latents) > 2 * plain_object).all()
+    assert (stage_.weighted_mean(on_background, latents) < plain_background).all()
+    assert torch.allclose(stage_.weighted_mean(torch.ones_like(latents), latents), torch.ones(2))  # the scale is kept
+    trainer.train()
+
+
 def test_vae_stage_crops_are_centred_on_the_object_and_weighted(tmp_path, video_folder):
     from vidldm.train.stages import foreground_mask
 

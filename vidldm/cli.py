@@ -206,6 +206,19 @@ def check_numbers(args: argparse.Namespace) -> None:
 
 # ----------------------------------------------------------------------------- running
 
+def sampling_settings(pipe, args: argparse.Namespace) -> tuple[int, float, float, float]:
+    """`(steps, guidance, guidance_rescale, temporal_end)`: the flags given, else the model's own sampling
+    defaults (`pipe.generation_defaults`, e.g. the shapes model's), else diffusers' (25 steps, guidance 7.5)."""
+    defaults = getattr(pipe, "generation_defaults", {})
+
+    def pick(flag: str, key: str, fallback: float):
+        value = getattr(args, flag, None)
+        return value if value is not None else defaults.get(key, fallback)
+
+    return (pick("steps", "num_inference_steps", 25), pick("guidance", "guidance_scale", 7.5),
+            pick("guidance_rescale", "guidance_rescale", 0.0), pick("temporal_end", "temporal_end", 1.0))
+
+
 def settings_of(args: argparse.Namespace, seed: int) -> dict[str, Any]:
     """Everything needed to make the clip again (written to the sidecar)."""
     keys = ("command", "prompt", "negative_prompt", "image", "video", "strength", "known_frames", "image_conditioning",
@@ -239,13 +252,7 @@ def run_mode(args: argparse.Namespace) -> Path:
     dtype = args.dtype or ("fp16" if str(device).startswith("cuda") else "fp32")
     pipe = load_pipeline(args.model, args.motion_adapter, config=args.config, device=device, dtype=dtype)
     pipe.set_progress_bar_config(disable=args.quiet)
-    defaults = getattr(pipe, "generation_defaults", {})
-    args.steps = args.steps or defaults.get("num_inference_steps", 25)
-    args.guidance = args.guidance if args.guidance is not None else defaults.get("guidance_scale", 7.5)
-    if args.guidance_rescale is None:
-        args.guidance_rescale = defaults.get("guidance_rescale", 0.0)
-    if args.temporal_end is None:
-        args.temporal_end = defaults.get("temporal_end", 1.0)
+    args.steps, args.guidance, args.guidance_rescale, args.temporal_end = sampling_settings(pipe, args)
     kwargs: dict[str, Any] = dict(
         negative_prompt=args.negative_prompt, num_frames=args.frames, height=args.height, width=args.width,
         num_inference_steps=args.steps, guidance_scale=args.guidance, guidance_rescale=args.guidance_rescale,
@@ -385,6 +392,8 @@ def evaluate(args: argparse.Namespace) -> None:
 
     if args.n < 1 or args.animate < 0:
         raise VidldmError("--n must be at least 1 and --animate at least 0")
+    if args.steps is not None and args.steps < 1:
+        raise VidldmError(f"--steps must be at least 1, got {args.steps}")
     check_unit_interval(args, "--temporal-end")
     out = Path(args.output)
     if not out.parent.exists():
@@ -392,10 +401,7 @@ def evaluate(args: argparse.Namespace) -> None:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     pipe = load_pipeline(args.model, device=device)
     pipe.set_progress_bar_config(disable=True)
-    defaults = getattr(pipe, "generation_defaults", {})
-    steps = args.steps or defaults.get("num_inference_steps", 25)
-    guidance = args.guidance if args.guidance is not None else defaults.get("guidance_scale", 7.5)
-    temporal_end = args.temporal_end if args.temporal_end is not None else defaults.get("temporal_end", 1.0)
+    steps, guidance, _, temporal_end = sampling_settings(pipe, args)
     rows, animation = run_eval(pipe, n=args.n, steps=steps, guidance=guidance, animate=args.animate,
                                temporal_end=temporal_end, log=lambda m: print(m, file=sys.stderr))
     command = f"vidldm eval shapes --model {args.model} --n {args.n} --animate {args.animate}"

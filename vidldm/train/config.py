@@ -91,7 +91,8 @@ class TrainConfig:
     timestep_bias_strategy: str = "none"  # none | later | earlier: draw the noisier (later) or cleaner timesteps more often
     timestep_bias_multiplier: float = 1.0  # how much more often the biased portion is drawn
     timestep_bias_portion: float = 0.25  # fraction of the timesteps that is biased
-    foreground_weight: float = 0.0      # vae stage: extra loss weight on pixels unlike the frame's border (small objects)
+    foreground_weight: float = 0.0      # extra loss weight on the object (small objects on plain backgrounds): vae stage on pixels
+                                        # unlike the frame's border, image/temporal stages on latent cells unlike the frame's median
     crop_size: int | None = None        # vae stage: train on square crops, most centred on the foreground (faster)
     freeze_encoder: bool = False        # vae stage: train the decoder only; latents (and latent caches) stay valid
     seed: int = 0

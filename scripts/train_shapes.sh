@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Reproduce the shipped "shapes" model from nothing: data -> VAE -> latent cache -> image UNet ->
-# motion adapter (seven temporal stages) -> fp16 export into vidldm/weights/shapes.
+# motion adapter (nine temporal stages) -> fp16 export into vidldm/weights/shapes.
 # Run from the repository root. Each stage is a plain `vidldm train` recipe in configs/shapes/.
 #
-# CPU (2 cores): about 7 hours, measured stage by stage in docs/shapes-model.md.
+# CPU (2 cores): about 8 hours, measured stage by stage in docs/shapes-model.md.
 # GPU: EXTRA="--set train.mixed_precision=bf16" bash scripts/train_shapes.sh (the same recipes;
 # raise train.batch_size with --set as memory allows, and lower max_steps to match).
 set -euo pipefail
@@ -27,4 +27,7 @@ vidldm train configs/shapes/temporal_more.yaml $EXTRA
 vidldm train configs/shapes/temporal_polish.yaml $EXTRA
 vidldm train configs/shapes/temporal_polish2.yaml $EXTRA
 vidldm train configs/shapes/temporal_polish3.yaml $EXTRA
-python scripts/export_shapes.py runs/shapes/temporal_polish3/pipeline vidldm/weights/shapes
+# Squares' corners: the loss weighted toward the object, then the cleaner timesteps drawn more often.
+vidldm train configs/shapes/temporal_object.yaml $EXTRA
+vidldm train configs/shapes/temporal_object2.yaml $EXTRA
+python scripts/export_shapes.py runs/shapes/temporal_object2/pipeline vidldm/weights/shapes

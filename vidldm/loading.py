@@ -26,7 +26,7 @@ from vidldm.schedulers import base_model_schedule, default_scheduler
 
 BUILTIN = ("tiny", "shapes", "shapes-init")
 # What the shipped model was tuned for; the CLI uses these unless the user sets --steps/--guidance/--temporal-end.
-SHAPES_DEFAULTS = {"num_inference_steps": 20, "guidance_scale": 6.0, "temporal_end": 0.8}
+SHAPES_DEFAULTS = {"num_inference_steps": 20, "guidance_scale": 6.0, "temporal_end": 0.7}
 DTYPES = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
           "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
 

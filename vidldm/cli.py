@@ -186,11 +186,16 @@ def check_unit_interval(args: argparse.Namespace, flag: str) -> None:
         raise VidldmError(f"{flag} must be between 0 and 1, got {value}")
 
 
+def check_count(args: argparse.Namespace, flag: str) -> None:
+    """A count flag (given or not) must be at least 1."""
+    value = getattr(args, flag.lstrip("-").replace("-", "_"), None)
+    if value is not None and value < 1:
+        raise VidldmError(f"{flag} must be at least 1, got {value}")
+
+
 def check_numbers(args: argparse.Namespace) -> None:
-    if args.frames is not None and args.frames < 1:
-        raise VidldmError(f"--frames must be at least 1, got {args.frames}")
-    if args.steps is not None and args.steps < 1:
-        raise VidldmError(f"--steps must be at least 1, got {args.steps}")
+    for flag in ("--frames", "--steps"):
+        check_count(args, flag)
     if args.fps <= 0:
         raise VidldmError(f"--fps must be positive, got {args.fps}")
     for name in ("height", "width"):
@@ -392,8 +397,7 @@ def evaluate(args: argparse.Namespace) -> None:
 
     if args.n < 1 or args.animate < 0:
         raise VidldmError("--n must be at least 1 and --animate at least 0")
-    if args.steps is not None and args.steps < 1:
-        raise VidldmError(f"--steps must be at least 1, got {args.steps}")
+    check_count(args, "--steps")
     check_unit_interval(args, "--temporal-end")
     out = Path(args.output)
     if not out.parent.exists():

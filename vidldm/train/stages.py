@@ -135,22 +135,17 @@ class Stage(nn.Module):
             return x0_weight / (snr + 1)
         return x0_weight / snr
 
-    def cell_weights(self, latents: torch.Tensor) -> torch.Tensor | None:
-        """`(N, 1, h, w)` loss weights over latent cells of frames `(N, C, h, w)`, or None for a plain mean.
+    def weighted_mean(self, err: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
+        """Per-frame mean `(N,)` of squared errors `err` `(N, C, h, w)` on latent frames `latents`.
 
         `foreground_weight` adds weight to the cells of the object (`latent_foreground_mask`): on the
         shapes data the object is ~5% of a frame, so in a plain mean its outline (a square's corners
-        against a circle's curve) is a small part of the loss next to the background's noise."""
+        against a circle's curve) is a small part of the loss next to the background's noise. The
+        weights are normalised per frame, so the loss keeps its scale (and the rate its meaning)."""
         w = self.config.train.foreground_weight
-        return 1 + w * latent_foreground_mask(latents) if w else None
-
-    def weighted_mean(self, err: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
-        """Per-frame mean `(N,)` of squared errors `err` `(N, C, h, w)`, weighted by `cell_weights`;
-        the weights are normalised per frame, so the loss keeps its scale (and the rate its meaning)."""
-        weights = self.cell_weights(latents)
-        if weights is None:
+        if not w:
             return err.mean(dim=(1, 2, 3))
-        weights = weights.to(err)
+        weights = (1 + w * latent_foreground_mask(latents)).to(err)  # (N, 1, h, w)
         return (err * weights).sum(dim=(1, 2, 3)) / (weights.sum(dim=(1, 2, 3)) * err.shape[1])
 
 

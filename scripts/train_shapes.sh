@@ -6,28 +6,49 @@
 # CPU (2 cores): about 8 hours, measured stage by stage in docs/shapes-model.md.
 # GPU: EXTRA="--set train.mixed_precision=bf16" bash scripts/train_shapes.sh (the same recipes;
 # raise train.batch_size with --set as memory allows, and lower max_steps to match).
+# QUICK=1: a CPU run that fits in a working session (about 2 hours in the background): the same
+# recipes with fewer steps (the second column below), the first three temporal stages only. It
+# exports to runs/shapes/model, not into the package; `vidldm eval shapes --model runs/shapes/model`
+# measures it (docs/shapes-model.md has its numbers).
 set -euo pipefail
 N=${N:-3000}
 EXTRA=${EXTRA:-}
+QUICK=${QUICK:-0}
+if [ "$QUICK" = 1 ]; then OUT=${OUT:-runs/shapes/model}; else OUT=${OUT:-vidldm/weights/shapes}; fi
+LAST=
+
+# stage NAME QUICK_STEPS: train configs/shapes/NAME.yaml (into runs/shapes/NAME); a quick run
+# caps it at QUICK_STEPS steps, or skips it where that is 0.
+stage() {
+    local name=$1 quick_steps=$2 cap=()
+    if [ "$QUICK" = 1 ]; then
+        [ "$quick_steps" = 0 ] && return 0
+        cap=(--set "train.max_steps=$quick_steps")
+    fi
+    # shellcheck disable=SC2086  # EXTRA is a list of flags
+    vidldm train "configs/shapes/$name.yaml" "${cap[@]}" $EXTRA
+    LAST=runs/shapes/$name
+}
+
 [ -d data/shapes ] || vidldm make-shapes data/shapes --n "$N" --seed 0
-vidldm train configs/shapes/vae.yaml $EXTRA
+stage vae 1500
 # Encode every clip and caption once: the image and temporal stages read latents, not videos.
 vidldm cache configs/shapes/vae.yaml runs/shapes/cache --overwrite \
     --set model.pretrained=runs/shapes/vae/pipeline --set data.num_frames=16 --set data.stride=1
-vidldm train configs/shapes/image.yaml $EXTRA
-vidldm train configs/shapes/image_refine.yaml $EXTRA
+stage image 3000
+stage image_refine 1500
 # (configs/shapes/vae_decoder.yaml sharpens the decoder with the encoder frozen; the shipped weights keep the
 # stage-1 VAE, whose round trip the evaluation's ceiling row measures.)
-vidldm train configs/shapes/temporal.yaml $EXTRA
+stage temporal 800
 # Direction words: spatio-temporal attention, one known frame at most, then the noisier timesteps.
-vidldm train configs/shapes/temporal_motion.yaml $EXTRA
-vidldm train configs/shapes/temporal_refine.yaml $EXTRA
+stage temporal_motion 1200
+stage temporal_refine 1500
 # Four more cosine cycles from the EMA at lower rates: direction words were still improving.
-vidldm train configs/shapes/temporal_more.yaml $EXTRA
-vidldm train configs/shapes/temporal_polish.yaml $EXTRA
-vidldm train configs/shapes/temporal_polish2.yaml $EXTRA
-vidldm train configs/shapes/temporal_polish3.yaml $EXTRA
+stage temporal_more 0
+stage temporal_polish 0
+stage temporal_polish2 0
+stage temporal_polish3 0
 # Squares' corners: the loss weighted toward the object, then the cleaner timesteps drawn more often.
-vidldm train configs/shapes/temporal_object.yaml $EXTRA
-vidldm train configs/shapes/temporal_object2.yaml $EXTRA
-python scripts/export_shapes.py runs/shapes/temporal_object2/pipeline vidldm/weights/shapes
+stage temporal_object 0
+stage temporal_object2 0
+python scripts/export_shapes.py "$LAST/pipeline" "$OUT"

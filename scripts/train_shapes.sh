@@ -6,8 +6,8 @@
 # CPU (2 cores): about 8 hours, measured stage by stage in docs/shapes-model.md.
 # GPU: EXTRA="--set train.mixed_precision=bf16" bash scripts/train_shapes.sh (the same recipes;
 # raise train.batch_size with --set as memory allows, and lower max_steps to match).
-# QUICK=1: a CPU run that fits in a working session (about 2 hours in the background): the same
-# recipes with fewer steps (the second column below), the first three temporal stages only, and no
+# QUICK=1: a CPU run that fits in a working session (from nothing: about 1 h 45 min, measured): the same
+# recipes with fewer steps (the number after each stage below), the first three temporal stages only, and no
 # export: the package keeps its weights, and `vidldm eval shapes --model runs/shapes/temporal_refine/pipeline
 # --temporal-end 0.7` measures the result (docs/shapes-model.md has its numbers).
 set -euo pipefail

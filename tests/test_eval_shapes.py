@@ -177,5 +177,6 @@ def test_evaluation_report_has_ceilings_floor_and_animation(pipe, tmp_path):
     assert rows["video model"]["colour_acc"] < 1.0  # noise from a random model is not a red circle
     assert animation["n"] == 1 and math.isfinite(animation["first_frame_psnr_db"])
     path = Path(tmp_path) / "evaluation.md"
-    table = write_report(rows, animation, path, "vidldm eval shapes --model tiny", "2 steps")
+    table = write_report(rows, animation, path, "vidldm eval shapes --model tiny", "2 steps", model="tiny")
     assert "real clips through the VAE" in table and "first-frame PSNR" in path.read_text()
+    assert path.read_text().startswith("# Evaluation of `tiny`")  # not "the shipped shapes model"

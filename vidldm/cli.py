@@ -412,7 +412,7 @@ def evaluate(args: argparse.Namespace) -> None:
     for flag, value in (("--steps", args.steps), ("--guidance", args.guidance), ("--temporal-end", args.temporal_end)):
         command += f" {flag} {value:g}" if value is not None else ""  # the report's command must remake it
     settings = f"{steps} steps, guidance {guidance}, temporal layers for {temporal_end:g} of the steps, device {device}"
-    print(write_report(rows, animation, out, command, settings))
+    print(write_report(rows, animation, out, command, settings, model=args.model))
     print(f"animation: first-frame PSNR {animation['first_frame_psnr_db']:.1f} dB, motion {100 * animation['motion_acc']:.1f}%")
     print(f"wrote {out}")
 

@@ -91,10 +91,12 @@ def evaluate(pipe: VideoPipeline, n: int = 210, steps: int = 15, guidance: float
     return rows, animation
 
 
-def write_report(rows: dict[str, dict], animation: dict[str, float], path: Path, command: str, settings: str) -> str:
+def write_report(rows: dict[str, dict], animation: dict[str, float], path: Path, command: str, settings: str,
+                 model: str = "shapes") -> str:
     table = format_table(rows)
+    title = "the shipped shapes model" if model == "shapes" else f"`{model}`"  # a report must not claim the wrong model
     text = (
-        "# Evaluation of the shipped shapes model\n\n"
+        f"# Evaluation of {title}\n\n"
         f"Made with `{command}` ({settings}).\n\n"
         "An oracle reads each clip (the object found by colour against the background: colour, shape, "
         "centroid, area per frame) and compares it with the prompt it was made from. Smoothness is the mean "

@@ -92,7 +92,7 @@ def evaluate(pipe: VideoPipeline, n: int = 210, steps: int = 15, guidance: float
 
 
 def write_report(rows: dict[str, dict], animation: dict[str, float], path: Path, command: str, settings: str,
-                 model: str = "shapes") -> str:
+                 *, model: str) -> str:
     table = format_table(rows)
     title = "the shipped shapes model" if model == "shapes" else f"`{model}`"  # a report must not claim the wrong model
     text = (

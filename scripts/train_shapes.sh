@@ -8,8 +8,8 @@
 # raise train.batch_size with --set as memory allows, and lower max_steps to match).
 # QUICK=1: a CPU run that fits in a working session (from nothing: about 1 h 45 min, measured): the same
 # recipes with fewer steps (the number after each stage below), the first three temporal stages only, and no
-# export: the package keeps its weights, and `vidldm eval shapes --model runs/shapes/temporal_refine/pipeline
-# --temporal-end 0.7` measures the result (docs/shapes-model.md has its numbers).
+# export: the package keeps its weights, and `vidldm eval shapes --model runs/shapes/temporal_refine/pipeline`
+# measures the result (docs/shapes-model.md has its numbers; the pipeline carries the sampling defaults).
 set -euo pipefail
 N=${N:-3000}
 EXTRA=${EXTRA:-}
@@ -51,7 +51,7 @@ stage temporal_polish3 0
 stage temporal_object 0
 stage temporal_object2 0
 if [ "$QUICK" = 1 ]; then
-    echo "quick run done: the model is $LAST/pipeline (vidldm generate --model $LAST/pipeline --temporal-end 0.7 ...)"
+    echo "quick run done: the model is $LAST/pipeline (vidldm generate \"a red circle moving right on a black background\" --model $LAST/pipeline)"
 else
     python scripts/export_shapes.py "$LAST/pipeline" vidldm/weights/shapes
 fi

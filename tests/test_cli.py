@@ -74,6 +74,7 @@ def test_info(capsys):
     assert cli("info", "tiny") == 0
     out = capsys.readouterr().out
     assert "motion adapter" in out and "up to 16 frames" in out
+    assert "sampling defaults (diffusers', the model sets none): num_inference_steps 25, guidance_scale 7.5" in out
 
 
 def test_help_lists_commands(capsys):
@@ -138,3 +139,18 @@ def test_eval_report_names_the_flags_that_remake_it(tmp_path, capsys):
     assert "temporal layers for 0.5 of the steps" in text
     assert cli("eval", "shapes", "--model", "tiny", "--temporal-end", 2, "-o", out) == 2
     assert "--temporal-end must be between 0 and 1" in capsys.readouterr().err
+
+
+def test_a_model_folder_brings_its_sampling_defaults_and_flags_win(tmp_path):
+    from vidldm.loading import tiny_pipeline
+
+    pipe = tiny_pipeline()
+    pipe.set_generation_defaults(num_inference_steps=2, guidance_scale=3.0, temporal_end=0.5)
+    pipe.save_pretrained(tmp_path / "model")
+    small = ["--model", tmp_path / "model", "--frames", 4, "--height", 16, "--width", 16, "-q"]
+    assert cli("generate", "x", *small, "-o", tmp_path / "a.mp4") == 0
+    side = json.loads((tmp_path / "a.json").read_text())
+    assert (side["steps"], side["guidance"], side["temporal_end"]) == (2, 3.0, 0.5)
+    assert cli("generate", "x", *small, "--guidance", 5, "-o", tmp_path / "b.mp4") == 0
+    side = json.loads((tmp_path / "b.json").read_text())
+    assert (side["steps"], side["guidance"], side["temporal_end"]) == (2, 5.0, 0.5)

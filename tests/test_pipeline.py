@@ -166,6 +166,46 @@ def test_save_and_load_pipeline_folder(pipe, tmp_path):
     assert np.array_equal(run(pipe), run(again))
 
 
+def test_a_model_samples_with_its_own_defaults_unless_a_call_says_otherwise(pipe, tmp_path):
+    """`generation_defaults` fill the settings a call leaves out, travel with the folder and with `with_parts`."""
+    tuned = pipe.with_parts()
+    tuned.set_progress_bar_config(disable=True)
+    tuned.set_generation_defaults(num_inference_steps=2, guidance_scale=3.0, temporal_end=0.5)
+    steps = []
+
+    def count(p, i, t, tensors):
+        steps.append(i)
+
+    kept = {k: v for k, v in SMALL.items() if k != "num_inference_steps"}
+    left_out = tuned("a red circle", **kept, num_frames=4, generator=seeded(), callback_on_step_end=count).frames
+    assert steps == [0, 1]
+    spelled_out = run(tuned, "a red circle", num_inference_steps=2, guidance_scale=3.0, temporal_end=0.5)
+    assert np.array_equal(left_out, spelled_out)
+    assert not np.array_equal(run(tuned, "a red circle", num_inference_steps=2, guidance_scale=7.5), spelled_out)  # the call wins
+    assert pipe.generation_defaults == {} and pipe.sampling_defaults()["num_inference_steps"] == 25  # diffusers' own
+
+    tuned.save_pretrained(tmp_path / "p")
+    again = VideoPipeline.from_pretrained(tmp_path / "p")
+    assert again.generation_defaults == {"num_inference_steps": 2, "guidance_scale": 3.0, "temporal_end": 0.5}
+    other = again.with_parts(motion_adapter=tiny_motion_adapter(again.unet))
+    assert other.generation_defaults == again.generation_defaults and other.motion_adapter is not again.motion_adapter
+
+
+@pytest.mark.parametrize(
+    "settings, match",
+    [
+        (dict(steps=20), "unknown sampling setting"),
+        (dict(num_inference_steps=2.5), "positive whole number"),
+        (dict(guidance_scale=-1), "0 or more"),
+        (dict(temporal_end=1.5), "temporal_end must be between 0 and 1"),
+        (dict(guidance_rescale="high"), "must be a number"),
+    ],
+)
+def test_bad_generation_defaults_are_one_line(pipe, settings, match):
+    with pytest.raises(VidldmError, match=match):
+        pipe.with_parts().set_generation_defaults(**settings)
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [

@@ -293,6 +293,8 @@ def test_latent_cache_training(tmp_path, video_folder):
         ({"model": {"noise_schedule": {"prediction_type": "sample"}}}, "prediction_type must be one of epsilon, v_prediction"),
         ({"model": {"noise_schedule": {"rescale_betas_zero_snr": 1}}}, "rescale_betas_zero_snr must be one of true, false, got 1"),
         ({"model": {"noise_schedule": {"rescale_betas_zero_snr": True}}}, "a zero-terminal-SNR schedule needs model.noise_schedule.prediction_type: v_prediction"),
+        ({"sampling": {"steps": 20}}, "sampling: unknown sampling setting 'steps'"),
+        ({"sampling": {"temporal_end": 1.5}}, "sampling: temporal_end must be between 0 and 1, got 1.5"),
     ],
 )
 def test_bad_config_fails_before_loading_a_model(tmp_path, video_folder, monkeypatch, capsys, change, message):
@@ -444,3 +446,15 @@ def test_a_v_prediction_zero_terminal_snr_schedule_trains_and_is_saved_with_the_
     trainer.train()
     saved = load_pipeline(str(tmp_path / "run" / "pipeline")).scheduler.config
     assert (saved.prediction_type, saved.rescale_betas_zero_snr, saved.timestep_spacing) == ("v_prediction", True, "trailing")
+
+
+def test_a_trained_model_carries_its_recipes_sampling_defaults_and_its_bases(tmp_path, video_folder):
+    """`sampling:` is saved with the trained pipeline; a run from that pipeline keeps what its own recipe leaves out."""
+    short = dict(train={"max_steps": 1}, checkpoint={"every": 100})
+    Trainer(load_config(recipe(tmp_path, video_folder, **short, sampling={"num_inference_steps": 7, "temporal_end": 0.5}))).train()
+    first = tmp_path / "run" / "pipeline"
+    assert load_pipeline(str(first)).generation_defaults == {"num_inference_steps": 7, "temporal_end": 0.5}
+    Trainer(load_config(recipe(tmp_path, video_folder, **short, output_dir=str(tmp_path / "run2"),
+                               model={"pretrained": str(first)}, sampling={"guidance_scale": 3.0}))).train()
+    second = load_pipeline(str(tmp_path / "run2" / "pipeline")).generation_defaults
+    assert second == {"num_inference_steps": 7, "temporal_end": 0.5, "guidance_scale": 3.0}

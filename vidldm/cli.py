@@ -213,15 +213,11 @@ def check_numbers(args: argparse.Namespace) -> None:
 
 def sampling_settings(pipe, args: argparse.Namespace) -> tuple[int, float, float, float]:
     """`(steps, guidance, guidance_rescale, temporal_end)`: the flags given, else the model's own sampling
-    defaults (`pipe.generation_defaults`, e.g. the shapes model's), else diffusers' (25 steps, guidance 7.5)."""
-    defaults = getattr(pipe, "generation_defaults", {})
-
-    def pick(flag: str, key: str, fallback: float):
-        value = getattr(args, flag, None)
-        return value if value is not None else defaults.get(key, fallback)
-
-    return (pick("steps", "num_inference_steps", 25), pick("guidance", "guidance_scale", 7.5),
-            pick("guidance_rescale", "guidance_rescale", 0.0), pick("temporal_end", "temporal_end", 1.0))
+    defaults (saved with it, e.g. the shapes model's), else diffusers' (25 steps, guidance 7.5)."""
+    defaults = pipe.sampling_defaults()
+    flags = {"steps": "num_inference_steps", "guidance": "guidance_scale", "guidance_rescale": "guidance_rescale",
+             "temporal_end": "temporal_end"}
+    return tuple(defaults[key] if getattr(args, flag, None) is None else getattr(args, flag) for flag, key in flags.items())
 
 
 def settings_of(args: argparse.Namespace, seed: int) -> dict[str, Any]:
@@ -366,6 +362,8 @@ def info(args: argparse.Namespace) -> None:
           f"{pipe.vae.config.latent_channels} latent channels")
     print(f"  text encoder: {type(pipe.text_encoder).__name__}, {sum(p.numel() for p in pipe.text_encoder.parameters()) / 1e6:.1f}M params")
     print(f"  default size: {u.sample_size * pipe.vae_scale_factor}x{u.sample_size * pipe.vae_scale_factor}, scheduler {type(pipe.scheduler).__name__}")
+    own = "the model's own" if pipe.generation_defaults else "diffusers', the model sets none"
+    print(f"  sampling defaults ({own}): " + ", ".join(f"{k} {v}" for k, v in pipe.sampling_defaults().items()))
     _print_adapter(pipe.motion_adapter)
 
 

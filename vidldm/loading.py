@@ -25,8 +25,6 @@ from vidldm.pipeline import VideoPipeline
 from vidldm.schedulers import base_model_schedule, default_scheduler
 
 BUILTIN = ("tiny", "shapes", "shapes-init")
-# What the shipped model was tuned for; the CLI uses these unless the user sets --steps/--guidance/--temporal-end.
-SHAPES_DEFAULTS = {"num_inference_steps": 20, "guidance_scale": 6.0, "temporal_end": 0.7}
 DTYPES = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
           "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
 
@@ -71,7 +69,7 @@ def load_pipeline(
     if name in BUILTIN:
         pipe = _builtin(name, fresh_adapter_frames)
         if adapter is not None:
-            pipe = _with_adapter(pipe.components, adapter)
+            pipe = pipe.with_parts(motion_adapter=adapter)
     elif path.is_dir():
         pipe = _from_folder(path, adapter, fresh_adapter_frames)
     elif path.is_file():
@@ -98,20 +96,13 @@ def _builtin(name: str, frames: int | None) -> VideoPipeline:
 
     if name == "shapes-init":
         return shapes_init_pipeline()
-    pipe = shapes_pipeline()
-    pipe.generation_defaults = SHAPES_DEFAULTS
-    return pipe
+    return shapes_pipeline()
 
 
 def _adapter(motion_adapter) -> MotionAdapter | None:
     if motion_adapter is None or isinstance(motion_adapter, MotionAdapter):
         return motion_adapter
     return load_motion_adapter(motion_adapter)
-
-
-def _with_adapter(components: dict, adapter: MotionAdapter) -> VideoPipeline:
-    parts = {k: v for k, v in components.items() if k in ("vae", "text_encoder", "tokenizer", "unet", "scheduler", "temporal_decoder")}
-    return VideoPipeline(**parts, motion_adapter=adapter)
 
 
 def _from_folder(path: Path, adapter: MotionAdapter | None, fresh: int | None = None) -> VideoPipeline:
@@ -121,7 +112,7 @@ def _from_folder(path: Path, adapter: MotionAdapter | None, fresh: int | None = 
     kind = json.loads(index.read_text()).get("_class_name")
     if kind == "VideoPipeline":
         pipe = VideoPipeline.from_pretrained(str(path), local_files_only=True)
-        return _with_adapter(pipe.components, adapter) if adapter is not None else pipe
+        return pipe.with_parts(motion_adapter=adapter) if adapter is not None else pipe
     if kind in ("StableDiffusionPipeline", "AnimateDiffPipeline"):
         return _from_diffusers_parts(str(path), adapter, kind, fresh=fresh)
     raise VidldmError(f"'{path}' holds a {kind}; vidldm loads VideoPipeline and Stable Diffusion 1.x/2.x folders")

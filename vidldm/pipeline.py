@@ -18,6 +18,10 @@ Every mode is a choice of inputs to `__call__`:
 diffusers' `control_guidance_end` does for ControlNet): motion is settled at high noise, and the
 last, low-noise steps refine every frame with the image model alone.
 
+A model may carry its own sampling defaults (`generation_defaults`, saved in model_index.json, e.g.
+the shapes model's 20 steps, guidance 6, temporal_end 0.7): a call that leaves `num_inference_steps`,
+`guidance_scale`, `guidance_rescale` or `temporal_end` out uses them, else diffusers' (25, 7.5, 0, 1).
+
 Classifier-free guidance runs the conditional and unconditional halves in one UNet call.
 `enable_fast_paths()` switches on fused q/k/v projections, channels-last memory and regional
 `torch.compile` (see `models/fast.py`); results stay equal to the plain path.
@@ -43,6 +47,7 @@ from vidldm.models.motion import MotionAdapter
 from vidldm.models.video_unet import VideoUNet
 from vidldm.models.video_vae import TemporalDecoder, VideoVAE
 from vidldm.sampling import KnownFrames, denoise, freenoise_noise
+from vidldm.sampling_settings import SAMPLING_DEFAULTS, check_generation_defaults
 from vidldm.schedulers import make_scheduler
 
 OutputType = Literal["pil", "np", "pt", "latent"]
@@ -71,12 +76,32 @@ class VideoPipeline(DiffusionPipeline):
         motion_adapter: MotionAdapter,
         scheduler,
         temporal_decoder: TemporalDecoder | None = None,
+        generation_defaults: dict | None = None,  # e.g. {"num_inference_steps": 20, "temporal_end": 0.7}
     ):
         super().__init__()
         self.register_modules(
             vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
             motion_adapter=motion_adapter, scheduler=scheduler, temporal_decoder=temporal_decoder,
         )
+        self.register_to_config(generation_defaults=check_generation_defaults(generation_defaults or {}))
+
+    # ------------------------------------------------------------------ the model's own settings
+    @property
+    def generation_defaults(self) -> dict[str, float]:
+        """The sampling settings this model was tuned for (a subset of `SAMPLING_DEFAULTS`' keys)."""
+        return dict(self.config.get("generation_defaults") or {})
+
+    def set_generation_defaults(self, **settings: float) -> None:
+        """Lay `settings` over the model's own sampling defaults; they are saved with the pipeline."""
+        self.register_to_config(generation_defaults=check_generation_defaults({**self.generation_defaults, **settings}))
+
+    def sampling_defaults(self) -> dict[str, float]:
+        """Every sampling setting a call may leave out: the model's own, else diffusers'."""
+        return {**SAMPLING_DEFAULTS, **self.generation_defaults}
+
+    def with_parts(self, **parts) -> VideoPipeline:
+        """A new pipeline sharing these modules and sampling defaults, with `parts` replaced (e.g. `motion_adapter=`)."""
+        return VideoPipeline(**{**self.components, **parts}, generation_defaults=self.generation_defaults)
 
     @property
     def video_unet(self) -> VideoUNet:
@@ -240,9 +265,9 @@ class VideoPipeline(DiffusionPipeline):
         num_frames: int | None = None,
         height: int | None = None,
         width: int | None = None,
-        num_inference_steps: int = 25,
-        guidance_scale: float = 7.5,
-        guidance_rescale: float = 0.0,
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
+        guidance_rescale: float | None = None,
         generator: torch.Generator | list[torch.Generator] | None = None,
         latents: torch.Tensor | None = None,
         image=None,
@@ -258,14 +283,19 @@ class VideoPipeline(DiffusionPipeline):
         callback_on_step_end=None,
         callback_on_step_end_tensor_inputs: tuple[str, ...] = ("latents",),
         scheduler: str | None = None,
-        temporal_end: float = 1.0,
+        temporal_end: float | None = None,
         prompt_embeds: torch.Tensor | None = None,
         negative_prompt_embeds: torch.Tensor | None = None,
     ) -> VideoPipelineOutput:
         """Make clips. Shapes: `latents` `(B, C, F, h, w)`; `prompt_embeds` `(B, L, D)` or per frame
         `(B, F, L, D)` instead of `prompt`; `negative_prompt_embeds` `(B, L, D)` or `(1, L, D)` instead of
-        `negative_prompt`. See `VideoPipelineOutput` for the result."""
+        `negative_prompt`. See `VideoPipelineOutput` for the result. Sampling settings left as None take
+        the model's `sampling_defaults()`."""
         device = self._execution_device
+        given = {"num_inference_steps": num_inference_steps, "guidance_scale": guidance_scale,
+                 "guidance_rescale": guidance_rescale, "temporal_end": temporal_end}
+        num_inference_steps, guidance_scale, guidance_rescale, temporal_end = (
+            default if given[key] is None else given[key] for key, default in self.sampling_defaults().items())
         height = height or self.unet.config.sample_size * self.vae_scale_factor
         width = width or self.unet.config.sample_size * self.vae_scale_factor
         video_frames = None

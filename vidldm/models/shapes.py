@@ -53,6 +53,8 @@ UNET_CONFIG = dict(
 # can pool along "two cells left, four frames earlier": what a direction word means (models/temporal.py).
 ADAPTER_CONFIG = dict(max_seq_length=16, num_attention_heads=8, norm_mode="per_frame", cross_attention_dim=384,
                       spatiotemporal_levels=[1, 2])
+# What the shipped weights were tuned for (docs/shapes-model.md); calls and CLI flags that leave a setting out use these.
+SHAPES_DEFAULTS = {"num_inference_steps": 20, "guidance_scale": 6.0, "temporal_end": 0.7}
 
 
 def minilm_folder() -> Path:
@@ -112,5 +114,5 @@ def shapes_pipeline(folder: Path | None = None):
         vae=AutoencoderKL.from_pretrained(str(folder / "vae"), **load), text_encoder=encoder, tokenizer=tokenizer,
         unet=UNet2DConditionModel.from_pretrained(str(folder / "unet"), **load),
         motion_adapter=MotionAdapter.from_pretrained(str(folder / "motion_adapter"), **load),
-        scheduler=scheduler, temporal_decoder=temporal_decoder,
+        scheduler=scheduler, temporal_decoder=temporal_decoder, generation_defaults=SHAPES_DEFAULTS,
     )

@@ -7,6 +7,10 @@
     train: {batch_size: 1, max_steps: 1000, learning_rate: 1.0e-4, ...}
     checkpoint: {every: 500, keep: 3}
     validation: {every: 500, prompts: ["a red circle moving right"]}
+    sampling: {num_inference_steps: 20, guidance_scale: 6.0, temporal_end: 0.7}
+
+`sampling` sets what the saved pipeline generates with when a call or CLI flag leaves a setting out
+(its keys: vidldm.sampling_settings.SAMPLING_DEFAULTS); keys it leaves out keep the base model's.
 
 A recipe may start from another: `base: other.yaml` (a path relative to this file) reads that
 recipe first and lays this one's keys over it, mapping by mapping, so a stage that differs from the
@@ -28,6 +32,7 @@ from typing import Any
 import yaml
 
 from vidldm.errors import VidldmError
+from vidldm.sampling_settings import check_generation_defaults
 
 STAGES = ("temporal", "image", "vae", "decoder")
 # What `model.noise_schedule` may change, e.g. zero terminal SNR (Lin et al. 2023):
@@ -108,8 +113,8 @@ class CheckpointConfig:
 class ValidationConfig:
     every: int = 0                       # 0: only at the end
     prompts: list[str] = field(default_factory=list)
-    num_inference_steps: int = 25
-    guidance_scale: float = 7.5
+    num_inference_steps: int | None = None  # None: the model's sampling defaults (see `sampling`)
+    guidance_scale: float | None = None
     num_frames: int | None = None
 
 
@@ -129,6 +134,7 @@ class Config:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    sampling: dict[str, Any] = field(default_factory=dict)  # the saved model's own sampling defaults
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -278,6 +284,10 @@ def check(config: Config, source: str) -> None:
         if schedule.get("rescale_betas_zero_snr") and schedule.get("prediction_type") != "v_prediction":
             raise VidldmError(f"{source}: a zero-terminal-SNR schedule needs model.noise_schedule.prediction_type: "
                               "v_prediction (at SNR 0 the noise is the input, so predicting it says nothing)")
+    try:
+        config.sampling = check_generation_defaults(config.sampling or {})
+    except VidldmError as err:
+        raise VidldmError(f"{source}: sampling: {err}") from None
     if t.ema_decay is not None and not 0 < t.ema_decay < 1:
         raise VidldmError(f"{source}: train.ema_decay must be between 0 and 1, got {t.ema_decay}")
     if config.stage == "temporal":

@@ -109,6 +109,7 @@ def load_base(config: Config, device):
             pipe.motion_adapter = pipe.motion_adapter.with_spatiotemporal(m.spatiotemporal_levels)
         except ValueError as err:  # levels beyond this UNet's depth: known only once the model is loaded
             raise VidldmError(f"model.{err}") from err
+    pipe.set_generation_defaults(**config.sampling)  # saved with the trained model; unset keys keep the base's
     return pipe
 
 
@@ -330,14 +331,12 @@ class Trainer:
             if self.main and factor is not None:
                 print(f"VAE scaling_factor set to {factor:.4f} (1 / std of the latents)")
         if self.main:
-            from vidldm.pipeline import VideoPipeline
-
             pipe = self.pipe
             if self.config.stage == "temporal" and self.config.train.frame_conditioning > 0:
                 pipe.motion_adapter.register_to_config(frame_conditioning=True)
             part = {"temporal": "motion_adapter", "image": "unet", "vae": "vae", "decoder": "temporal_decoder"}[self.config.stage]
             getattr(pipe, part).save_pretrained(self.out / part)
-            full = VideoPipeline(**pipe.components).to(torch.float32)
+            full = pipe.with_parts().to(torch.float32)
             full.save_pretrained(self.out / "pipeline")
             (self.out / "config.yaml").write_text(_yaml(self.config.to_dict()))
             print(f"saved {self.out / part} and the full pipeline {self.out / 'pipeline'}")
@@ -350,9 +349,8 @@ class Trainer:
         if not (self.main and v.prompts):
             return
         from vidldm.io import write_video
-        from vidldm.pipeline import VideoPipeline
 
-        pipe = VideoPipeline(**self.pipe.components)  # a fresh progress-bar config, same modules
+        pipe = self.pipe.with_parts()  # a fresh progress-bar config, same modules and sampling defaults
         pipe.set_progress_bar_config(disable=True)
         folder = self.out / "validation"
         folder.mkdir(exist_ok=True)

@@ -214,10 +214,9 @@ def check_numbers(args: argparse.Namespace) -> None:
 def sampling_settings(pipe, args: argparse.Namespace) -> tuple[int, float, float, float]:
     """`(steps, guidance, guidance_rescale, temporal_end)`: the flags given, else the model's own sampling
     defaults (saved with it, e.g. the shapes model's), else diffusers' (25 steps, guidance 7.5)."""
-    defaults = pipe.sampling_defaults()
-    flags = {"steps": "num_inference_steps", "guidance": "guidance_scale", "guidance_rescale": "guidance_rescale",
-             "temporal_end": "temporal_end"}
-    return tuple(defaults[key] if getattr(args, flag, None) is None else getattr(args, flag) for flag, key in flags.items())
+    return tuple(pipe.sampling_defaults(
+        num_inference_steps=getattr(args, "steps", None), guidance_scale=getattr(args, "guidance", None),
+        guidance_rescale=getattr(args, "guidance_rescale", None), temporal_end=getattr(args, "temporal_end", None)).values())
 
 
 def settings_of(args: argparse.Namespace, seed: int) -> dict[str, Any]:

@@ -95,9 +95,10 @@ class VideoPipeline(DiffusionPipeline):
         """Lay `settings` over the model's own sampling defaults; they are saved with the pipeline."""
         self.register_to_config(generation_defaults=check_generation_defaults({**self.generation_defaults, **settings}))
 
-    def sampling_defaults(self) -> dict[str, float]:
-        """Every sampling setting a call may leave out: the model's own, else diffusers'."""
-        return {**SAMPLING_DEFAULTS, **self.generation_defaults}
+    def sampling_defaults(self, **given: float | None) -> dict[str, float]:
+        """Every sampling setting a call uses: those `given` that are not None, else the model's own, else diffusers'."""
+        own = {**SAMPLING_DEFAULTS, **self.generation_defaults}
+        return {key: value if given.get(key) is None else given[key] for key, value in own.items()}
 
     def with_parts(self, **parts) -> VideoPipeline:
         """A new pipeline sharing these modules and sampling defaults, with `parts` replaced (e.g. `motion_adapter=`)."""
@@ -292,10 +293,9 @@ class VideoPipeline(DiffusionPipeline):
         `negative_prompt`. See `VideoPipelineOutput` for the result. Sampling settings left as None take
         the model's `sampling_defaults()`."""
         device = self._execution_device
-        given = {"num_inference_steps": num_inference_steps, "guidance_scale": guidance_scale,
-                 "guidance_rescale": guidance_rescale, "temporal_end": temporal_end}
-        num_inference_steps, guidance_scale, guidance_rescale, temporal_end = (
-            default if given[key] is None else given[key] for key, default in self.sampling_defaults().items())
+        num_inference_steps, guidance_scale, guidance_rescale, temporal_end = self.sampling_defaults(
+            num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+            guidance_rescale=guidance_rescale, temporal_end=temporal_end).values()
         height = height or self.unet.config.sample_size * self.vae_scale_factor
         width = width or self.unet.config.sample_size * self.vae_scale_factor
         video_frames = None

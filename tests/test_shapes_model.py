@@ -86,3 +86,49 @@ def test_shipped_model_draws_what_the_prompt_says(shapes):
         drawn += (seen.colour, seen.shape) == (spec["colour"], spec["shape"])
         moved += seen.motion == spec["motion"]
     assert drawn >= 3 and moved >= 3, (drawn, moved)
+
+
+def _export_script():
+    import importlib.util
+
+    path = Path(__file__).resolve().parent.parent / "scripts" / "export_shapes.py"
+    spec = importlib.util.spec_from_file_location("export_shapes", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@needs_weights
+def test_shipped_sampling_defaults_travel_with_the_weights(shapes):
+    import json
+
+    assert shapes.generation_defaults == json.loads((WEIGHTS / "sampling.json").read_text())
+    assert shapes.generation_defaults["num_inference_steps"] == 20  # tuned in docs/shapes-model.md
+
+
+@needs_weights
+def test_an_exported_model_loads_from_its_folder_with_its_sampling_defaults(tmp_path, shapes):
+    """export_shapes.py writes the shipped layout (fp16 parts + sampling.json); `--model FOLDER` loads it."""
+    import json
+
+    from vidldm.errors import VidldmError
+    from vidldm.loading import load_pipeline
+
+    out = tmp_path / "export"
+    _export_script().main(str(WEIGHTS), str(out))
+    assert json.loads((out / "sampling.json").read_text()) == shapes.generation_defaults
+    again = load_pipeline(str(out), device="cpu")
+    assert again.generation_defaults == shapes.generation_defaults
+    for part in ("vae", "unet", "motion_adapter"):
+        a, b = getattr(shapes, part).state_dict(), getattr(again, part).state_dict()
+        assert all(torch.equal(a[k], b[k]) for k in a)  # fp16 -> fp16: nothing lost
+    (out / "sampling.json").write_text(json.dumps({"num_inference_steps": 12}))
+    assert load_pipeline(str(out), device="cpu").generation_defaults == {"num_inference_steps": 12}
+    (out / "sampling.json").unlink()
+    assert load_pipeline(str(out), device="cpu").generation_defaults == {}  # diffusers' defaults then
+    (out / "sampling.json").write_text("{steps: 20")
+    with pytest.raises(VidldmError, match="not valid JSON"):
+        load_pipeline(str(out), device="cpu")
+    (out / "sampling.json").write_text(json.dumps({"steps": 20}))
+    with pytest.raises(VidldmError, match="unknown sampling setting"):
+        load_pipeline(str(out), device="cpu")

@@ -1,7 +1,8 @@
 """`load_pipeline`: one entry point for every model a user may own.
 
 - `"tiny"`: a tiny random pipeline built in code (tests, demos; makes noise, not pictures);
-- a vidldm pipeline folder (`VideoPipeline.save_pretrained`);
+- a vidldm pipeline folder (`VideoPipeline.save_pretrained`), or one in the shipped model's layout
+  (`scripts/export_shapes.py`: vae/, unet/, motion_adapter/, sampling.json; MiniLM text encoder);
 - a local diffusers Stable Diffusion folder (1.x / 2.x) + `motion_adapter=` (an AnimateDiff
   `.ckpt`/`.safetensors`, a diffusers `MotionAdapter` folder or a vidldm adapter folder);
 - a single-file SD checkpoint (`.safetensors`/`.ckpt`) + `config=` a local diffusers folder for its configs;
@@ -108,6 +109,10 @@ def _adapter(motion_adapter) -> MotionAdapter | None:
 def _from_folder(path: Path, adapter: MotionAdapter | None, fresh: int | None = None) -> VideoPipeline:
     index = path / "model_index.json"
     if not index.exists():
+        from vidldm.models.shapes import is_shapes_folder, shapes_pipeline
+
+        if is_shapes_folder(path):  # an exported shapes model: its text encoder is the MiniLM package's
+            return shapes_pipeline(path).with_parts(**({"motion_adapter": adapter} if adapter is not None else {}))
         raise VidldmError(f"'{path}' has no model_index.json; give a vidldm or diffusers pipeline folder")
     kind = json.loads(index.read_text()).get("_class_name")
     if kind == "VideoPipeline":

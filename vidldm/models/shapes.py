@@ -15,6 +15,7 @@ Architecture (Stable-Diffusion-shaped, so every vidldm code path is the one SD u
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -53,8 +54,9 @@ UNET_CONFIG = dict(
 # can pool along "two cells left, four frames earlier": what a direction word means (models/temporal.py).
 ADAPTER_CONFIG = dict(max_seq_length=16, num_attention_heads=8, norm_mode="per_frame", cross_attention_dim=384,
                       spatiotemporal_levels=[1, 2])
-# What the shipped weights were tuned for (docs/shapes-model.md); calls and CLI flags that leave a setting out use these.
-SHAPES_DEFAULTS = {"num_inference_steps": 20, "guidance_scale": 6.0, "temporal_end": 0.7}
+# The sampling settings the weights were tuned for travel beside them (written by scripts/export_shapes.py from
+# the trained pipeline's generation_defaults, i.e. the recipe's `sampling:`); calls that leave a setting out use them.
+SAMPLING_FILE = "sampling.json"
 
 
 def minilm_folder() -> Path:
@@ -90,14 +92,21 @@ def shapes_init_pipeline(seed: int = 0):
     )
 
 
+def is_shapes_folder(folder: Path) -> bool:
+    """A folder in the layout of `vidldm/weights/shapes` (what scripts/export_shapes.py writes): vae/, unet/ and
+    motion_adapter/ and no text encoder, which is the MiniLM package's."""
+    return all((Path(folder) / part / "config.json").exists() for part in ("vae", "unet", "motion_adapter"))
+
+
 def shapes_pipeline(folder: Path | None = None):
-    """The trained shapes model shipped in the package (fp16 files, loaded as fp32)."""
+    """The trained shapes model shipped in the package, or exported to `folder` in its layout (fp16 files, loaded
+    as fp32), with the sampling defaults of the folder's sampling.json."""
     from vidldm.models.video_vae import TemporalDecoder
     from vidldm.pipeline import VideoPipeline
     from vidldm.schedulers import default_scheduler
 
     folder = Path(folder or WEIGHTS)
-    if not (folder / "unet" / "config.json").exists():
+    if not is_shapes_folder(folder):
         raise VidldmError(
             f"the shapes model's weights are not in '{folder}'; reinstall vidldm or train them with scripts/train_shapes.sh"
         )
@@ -110,9 +119,15 @@ def shapes_pipeline(folder: Path | None = None):
     scheduler = default_scheduler()
     if (folder / "scheduler" / "scheduler_config.json").exists():
         scheduler = DDIMScheduler.from_pretrained(str(folder / "scheduler"))
+    defaults = {}
+    if (folder / SAMPLING_FILE).exists():
+        try:
+            defaults = json.loads((folder / SAMPLING_FILE).read_text())
+        except json.JSONDecodeError as err:
+            raise VidldmError(f"'{folder / SAMPLING_FILE}' is not valid JSON ({err}); re-export the model") from err
     return VideoPipeline(
         vae=AutoencoderKL.from_pretrained(str(folder / "vae"), **load), text_encoder=encoder, tokenizer=tokenizer,
         unet=UNet2DConditionModel.from_pretrained(str(folder / "unet"), **load),
         motion_adapter=MotionAdapter.from_pretrained(str(folder / "motion_adapter"), **load),
-        scheduler=scheduler, temporal_decoder=temporal_decoder, generation_defaults=SHAPES_DEFAULTS,
+        scheduler=scheduler, temporal_decoder=temporal_decoder, generation_defaults=defaults,
     )

@@ -13,16 +13,32 @@
 # RESUME=1: continue a run that stopped (a closed session, a time limit): stages this script finished with
 # the same QUICK and EXTRA are kept, a stage stopped part-way continues from its last checkpoint
 # (`vidldm train --resume latest`, exactly where it stopped), and the rest run as usual.
+# SMOKE=1: the whole chain in minutes, to check it before a long run (a GPU lease): 64 clips in
+# data/shapes-smoke, every stage 2 steps, the export into runs/shapes/export (not the package); the model
+# it makes is noise.
 set -euo pipefail
-N=${N:-3000}
 EXTRA=${EXTRA:-}
 QUICK=${QUICK:-0}
 RESUME=${RESUME:-0}
+SMOKE=${SMOKE:-0}
+if [ "$QUICK" = 1 ] && [ "$SMOKE" = 1 ]; then
+    echo "train_shapes.sh: QUICK=1 and SMOKE=1 are two different runs; give one" >&2
+    exit 1
+fi
+N=${N:-$([ "$SMOKE" = 1 ] && echo 64 || echo 3000)}
+DATA=data/shapes
+DEST=vidldm/weights/shapes
+SMOKED=()  # what a smoke run adds to every `vidldm train` and to `vidldm cache`
+if [ "$SMOKE" = 1 ]; then
+    DATA=data/shapes-smoke DEST=runs/shapes/export
+    SMOKED=(--set data.root=$DATA)
+fi
+MODE="QUICK=$QUICK SMOKE=$SMOKE EXTRA=$EXTRA"
 LAST=
 
 # Each step records in FOLDER/.train_shapes what it is doing ("started ..." then "finished ..."), with
-# QUICK and EXTRA, so RESUME=1 neither keeps nor continues a stage made for another mode.
-mark() { echo "$1 QUICK=$QUICK EXTRA=$EXTRA $2" >"$3/.train_shapes"; }
+# QUICK, SMOKE and EXTRA, so RESUME=1 neither keeps nor continues a stage made for another mode.
+mark() { echo "$1 $MODE $2" >"$3/.train_shapes"; }
 
 # state FOLDER WHAT: with RESUME=1, "finished" or "started" where FOLDER holds WHAT made with these
 # settings, else "new"; a folder made with other settings stops the script.
@@ -31,15 +47,15 @@ state() {
     if [ "$RESUME" != 1 ] || [ ! -f "$marker" ]; then echo new; return; fi
     line=$(cat "$marker")
     case "$line" in
-        "finished QUICK=$QUICK EXTRA=$EXTRA $2") echo finished ;;
-        "started QUICK=$QUICK EXTRA=$EXTRA $2") echo started ;;
+        "finished $MODE $2") echo finished ;;
+        "started $MODE $2") echo started ;;
         *) echo "train_shapes.sh: $1 was made by another run ($line); remove it or rerun with its settings" >&2
            exit 1 ;;
     esac
 }
 
 # stage NAME QUICK_STEPS: train configs/shapes/NAME.yaml (into runs/shapes/NAME); a quick run
-# caps it at QUICK_STEPS steps, or skips it where that is 0.
+# caps it at QUICK_STEPS steps, or skips it where that is 0; a smoke run caps every stage at 2 steps.
 stage() {
     local name=$1 quick_steps=$2 cap=() more=() now
     local out=runs/shapes/$name
@@ -47,6 +63,7 @@ stage() {
         [ "$quick_steps" = 0 ] && return 0
         cap=(--set "train.max_steps=$quick_steps")
     fi
+    if [ "$SMOKE" = 1 ]; then cap=("${SMOKED[@]}" --set train.max_steps=2 --set train.warmup_steps=0); fi
     now=$(state "$out" "${cap[*]}")
     LAST=$out
     if [ "$now" = finished ]; then echo "RESUME=1: keeping $out"; return 0; fi
@@ -59,13 +76,13 @@ stage() {
     mark finished "${cap[*]}" "$out"
 }
 
-[ -d data/shapes ] || vidldm make-shapes data/shapes --n "$N" --seed 0
+[ -d $DATA ] || vidldm make-shapes $DATA --n "$N" --seed 0
 stage vae 1500
 # Encode every clip and caption once: the image and temporal stages read latents, not videos.
 cache=$(state runs/shapes/cache cache)
 if [ "$cache" != finished ]; then
     vidldm cache configs/shapes/vae.yaml runs/shapes/cache --overwrite \
-        --set model.pretrained=runs/shapes/vae/pipeline --set data.num_frames=16 --set data.stride=1
+        --set model.pretrained=runs/shapes/vae/pipeline --set data.num_frames=16 --set data.stride=1 "${SMOKED[@]}"
     mark finished cache runs/shapes/cache
 fi
 stage image 3000
@@ -87,5 +104,8 @@ stage temporal_object2 0
 if [ "$QUICK" = 1 ]; then
     echo "quick run done: the model is $LAST/pipeline (vidldm generate \"a red circle moving right on a black background\" --model $LAST/pipeline)"
 else
-    python scripts/export_shapes.py "$LAST/pipeline" vidldm/weights/shapes
+    python scripts/export_shapes.py "$LAST/pipeline" "$DEST"
+    if [ "$SMOKE" = 1 ]; then
+        echo "smoke run done: every stage ran and exported into $DEST (vidldm generate \"a red circle\" --model $DEST)"
+    fi
 fi

@@ -7,9 +7,11 @@ import os
 import shutil
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "train_shapes.sh"
 pytestmark = pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
@@ -89,3 +91,37 @@ def test_resume_refuses_stages_made_in_another_mode(tmp_path):
     assert "runs/shapes/vae was made by another run" in err
     rc, lines, _ = run(tmp_path)  # without RESUME a full run simply trains every stage again
     assert rc == 0 and trained(lines) == STAGES
+
+
+def test_quick_and_smoke_together_are_refused(tmp_path):
+    rc, lines, err = run(tmp_path, QUICK="1", SMOKE="1")
+    assert rc != 0 and lines == []
+    assert "QUICK=1 and SMOKE=1 are two different runs" in err
+
+
+def test_smoke_run_trains_the_real_chain_from_nothing_and_exports_a_loadable_model(tmp_path):
+    """SMOKE=1 with the real `vidldm`: every recipe loads the stage before it, the cache and the export run,
+    and the exported folder loads with the sampling settings of the recipes (2 steps a stage: about 2 min)."""
+    from vidldm.loading import load_pipeline
+
+    repo = SCRIPT.parents[1]
+    for part in ("configs", "scripts"):
+        shutil.copytree(repo / part, tmp_path / part)
+    bin_dir = str(Path(sys.executable).parent)  # this environment's `vidldm` and `python`
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "SMOKE": "1", "N": "16"}
+    done = subprocess.run(["bash", "scripts/train_shapes.sh"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "smoke run done" in done.stdout
+    assert not (tmp_path / "data" / "shapes").exists()  # a full run's data folder is left to the full run
+    runs = tmp_path / "runs" / "shapes"
+    for name in STAGES:
+        assert (runs / name / "pipeline").is_dir(), name
+        assert (runs / name / ".train_shapes").read_text().startswith("finished QUICK=0 SMOKE=1"), name
+    pipe = load_pipeline(str(runs / "export"))
+    assert pipe.generation_defaults == {"num_inference_steps": 20, "guidance_scale": 6.0, "temporal_end": 0.7}
+    # The temporal stages train only the adapter: the exported UNet is the image stage's, in fp16.
+    image = load_pipeline(str(runs / "image_refine" / "pipeline"))
+    got, want = pipe.unet.state_dict(), image.unet.state_dict()
+    assert got.keys() == want.keys()
+    for name in want:
+        assert torch.equal(got[name], want[name].half().float()), name

@@ -60,6 +60,27 @@ def test_sidecar_makes_the_same_clip_again(tmp_path):
     assert np.array_equal(read_video(out)[0], read_video(again)[0])
 
 
+def test_replay_of_a_sidecar_older_than_a_setting_uses_the_behaviour_of_its_time(tmp_path):
+    """A sidecar written before temporal_end / guidance_rescale existed replays with the temporal layers at every
+    step and no rescale, not with the model's default today (the shapes model's temporal_end is 0.7)."""
+    out = tmp_path / "clip.gif"
+    assert cli("generate", "a red circle moving right on a black background", "--frames", 4, "--steps", 2,
+               "--seed", 3, "-q", "-o", out) == 0
+    side = json.loads(out.with_suffix(".json").read_text())
+    assert side["temporal_end"] == 0.7
+    for key in ("temporal_end", "guidance_rescale"):
+        del side[key]
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps(side))
+    again = tmp_path / "again.gif"
+    assert cli("replay", old, "-o", again, "-q") == 0
+    replayed = json.loads(again.with_suffix(".json").read_text())
+    assert (replayed["temporal_end"], replayed["guidance_rescale"]) == (1.0, 0.0)
+    assert cli("generate", "a red circle moving right on a black background", "--frames", 4, "--steps", 2,
+               "--seed", 3, "-q", "--temporal-end", 1, "-o", tmp_path / "full.gif") == 0
+    assert np.array_equal(read_video(again)[0], read_video(tmp_path / "full.gif")[0])
+
+
 def test_animate_restyle_extend(tmp_path, clip_file):
     still = tmp_path / "still.png"
     Image.fromarray(np.full((16, 16, 3), 200, np.uint8)).save(still)

@@ -22,6 +22,14 @@ from vidldm.loading import load_pipeline
 from vidldm.models.shapes import SAMPLING_FILE
 
 
+def drop_source_path(config: Path) -> None:
+    """diffusers writes where a module was loaded from (`_name_or_path`): here a training run's folder, which the
+    weights' users do not have. Loading sets it again to the folder loaded from."""
+    data = json.loads(config.read_text())
+    data.pop("_name_or_path", None)
+    config.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
 def main(src: str, dst: str, vae: str | None = None) -> None:
     pipe = load_pipeline(src, device="cpu")
     if vae is not None:
@@ -34,6 +42,7 @@ def main(src: str, dst: str, vae: str | None = None) -> None:
         parts["temporal_decoder"] = pipe.temporal_decoder
     for name, module in parts.items():
         module.to(torch.float16).save_pretrained(tmp / name)
+        drop_source_path(tmp / name / "config.json")
     pipe.scheduler.save_pretrained(tmp / "scheduler")  # the noise schedule the weights were trained with
     (tmp / SAMPLING_FILE).write_text(json.dumps(pipe.generation_defaults, indent=2) + "\n")
     shutil.rmtree(out, ignore_errors=True)

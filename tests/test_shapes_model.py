@@ -122,6 +122,9 @@ def test_an_exported_model_loads_from_its_folder_with_its_sampling_defaults(tmp_
     for part in ("vae", "unet", "motion_adapter"):
         a, b = getattr(shapes, part).state_dict(), getattr(again, part).state_dict()
         assert all(torch.equal(a[k], b[k]) for k in a)  # fp16 -> fp16: nothing lost
+        # The configs name no training folder (users have none); the shipped ones neither.
+        for folder in (out, WEIGHTS):
+            assert "_name_or_path" not in json.loads((folder / part / "config.json").read_text())
     (out / "sampling.json").write_text(json.dumps({"num_inference_steps": 12}))
     assert load_pipeline(str(out), device="cpu").generation_defaults == {"num_inference_steps": 12}
     (out / "sampling.json").unlink()

@@ -102,13 +102,20 @@ def test_quick_and_smoke_together_are_refused(tmp_path):
 def test_smoke_run_trains_the_real_chain_from_nothing_and_exports_a_loadable_model(tmp_path):
     """SMOKE=1 with the real `vidldm`: every recipe loads the stage before it, the cache and the export run,
     and the exported folder loads with the sampling settings of the recipes (2 steps a stage: about 2 min)."""
-    from vidldm.loading import load_pipeline
-
     repo = SCRIPT.parents[1]
     for part in ("configs", "scripts"):
         shutil.copytree(repo / part, tmp_path / part)
     bin_dir = str(Path(sys.executable).parent)  # this environment's `vidldm` and `python`
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "SMOKE": "1", "N": "16"}
+    try:
+        _check_smoke_run(tmp_path, env)
+    finally:  # 12 stages' pipelines and checkpoints: 2.6 GB that pytest would otherwise keep
+        shutil.rmtree(tmp_path / "runs", ignore_errors=True)
+
+
+def _check_smoke_run(tmp_path: Path, env: dict[str, str]) -> None:
+    from vidldm.loading import load_pipeline
+
     done = subprocess.run(["bash", "scripts/train_shapes.sh"], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "smoke run done" in done.stdout

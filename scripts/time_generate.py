@@ -28,7 +28,8 @@ def one_run(prompt: str, extra: list[str], out: Path, seed: int) -> tuple[float,
     done = subprocess.run(argv, capture_output=True, text=True)
     wall = time.perf_counter() - start
     if done.returncode != 0:
-        sys.exit(f"vidldm generate failed (exit {done.returncode}): {done.stderr.strip().splitlines()[-1:]}")
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        sys.exit(f"vidldm generate failed (exit {done.returncode}): {last}")
     found = re.search(r" in ([0-9.]+)s$", done.stdout.strip())
     if found is None:
         sys.exit(f"vidldm generate printed no time: {done.stdout.strip()!r}")

@@ -11,11 +11,11 @@
 # export: the package keeps its weights, and `vidldm eval shapes --model runs/shapes/temporal_refine/pipeline`
 # measures the result (docs/shapes-model.md has its numbers; the pipeline carries the sampling defaults).
 # RESUME=1: continue a run that stopped (a closed session, a time limit): stages this script finished with
-# the same QUICK and EXTRA are kept, a stage stopped part-way continues from its last checkpoint
+# the same QUICK, SMOKE and EXTRA are kept, a stage stopped part-way continues from its last checkpoint
 # (`vidldm train --resume latest`, exactly where it stopped), and the rest run as usual.
 # SMOKE=1: the whole chain in minutes, to check it before a long run (a GPU lease): 64 clips in
-# data/shapes-smoke, every stage 2 steps, the export into runs/shapes/export (not the package); the model
-# it makes is noise.
+# data/shapes-smoke, every stage 2 steps, all of it in runs/shapes-smoke (the export too, not the package),
+# so a long run's folders are never touched; the model it makes is noise.
 set -euo pipefail
 EXTRA=${EXTRA:-}
 QUICK=${QUICK:-0}
@@ -26,13 +26,8 @@ if [ "$QUICK" = 1 ] && [ "$SMOKE" = 1 ]; then
     exit 1
 fi
 N=${N:-$([ "$SMOKE" = 1 ] && echo 64 || echo 3000)}
-DATA=data/shapes
-DEST=vidldm/weights/shapes
-SMOKED=()  # what a smoke run adds to every `vidldm train` and to `vidldm cache`
-if [ "$SMOKE" = 1 ]; then
-    DATA=data/shapes-smoke DEST=runs/shapes/export
-    SMOKED=(--set data.root=$DATA)
-fi
+DATA=data/shapes RUNS=runs/shapes DEST=vidldm/weights/shapes
+if [ "$SMOKE" = 1 ]; then DATA=data/shapes-smoke RUNS=runs/shapes-smoke DEST=runs/shapes-smoke/export; fi
 MODE="QUICK=$QUICK SMOKE=$SMOKE EXTRA=$EXTRA"
 LAST=
 
@@ -55,20 +50,26 @@ state() {
 }
 
 # stage NAME QUICK_STEPS: train configs/shapes/NAME.yaml (into runs/shapes/NAME); a quick run
-# caps it at QUICK_STEPS steps, or skips it where that is 0; a smoke run caps every stage at 2 steps.
+# caps it at QUICK_STEPS steps, or skips it where that is 0; a smoke run caps every stage at 2 steps and
+# points it at runs/shapes-smoke (its output, the cache, and the stage before it: the recipes form one chain).
 stage() {
     local name=$1 quick_steps=$2 cap=() more=() now
-    local out=runs/shapes/$name
+    local out=$RUNS/$name
     if [ "$QUICK" = 1 ]; then
         [ "$quick_steps" = 0 ] && return 0
         cap=(--set "train.max_steps=$quick_steps")
     fi
-    if [ "$SMOKE" = 1 ]; then cap=("${SMOKED[@]}" --set train.max_steps=2 --set train.warmup_steps=0); fi
+    if [ "$SMOKE" = 1 ]; then
+        cap=(--set "data.root=$DATA" --set "output_dir=$out" --set train.max_steps=2 --set train.warmup_steps=0)
+        if [ -n "$LAST" ]; then cap+=(--set "data.latent_cache=$RUNS/cache" --set "model.pretrained=$LAST/pipeline"); fi
+    fi
     now=$(state "$out" "${cap[*]}")
     LAST=$out
     if [ "$now" = finished ]; then echo "RESUME=1: keeping $out"; return 0; fi
     if [ "$now" = started ] && compgen -G "$out/checkpoints/step-*/state.json" >/dev/null; then
         more=(--resume latest)
+    else  # a fresh start: an earlier run's checkpoints there must not be what a later RESUME=1 continues
+        rm -rf "$out/checkpoints"
     fi
     mkdir -p "$out" && mark started "${cap[*]}" "$out"
     # shellcheck disable=SC2086  # EXTRA is a list of flags
@@ -79,11 +80,11 @@ stage() {
 [ -d $DATA ] || vidldm make-shapes $DATA --n "$N" --seed 0
 stage vae 1500
 # Encode every clip and caption once: the image and temporal stages read latents, not videos.
-cache=$(state runs/shapes/cache cache)
+cache=$(state $RUNS/cache cache)
 if [ "$cache" != finished ]; then
-    vidldm cache configs/shapes/vae.yaml runs/shapes/cache --overwrite \
-        --set model.pretrained=runs/shapes/vae/pipeline --set data.num_frames=16 --set data.stride=1 "${SMOKED[@]}"
-    mark finished cache runs/shapes/cache
+    vidldm cache configs/shapes/vae.yaml $RUNS/cache --overwrite --set "data.root=$DATA" \
+        --set model.pretrained=$RUNS/vae/pipeline --set data.num_frames=16 --set data.stride=1
+    mark finished cache $RUNS/cache
 fi
 stage image 3000
 stage image_refine 1500

@@ -133,5 +133,5 @@ def test_an_exported_model_loads_from_its_folder_with_its_sampling_defaults(tmp_
     with pytest.raises(VidldmError, match="not valid JSON"):
         load_pipeline(str(out), device="cpu")
     (out / "sampling.json").write_text(json.dumps({"steps": 20}))
-    with pytest.raises(VidldmError, match="unknown sampling setting"):
+    with pytest.raises(VidldmError, match="sampling.json.: unknown sampling setting .steps."):
         load_pipeline(str(out), device="cpu")

@@ -1,7 +1,8 @@
 """scripts/train_shapes.sh's control flow, with stand-ins for `vidldm` and `python` on PATH.
 
-The stand-ins log each command and make the folders the real ones would; `vidldm train` fails
-part-way (leaving a checkpoint, as a stopped run does) for the stage named in STOP_AT."""
+The stand-ins log each command and make the folders the real ones would (in the recipe's output_dir, or
+the one `--set output_dir=` gives); `vidldm train` fails part-way for the stage named in STOP_AT, leaving a
+checkpoint as a stopped run does, or none for the stage named in STOP_BARE (stopped before its first)."""
 
 import os
 import shutil
@@ -22,10 +23,15 @@ case "$1" in
   make-shapes) mkdir -p "$2" ;;
   cache) mkdir -p "$3" ;;
   train)
-    name=$(basename "$2" .yaml); out=runs/shapes/$name
+    name=$(basename "$2" .yaml); out=runs/shapes/$name; prev=
+    for arg in "$@"; do
+      if [ "$prev" = --set ]; then case "$arg" in output_dir=*) out=${arg#output_dir=} ;; esac; fi
+      prev=$arg
+    done
     if [ "${STOP_AT:-}" = "$name" ]; then
       mkdir -p "$out/checkpoints/step-000100" && echo {} >"$out/checkpoints/step-000100/state.json"; exit 3
     fi
+    [ "${STOP_BARE:-}" = "$name" ] && exit 3
     mkdir -p "$out/pipeline" ;;
 esac
 """
@@ -93,6 +99,30 @@ def test_resume_refuses_stages_made_in_another_mode(tmp_path):
     assert rc == 0 and trained(lines) == STAGES
 
 
+def test_a_fresh_start_clears_old_checkpoints_so_resume_cannot_continue_another_run(tmp_path):
+    assert run(tmp_path, STOP_AT="temporal")[0] != 0  # leaves runs/shapes/temporal/checkpoints/step-000100
+    rc, lines, _ = run(tmp_path, STOP_BARE="temporal")  # starts over, stopped before its first checkpoint
+    assert rc != 0 and not (tmp_path / "runs/shapes/temporal/checkpoints").exists()
+    rc, lines, _ = run(tmp_path, RESUME="1")
+    assert rc == 0 and "vidldm train configs/shapes/temporal.yaml" in lines  # from the start, not --resume
+
+
+def test_smoke_run_keeps_to_its_own_folders(tmp_path):
+    rc, lines, _ = run(tmp_path, SMOKE="1")
+    assert rc == 0 and trained(lines) == STAGES
+    assert lines[0].startswith("vidldm make-shapes data/shapes-smoke --n 64")
+    assert not (tmp_path / "runs" / "shapes").exists() and not (tmp_path / "data" / "shapes").exists()
+    motion = next(line for line in lines if "temporal_motion.yaml" in line)
+    assert "--set output_dir=runs/shapes-smoke/temporal_motion" in motion
+    assert "--set model.pretrained=runs/shapes-smoke/temporal/pipeline" in motion
+    assert lines[-1] == ("python scripts/export_shapes.py runs/shapes-smoke/temporal_object2/pipeline "
+                         "runs/shapes-smoke/export")
+    # A long run after it, stopped and resumed, never meets the smoke run's folders.
+    assert run(tmp_path, STOP_AT="temporal")[0] != 0
+    rc, lines, _ = run(tmp_path, RESUME="1")
+    assert rc == 0 and trained(lines) == STAGES[3:]
+
+
 def test_quick_and_smoke_together_are_refused(tmp_path):
     rc, lines, err = run(tmp_path, QUICK="1", SMOKE="1")
     assert rc != 0 and lines == []
@@ -119,8 +149,9 @@ def _check_smoke_run(tmp_path: Path, env: dict[str, str]) -> None:
     done = subprocess.run(["bash", "scripts/train_shapes.sh"], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "smoke run done" in done.stdout
-    assert not (tmp_path / "data" / "shapes").exists()  # a full run's data folder is left to the full run
-    runs = tmp_path / "runs" / "shapes"
+    assert not (tmp_path / "data" / "shapes").exists()  # a long run's folders are left to the long run
+    assert not (tmp_path / "runs" / "shapes").exists()
+    runs = tmp_path / "runs" / "shapes-smoke"
     for name in STAGES:
         assert (runs / name / "pipeline").is_dir(), name
         assert (runs / name / ".train_shapes").read_text().startswith("finished QUICK=0 SMOKE=1"), name

@@ -113,7 +113,8 @@ def _from_folder(path: Path, adapter: MotionAdapter | None, fresh: int | None = 
 
         if is_shapes_folder(path):  # an exported shapes model: its text encoder is the MiniLM package's
             return shapes_pipeline(path).with_parts(**({"motion_adapter": adapter} if adapter is not None else {}))
-        raise VidldmError(f"'{path}' has no model_index.json; give a vidldm or diffusers pipeline folder")
+        raise VidldmError(f"'{path}' has no model_index.json; give a vidldm or diffusers pipeline folder, or an "
+                          "exported shapes model (vae/, unet/ and motion_adapter/, each with a config.json)")
     kind = json.loads(index.read_text()).get("_class_name")
     if kind == "VideoPipeline":
         pipe = VideoPipeline.from_pretrained(str(path), local_files_only=True)

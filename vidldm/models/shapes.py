@@ -98,6 +98,20 @@ def is_shapes_folder(folder: Path) -> bool:
     return all((Path(folder) / part / "config.json").exists() for part in ("vae", "unet", "motion_adapter"))
 
 
+def read_sampling_file(path: Path) -> dict[str, float]:
+    """The checked sampling defaults in `path` (a weights folder's sampling.json); {} where there is none."""
+    from vidldm.sampling_settings import check_generation_defaults
+
+    if not path.exists():
+        return {}
+    try:
+        return check_generation_defaults(json.loads(path.read_text()))
+    except json.JSONDecodeError as err:
+        raise VidldmError(f"'{path}' is not valid JSON ({err}); re-export the model") from err
+    except VidldmError as err:
+        raise VidldmError(f"'{path}': {err}") from err
+
+
 def shapes_pipeline(folder: Path | None = None):
     """The trained shapes model shipped in the package, or exported to `folder` in its layout (fp16 files, loaded
     as fp32), with the sampling defaults of the folder's sampling.json."""
@@ -110,6 +124,7 @@ def shapes_pipeline(folder: Path | None = None):
         raise VidldmError(
             f"the shapes model's weights are not in '{folder}'; reinstall vidldm or train them with scripts/train_shapes.sh"
         )
+    defaults = read_sampling_file(folder / SAMPLING_FILE)  # before the weights: a typo there fails at once
     tokenizer, encoder = minilm_text_encoder()
     load = dict(torch_dtype=torch.float32)
     temporal_decoder = None
@@ -119,12 +134,6 @@ def shapes_pipeline(folder: Path | None = None):
     scheduler = default_scheduler()
     if (folder / "scheduler" / "scheduler_config.json").exists():
         scheduler = DDIMScheduler.from_pretrained(str(folder / "scheduler"))
-    defaults = {}
-    if (folder / SAMPLING_FILE).exists():
-        try:
-            defaults = json.loads((folder / SAMPLING_FILE).read_text())
-        except json.JSONDecodeError as err:
-            raise VidldmError(f"'{folder / SAMPLING_FILE}' is not valid JSON ({err}); re-export the model") from err
     return VideoPipeline(
         vae=AutoencoderKL.from_pretrained(str(folder / "vae"), **load), text_encoder=encoder, tokenizer=tokenizer,
         unet=UNet2DConditionModel.from_pretrained(str(folder / "unet"), **load),

@@ -25,9 +25,9 @@ if [ "$QUICK" = 1 ] && [ "$SMOKE" = 1 ]; then
     echo "train_shapes.sh: QUICK=1 and SMOKE=1 are two different runs; give one" >&2
     exit 1
 fi
-N=${N:-$([ "$SMOKE" = 1 ] && echo 64 || echo 3000)}
-DATA=data/shapes RUNS=runs/shapes DEST=vidldm/weights/shapes
-if [ "$SMOKE" = 1 ]; then DATA=data/shapes-smoke RUNS=runs/shapes-smoke DEST=runs/shapes-smoke/export; fi
+CLIPS=3000 DATA=data/shapes RUNS=runs/shapes DEST=vidldm/weights/shapes
+if [ "$SMOKE" = 1 ]; then CLIPS=64 DATA=data/shapes-smoke RUNS=runs/shapes-smoke DEST=runs/shapes-smoke/export; fi
+N=${N:-$CLIPS}
 MODE="QUICK=$QUICK SMOKE=$SMOKE EXTRA=$EXTRA"
 LAST=
 

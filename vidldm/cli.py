@@ -330,7 +330,7 @@ def replay(args: argparse.Namespace) -> Path:
              "context_overlap": "--context-overlap", "fps": "--fps"}
     # Sidecars record every sampling setting; one that lacks a setting predates it, when vidldm behaved as this
     # value does (the model's default today, e.g. the shapes model's temporal_end 0.7, would make another clip).
-    saved = {**{"guidance_rescale": 0.0, "temporal_end": 1.0}, **saved}
+    saved = {"guidance_rescale": 0.0, "temporal_end": 1.0, **saved}
     for key, flag in flags.items():
         if key in saved:
             argv += [flag, str(saved[key])]

@@ -68,9 +68,7 @@ def load_pipeline(
     name = str(name_or_path)
     path = Path(name).expanduser()
     if name in BUILTIN:
-        pipe = _builtin(name, fresh_adapter_frames)
-        if adapter is not None:
-            pipe = pipe.with_parts(motion_adapter=adapter)
+        pipe = _with_adapter(_builtin(name, fresh_adapter_frames), adapter)
     elif path.is_dir():
         pipe = _from_folder(path, adapter, fresh_adapter_frames)
     elif path.is_file():
@@ -106,19 +104,23 @@ def _adapter(motion_adapter) -> MotionAdapter | None:
     return load_motion_adapter(motion_adapter)
 
 
+def _with_adapter(pipe: VideoPipeline, adapter: MotionAdapter | None) -> VideoPipeline:
+    """`pipe` with the adapter the user gave in place of its own (the same pipeline when none was given)."""
+    return pipe if adapter is None else pipe.with_parts(motion_adapter=adapter)
+
+
 def _from_folder(path: Path, adapter: MotionAdapter | None, fresh: int | None = None) -> VideoPipeline:
     index = path / "model_index.json"
     if not index.exists():
         from vidldm.models.shapes import is_shapes_folder, shapes_pipeline
 
         if is_shapes_folder(path):  # an exported shapes model: its text encoder is the MiniLM package's
-            return shapes_pipeline(path).with_parts(**({"motion_adapter": adapter} if adapter is not None else {}))
+            return _with_adapter(shapes_pipeline(path), adapter)
         raise VidldmError(f"'{path}' has no model_index.json; give a vidldm or diffusers pipeline folder, or an "
                           "exported shapes model (vae/, unet/ and motion_adapter/, each with a config.json)")
     kind = json.loads(index.read_text()).get("_class_name")
     if kind == "VideoPipeline":
-        pipe = VideoPipeline.from_pretrained(str(path), local_files_only=True)
-        return pipe.with_parts(motion_adapter=adapter) if adapter is not None else pipe
+        return _with_adapter(VideoPipeline.from_pretrained(str(path), local_files_only=True), adapter)
     if kind in ("StableDiffusionPipeline", "AnimateDiffPipeline"):
         return _from_diffusers_parts(str(path), adapter, kind, fresh=fresh)
     raise VidldmError(f"'{path}' holds a {kind}; vidldm loads VideoPipeline and Stable Diffusion 1.x/2.x folders")

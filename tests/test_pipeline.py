@@ -98,9 +98,15 @@ def test_restyle_strength_zero_returns_input(pipe):
 
 def test_extend_keeps_known_frames(pipe):
     clip = np.stack([still(s) for s in range(6)])
-    out = run(pipe, video=clip, extend=True, num_frames=6, num_known_frames=2)[0]
-    assert out.shape[0] == 6
-    np.testing.assert_allclose(out[:2], round_trip(pipe, clip[-2:]), atol=2e-3)
+    out = run(pipe, video=clip, extend=True, num_frames=6, num_known_frames=2, output_type="latent")
+    assert out.shape[2] == 6  # the window: 2 known frames, 4 new
+    frames = run(pipe, video=clip, extend=True, num_frames=6, num_known_frames=2)[0]
+    assert frames.shape[0] == 6 + 6 - 2  # the input, then the new frames
+    np.testing.assert_allclose(frames[:6], clip / 255, atol=1e-6)
+    with torch.no_grad():
+        decoded = VideoVAE(pipe.vae).decode(out[:, :, :2])
+    np.testing.assert_allclose((decoded / 2 + 0.5).clamp(0, 1)[0].permute(1, 2, 3, 0).numpy(),
+                               round_trip(pipe, clip[-2:]), atol=2e-3)  # the known frames stay what they were
 
 
 def test_prompt_travel_uses_each_prompt():

@@ -158,7 +158,7 @@ def test_two_processes_with_accelerate(tmp_path, video_folder):
     assert proc.returncode == 0, proc.stderr[-3000:]
     ckpt = tmp_path / "run" / "checkpoints" / "step-000002"
     assert sorted(p.name for p in ckpt.iterdir()) == [
-        "optimizer.pt", "rng-0.pt", "rng-1.pt", "scheduler.pt", "state.json", "weights.safetensors"]
+        "optimizer.pt", "rng-0.safetensors", "rng-1.safetensors", "scheduler.pt", "state.json", "weights.safetensors"]
     assert json.loads((ckpt / "state.json").read_text())["processes"] == 2
 
 

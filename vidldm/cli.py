@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import random
 import re
+import signal
 import sys
 import time
 from pathlib import Path
@@ -174,9 +176,18 @@ def resolve_output(args: argparse.Namespace, seed: int) -> Path:
     is_folder = args.output.endswith(("/", os.sep)) or out.is_dir() or not out.suffix
     if not is_folder and out.suffix.lower() not in OUTPUT_SUFFIXES:
         raise VidldmError(f"cannot write '{out.name}': use one of {', '.join(OUTPUT_SUFFIXES)} or a folder/")
-    if not out.parent.exists():
-        raise VidldmError(f"output folder '{out.parent}' does not exist; create it first")
+    check_output_folder(out.parent)
     return out
+
+
+def check_output_folder(folder: Path) -> None:
+    """Before any work: the folder to write into exists and is a folder (a file on the way says so)."""
+    if folder.is_dir():
+        return
+    for above in (folder, *folder.parents):
+        if above.exists() and not above.is_dir():
+            raise VidldmError(f"cannot write into '{folder}': '{above}' is a file, not a folder")
+    raise VidldmError(f"output folder '{folder}' does not exist; create it first")
 
 
 def check_unit_interval(args: argparse.Namespace, flag: str) -> None:
@@ -193,11 +204,21 @@ def check_count(args: argparse.Namespace, flag: str) -> None:
         raise VidldmError(f"{flag} must be at least 1, got {value}")
 
 
+def check_finite(args: argparse.Namespace) -> None:
+    """nan and inf parse as floats; no setting means anything with them (inf guidance made black clips)."""
+    for name, value in vars(args).items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise VidldmError(f"--{name.replace('_', '-')} must be a finite number, got {value}")
+
+
 def check_numbers(args: argparse.Namespace) -> None:
+    check_finite(args)
     for flag in ("--frames", "--steps"):
         check_count(args, flag)
     if args.fps <= 0:
         raise VidldmError(f"--fps must be positive, got {args.fps}")
+    if args.guidance is not None and args.guidance < 0:
+        raise VidldmError(f"--guidance must be at least 0, got {args.guidance}")
     for name in ("height", "width"):
         v = getattr(args, name)
         if v is not None and v < 1:
@@ -259,7 +280,6 @@ def run_mode(args: argparse.Namespace) -> Path:
         temporal_end=args.temporal_end, scheduler=args.scheduler,
         context_overlap=args.context_overlap, generator=torch.Generator(device="cpu").manual_seed(seed), output_type="np",
     )
-    video_frames = None
     if args.command == "animate":
         kwargs.update(image=args.image, image_conditioning=args.image_conditioning)
     elif args.command == "restyle":
@@ -267,20 +287,8 @@ def run_mode(args: argparse.Namespace) -> Path:
     elif args.command == "extend":
         from vidldm.io import read_video
 
-        video_frames, _ = read_video(args.video)
-        kwargs.update(video=video_frames, extend=True, num_known_frames=args.known_frames, image_conditioning=args.image_conditioning)
-    frames = pipe(prompt, **kwargs).frames[0]
-    if video_frames is not None:  # input followed by the new frames (the known ones are already in the input)
-        import numpy as np
-
-        from vidldm.frames import frames_to_tensor
-        from vidldm.pipeline import default_known_frames
-
-        k = args.known_frames or default_known_frames(frames.shape[0])
-        h, w = frames.shape[1:3]
-        original = (frames_to_tensor(video_frames, h, w).permute(0, 2, 3, 1).numpy() + 1) / 2
-        frames = np.concatenate([original, frames[k:]])
-
+        kwargs.update(video=read_video(args.video)[0], extend=True, num_known_frames=args.known_frames, image_conditioning=args.image_conditioning)
+    frames = pipe(prompt, **kwargs).frames[0]  # extend: the input followed by the new frames
     write_clip(frames, output, args.fps)
     write_sidecar(output, settings_of(args, seed))
     print(f"wrote {output} ({frames.shape[0]} frames, {frames.shape[2]}x{frames.shape[1]}, seed {seed}) "
@@ -302,10 +310,11 @@ def sidecar_path(output: Path) -> Path:
 
 
 def write_sidecar(output: Path, settings: dict[str, Any]) -> None:
-    path = sidecar_path(output)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps({"vidldm": __version__, **settings, "output": str(output)}, indent=2) + "\n")
-    os.replace(tmp, path)
+    from vidldm import atomic
+
+    # allow_nan=False: a sidecar is JSON other tools read, and NaN/Infinity are not JSON
+    text = json.dumps({"vidldm": __version__, **settings, "output": str(output)}, indent=2, allow_nan=False)
+    atomic.write_text(sidecar_path(output), text + "\n")
 
 
 def replay(args: argparse.Namespace) -> Path:
@@ -400,8 +409,7 @@ def evaluate(args: argparse.Namespace) -> None:
     check_count(args, "--steps")
     check_unit_interval(args, "--temporal-end")
     out = Path(args.output)
-    if not out.parent.exists():
-        raise VidldmError(f"output folder '{out.parent}' does not exist; create it first")
+    check_output_folder(out.parent)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     pipe = load_pipeline(args.model, device=device)
     pipe.set_progress_bar_config(disable=True)
@@ -434,8 +442,32 @@ def _quiet_libraries() -> None:
     transformers_logging.set_verbosity_error()
 
 
+class Terminated(BaseException):
+    """SIGTERM as an exception, so the cleanups that run on Ctrl-C (temporary files removed) run for it too.
+    A BaseException, like KeyboardInterrupt, so no `except Exception` swallows it."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if _in_main_thread() else None
+    try:
+        return _run(args)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _in_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _run(args: argparse.Namespace) -> int:
     _quiet_libraries()
     import torch
 
@@ -472,8 +504,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"vidldm: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("vidldm: interrupted", file=sys.stderr)
+        print("vidldm: interrupted (Ctrl-C); nothing half-written was left", file=sys.stderr)
         return 130
+    except Terminated:
+        print("vidldm: stopped by SIGTERM; nothing half-written was left", file=sys.stderr)
+        return 143
 
 
 if __name__ == "__main__":

@@ -32,7 +32,6 @@ import contextlib
 import math
 import os
 import re
-import secrets
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -45,6 +44,7 @@ import av
 import numpy as np
 from PIL import Image, ImageOps, ImageSequence, UnidentifiedImageError
 
+from vidldm import atomic
 from vidldm.errors import VidldmError
 
 __all__ = [
@@ -319,7 +319,7 @@ def _read_pillow(path: Path, sampling: _Sampling) -> tuple[np.ndarray, float]:
         # makes Pillow re-decode from the first frame each time.
         for i in sorted({slots[s] for s in picked}):
             im.seek(i)
-            by_frame[i] = np.asarray(im.convert("RGB"))
+            by_frame[i] = _rgb8(im)
     return np.stack([by_frame[slots[s]] for s in picked]), out_fps
 
 
@@ -387,7 +387,24 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     if not path.exists():
         raise MediaError(f"cannot read image '{path}': file does not exist")
     with _open_image(path, "image") as im:
-        return np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
+        return _rgb8(ImageOps.exif_transpose(im))
+
+
+def _rgb8(im: Image.Image) -> np.ndarray:
+    """Any Pillow image -> ``(H, W, 3) uint8``, scaling deep images instead of clipping them.
+
+    Pillow's own ``convert("RGB")`` clips 16-bit and 32-bit grayscale ("I;16", "I") at 255,
+    which turns nearly every pixel of a 16-bit PNG white; those are scaled from 0..65535,
+    float images ("F") from 0..1 (or 0..255 when they exceed 1)."""
+    if im.mode.startswith("I") or im.mode == "F":
+        gray = np.asarray(im, dtype=np.float64)
+        if im.mode == "F":
+            gray = gray * 255.0 if np.nanmax(gray, initial=0.0) <= 1.0 else gray
+        else:
+            gray = gray / 257.0  # 65535 -> 255
+        gray = np.rint(np.nan_to_num(gray).clip(0, 255)).astype(np.uint8)
+        return np.repeat(gray[..., None], 3, axis=-1)
+    return np.asarray(im.convert("RGB"))
 
 
 @contextlib.contextmanager
@@ -490,7 +507,7 @@ def _stack_frame_list(frames: Sequence[Any]) -> np.ndarray:
     arrays = []
     for frame in frames:
         if isinstance(frame, Image.Image):
-            frame = np.asarray(frame.convert("RGB"))
+            frame = _rgb8(frame)
         elif hasattr(frame, "detach"):
             frame = _tensor_to_numpy_fhwc(frame[None])[0]
         arrays.append(np.asarray(frame))
@@ -582,7 +599,7 @@ def write_video(
         return _write_frame_folder(clip, target)
 
     write = _file_writer(clip, target, fps, crf=crf, quality=quality, lossless=lossless)
-    return _atomic_write_file(target, write)
+    return atomic.write_file(target, write)
 
 
 def _file_writer(
@@ -628,7 +645,7 @@ def write_grid(
         raise ValueError(f"cols must be >= 1, got {cols}")
     _check_parent(target)
     sheet = _tile(clip, cols or math.ceil(math.sqrt(len(clip))), gap)
-    return _atomic_write_file(target, lambda tmp: _save_png(sheet, tmp))
+    return atomic.write_file(target, lambda tmp: _save_png(sheet, tmp))
 
 
 def _tile(clip: np.ndarray, cols: int, gap: int) -> np.ndarray:
@@ -728,7 +745,7 @@ def _save_png(image: np.ndarray, path: Path) -> None:
 
 def _write_frame_folder(clip: np.ndarray, target: Path) -> Path:
     """Write ``frame_00000.png``... into a temp folder, then move it in place."""
-    tmp_dir = _make_temp_dir(target)
+    tmp_dir = atomic.make_temp_dir(target)
     try:
         for i, frame in enumerate(clip):
             _save_png(frame, tmp_dir / _FRAME_NAME.format(i))
@@ -754,45 +771,3 @@ def _merge_frames_into(tmp_dir: Path, target: Path, count: int) -> None:
     for stale in target.iterdir():
         if _FRAME_NAME_RE.fullmatch(stale.name) and stale.name not in keep:
             stale.unlink()
-
-
-def _atomic_write_file(target: Path, write: Callable[[Path], None]) -> Path:
-    """Run ``write(tmp)`` on a temp file next to ``target``, then rename it."""
-    tmp = _make_temp_file(target)
-    try:
-        write(tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
-    return target
-
-
-def _temp_name(target: Path, suffix: str) -> Path:
-    # Same folder as the target so os.replace is a rename on one filesystem;
-    # hidden, and keeps the suffix so encoders can still see the format.
-    return target.parent / f".{target.name}.tmp-{secrets.token_hex(4)}{suffix}"
-
-
-def _make_temp_file(target: Path) -> Path:
-    # Not tempfile.mkstemp: it creates files with mode 0600, which the final
-    # file would inherit. os.open with 0o666 honours the user's umask.
-    while True:
-        tmp = _temp_name(target, target.suffix)
-        try:
-            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-        except FileExistsError:
-            continue
-        return tmp
-
-
-def _make_temp_dir(target: Path) -> Path:
-    # Not tempfile.mkdtemp, for the same permission reason as above.
-    while True:
-        tmp = _temp_name(target, "")
-        try:
-            tmp.mkdir()
-        except FileExistsError:
-            continue
-        return tmp

@@ -10,7 +10,8 @@ Every mode is a choice of inputs to `__call__`:
 - image animation: `image=` (frame 0 is the image, or one image per prompt; `image_conditioning`
   "clean" or "replace");
 - video-to-video: `video=`, `strength`;
-- extension: `video=`, `extend=True` (the last frames of the video are known frames);
+- extension: `video=`, `extend=True` (the last frames of the video are known frames); the result is the
+  input followed by the new frames (`F_in + num_frames - k`; latents: the `num_frames` window only);
 - long clips: `num_frames` beyond the motion adapter's length uses context windows;
 - precomputed text: `prompt_embeds=` / `negative_prompt_embeds=` instead of strings (diffusers' names).
 
@@ -29,6 +30,7 @@ Classifier-free guidance runs the conditional and unconditional halves in one UN
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -216,8 +218,8 @@ class VideoPipeline(DiffusionPipeline):
             raise VidldmError(f"num_frames must be at least 1, got {num_frames}")
         if not isinstance(num_inference_steps, int) or num_inference_steps < 1:
             raise VidldmError(f"num_inference_steps must be at least 1, got {num_inference_steps}")
-        if guidance_scale < 0:
-            raise VidldmError(f"guidance_scale must be >= 0, got {guidance_scale}")
+        if not math.isfinite(guidance_scale) or guidance_scale < 0:  # inf gives black frames, nan turned CFG off
+            raise VidldmError(f"guidance_scale must be a finite number >= 0, got {guidance_scale}")
         if not 0.0 <= strength <= 1.0:
             raise VidldmError(f"strength must be between 0 and 1, got {strength}")
         if image is not None and video is not None:
@@ -359,7 +361,7 @@ class VideoPipeline(DiffusionPipeline):
                     k = num_known_frames or default_known_frames(num_frames)
                     if not 1 <= k < num_frames:
                         raise VidldmError(f"num_known_frames must be between 1 and {num_frames - 1}, got {k}")
-                    clip = video_frames[-k:]
+                    clip = video_frames[-k:]  # a clip shorter than k: all of it is known
                 known_latents = self._encode_frames(vvae, [clip], height, width, device).expand(batch, -1, -1, -1, -1)
             mode = image_conditioning
             if mode == "auto":
@@ -414,6 +416,8 @@ class VideoPipeline(DiffusionPipeline):
         if output_type == "latent":
             return VideoPipelineOutput(frames=x)
         frames = tensor_to_frames(vvae.decode(x))
+        if extend and video_frames is not None:  # the input, then the frames made after its known ones
+            frames = self._after_input(video_frames, frames, len(known.indices), height, width)
         self.maybe_free_model_hooks()
         if output_type == "np":
             return VideoPipelineOutput(frames=frames)
@@ -421,6 +425,14 @@ class VideoPipeline(DiffusionPipeline):
             return VideoPipelineOutput(frames=rearrange(torch.from_numpy(frames), "b f h w c -> b f c h w"))
         pil = [[Image.fromarray((f * 255).round().astype(np.uint8)) for f in clip] for clip in frames]
         return VideoPipelineOutput(frames=pil)
+
+    @staticmethod
+    def _after_input(video_frames: np.ndarray, made: np.ndarray, num_known: int, height: int, width: int) -> np.ndarray:
+        """Extension's result `(B, F_in + F - k, H, W, 3)`: the input clip `(F_in, H', W', 3)` uint8 resized as the
+        model saw it, followed by the `F - k` new frames of `made` `(B, F, H, W, 3)` (its first `k` re-make the input's end)."""
+        original = (frames_to_tensor(video_frames, height, width).numpy() + 1) / 2
+        original = rearrange(original, "f c h w -> f h w c").astype(made.dtype)
+        return np.stack([np.concatenate([original, clip[num_known:]]) for clip in made])
 
     def _encode_frames(self, vvae: VideoVAE, clips: list[np.ndarray], height: int, width: int, device) -> torch.Tensor:
         """B clips `(F, H, W, 3)` uint8, each resized to `height x width` -> latents `(B, C, F, h, w)` in one

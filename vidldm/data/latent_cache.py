@@ -69,7 +69,7 @@ def build_latent_cache(
     end, so an interrupted run leaves no half-made cache behind.
 
     Raises:
-        VidldmError: `out_dir` exists and is not empty (pass `overwrite=True`), or the dataset
+        VidldmError: `out_dir` exists and is not empty (pass `--overwrite` / `overwrite=True`), or the dataset
             is empty.
     """
     if batch_size < 1 or shard_size < 1:
@@ -160,7 +160,7 @@ def _check_target(out_dir: Path, overwrite: bool) -> None:
     if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
         raise VidldmError(
             f"latent cache folder '{out_dir}' already exists and is not empty; "
-            "choose another folder or pass overwrite=True"
+            "choose another folder, or replace it: vidldm cache --overwrite (overwrite=True in Python)"
         )
 
 

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from einops import rearrange
 
+from vidldm import atomic
 from vidldm.data.shapes import evaluation_specs, render_clip
 from vidldm.eval.shapes import first_frame_psnr, format_table, score
 from vidldm.frames import frames_to_tensor, tensor_to_frames
@@ -107,5 +108,5 @@ def write_report(rows: dict[str, dict], animation: dict[str, float], path: Path,
         f"{animation['first_frame_psnr_db']:.1f} dB, motion accuracy {100 * animation['motion_acc']:.1f}%.\n"
     )
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
+    atomic.write_text(path, text)
     return table

@@ -21,7 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from vidldm.errors import VidldmError
+from vidldm.errors import CheckpointError, VidldmError
 
 
 class EMA:
@@ -72,6 +72,69 @@ def set_rng_state(state: dict[str, Any], generator: torch.Generator) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+# RNG states are stored as safetensors (byte tensors) + JSON (Python's and numpy's scalars), not as a
+# pickle: a checkpoint is a file people share, and unpickling one can run any code it names.
+def _rng_to_safetensors(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    version, words, gauss = state["python"]
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    tensors = {"torch": state["torch"], "generator": state["generator"],
+               "numpy_keys": torch.from_numpy(np.asarray(keys, dtype=np.int64))}
+    for i, cuda in enumerate(state.get("cuda", [])):
+        tensors[f"cuda.{i}"] = cuda
+    scalars = {"python": [version, list(words), gauss], "numpy": [kind, int(pos), int(has_gauss), float(cached)]}
+    return tensors, {"vidldm_rng": json.dumps(scalars)}
+
+
+def _rng_from_safetensors(path: Path) -> dict[str, Any]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        scalars = json.loads((f.metadata() or {})["vidldm_rng"])
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
+    version, words, gauss = scalars["python"]
+    kind, pos, has_gauss, cached = scalars["numpy"]
+    state = {"python": (version, tuple(words), gauss),
+             "numpy": (kind, tensors["numpy_keys"].numpy().astype(np.uint32), pos, has_gauss, cached),
+             "torch": tensors["torch"], "generator": tensors["generator"]}
+    cuda = sorted((k for k in tensors if k.startswith("cuda.")), key=lambda k: int(k.split(".")[1]))
+    if cuda:
+        state["cuda"] = [tensors[k] for k in cuda]
+    return state
+
+
+def load_pickle(path: Path) -> Any:
+    """A `.pt` file a user may have been handed: tensors, numbers, strings and containers only.
+
+    `torch.load(weights_only=True)` never runs code; a file that needs more (any other Python
+    object) is refused with one line instead of being unpickled."""
+    import pickle
+
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint file '{path}' is missing; resume from another checkpoint")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(
+            f"'{path}' holds Python objects other than tensors and numbers; vidldm does not unpickle them "
+            "(that could run code hidden in the file). Use a checkpoint written by vidldm") from err
+    except (RuntimeError, EOFError, OSError, ValueError) as err:  # truncated or not a torch file
+        raise CheckpointError(f"'{path}' is damaged or not a PyTorch file ({_one_line(err)})") from err
+
+
+def _load_legacy_rng(path: Path) -> dict[str, Any]:
+    """`rng-N.pt` of checkpoints written before RNG states moved to safetensors: numpy's state needs
+    its array type, allowed by name (as accelerate's `load_state` does); nothing else is."""
+    import numpy.dtypes
+
+    allowed = [np._core.multiarray._reconstruct, np.ndarray, np.dtype, numpy.dtypes.UInt32DType]
+    with torch.serialization.safe_globals(allowed):
+        return load_pickle(path)
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split())[:200] or type(err).__name__
+
+
 def checkpoint_dir(output_dir: Path, step: int) -> Path:
     return output_dir / "checkpoints" / f"step-{step:06d}"
 
@@ -83,12 +146,15 @@ def staging_dir(output_dir: Path, step: int) -> Path:
 def write_process_state(folder: Path, rank: int, generator: torch.Generator) -> None:
     """Each process saves its own RNG states (noise, timesteps, dropout differ per process)."""
     folder.mkdir(parents=True, exist_ok=True)
-    torch.save(rng_state(generator), folder / f"rng-{rank}.pt")
+    tensors, metadata = _rng_to_safetensors(rng_state(generator))
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(folder / f"rng-{rank}.safetensors"), metadata=metadata)
 
 
 def write_main_state(folder: Path, *, weights: dict[str, torch.Tensor], optimizer, lr_scheduler,
                      ema: EMA | None, meta: dict[str, Any]) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
+    if folder.exists():  # left by a run killed while staging this step: none of it may leak into this one
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
     save_file({k: v.detach().contiguous().cpu() for k, v in weights.items()}, str(folder / "weights.safetensors"))
     torch.save(optimizer.state_dict(), folder / "optimizer.pt")
     torch.save(lr_scheduler.state_dict(), folder / "scheduler.pt")
@@ -123,14 +189,42 @@ def find_checkpoint(output_dir: Path, resume: str) -> Path:
 
 
 def read_checkpoint(folder: Path, rank: int) -> dict[str, Any]:
-    rng_file = folder / f"rng-{rank}.pt"
-    if not rng_file.exists():
-        raise VidldmError(f"checkpoint '{folder}' was written by fewer processes; resume with the same number of processes")
+    """Everything a resume needs; every file is read without running code (see `load_pickle`)."""
+    meta_file = folder / "state.json"
+    try:
+        meta = json.loads(meta_file.read_text())
+        written_by = int(meta.get("processes", 1))
+    except (json.JSONDecodeError, TypeError, ValueError, AttributeError) as err:
+        raise CheckpointError(f"'{meta_file}' is not a vidldm checkpoint's state (invalid JSON)") from err
+    rng_file = folder / f"rng-{rank}.safetensors"
+    if not rng_file.exists() and (folder / f"rng-{rank}.pt").exists():
+        rng = _load_legacy_rng(folder / f"rng-{rank}.pt")
+    elif not rng_file.exists():
+        if rank >= written_by:
+            raise VidldmError(f"checkpoint '{folder}' was written by {written_by} process(es) and this run has more; "
+                              f"resume with {written_by}")
+        raise CheckpointError(f"checkpoint '{folder}' is incomplete: '{rng_file.name}' is missing; "
+                              "resume from another checkpoint")
+    else:
+        try:
+            rng = _rng_from_safetensors(rng_file)
+        except Exception as err:  # safetensors raises its own error types for damaged files
+            raise CheckpointError(f"'{rng_file}' is damaged ({_one_line(err)})") from err
     return {
-        "weights": load_file(str(folder / "weights.safetensors")),
-        "optimizer": torch.load(folder / "optimizer.pt", weights_only=False),  # our own file: holds python scalars
-        "scheduler": torch.load(folder / "scheduler.pt", weights_only=False),
-        "ema": load_file(str(folder / "ema.safetensors")) if (folder / "ema.safetensors").exists() else None,
-        "rng": torch.load(rng_file, weights_only=False),
-        "meta": json.loads((folder / "state.json").read_text()),
+        "weights": _load_safetensors(folder / "weights.safetensors"),
+        "optimizer": load_pickle(folder / "optimizer.pt"),
+        "scheduler": load_pickle(folder / "scheduler.pt"),
+        "ema": _load_safetensors(folder / "ema.safetensors") if (folder / "ema.safetensors").exists() else None,
+        "rng": rng,
+        "meta": meta,
+        "processes": written_by,
     }
+
+
+def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    if not path.exists():
+        raise CheckpointError(f"checkpoint file '{path}' is missing; resume from another checkpoint")
+    try:
+        return load_file(str(path))
+    except Exception as err:  # SafetensorError and OSError on damaged files
+        raise CheckpointError(f"'{path}' is damaged or not safetensors ({_one_line(err)})") from err

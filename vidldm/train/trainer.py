@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from vidldm import atomic
 from vidldm.errors import VidldmError
 from vidldm.train import state as ckpt
 from vidldm.train.config import Config
@@ -216,7 +217,12 @@ class Trainer:
                 p.copy_(saved["weights"][name])
         self.optimizer.load_state_dict(saved["optimizer"])
         self.lr_scheduler.load_state_dict(saved["scheduler"])
-        if self.ema is not None and saved["ema"] is not None:
+        if self.ema is not None:
+            if saved["ema"] is None:  # a fresh average would make the resumed run differ from one that never stopped
+                raise VidldmError(
+                    f"checkpoint '{folder}' has no ema.safetensors but this run keeps an EMA (train.ema_decay="
+                    f"{self.config.train.ema_decay}); resume with the recipe that wrote it, or start the average "
+                    "anew on purpose with --set train.ema_decay=0")
             self.ema.load_state_dict(saved["ema"])
         ckpt.set_rng_state(saved["rng"], self.generator)
         self.data.load_state(saved["meta"]["data"])
@@ -230,6 +236,8 @@ class Trainer:
         t = cfg.train
         self.out.mkdir(parents=True, exist_ok=True)
         writer = self._writer()
+        if self.main:
+            self._truncate_log()
         log_file = (self.out / "log.jsonl").open("a") if self.main else None
         from tqdm.auto import tqdm
 
@@ -284,6 +292,21 @@ class Trainer:
             writer.close()
         return summary
 
+    def _truncate_log(self) -> None:
+        """Keep log.jsonl's records up to the step this run starts from: after a resume, the steps a stopped
+        run logged past its last checkpoint are trained again and would otherwise appear twice."""
+        path = self.out / "log.jsonl"
+        if not path.exists():
+            return
+        kept = []
+        for line in path.read_text().splitlines():
+            try:
+                if json.loads(line)["step"] <= self.step:
+                    kept.append(line)
+            except (json.JSONDecodeError, KeyError, TypeError):  # a line cut by a kill mid-write
+                continue
+        atomic.write_text(path, "".join(f"{line}\n" for line in kept))
+
     def _writer(self):
         if not (self.main and self.config.log.tensorboard):
             return None
@@ -320,7 +343,7 @@ class Trainer:
 
             lora = {k: v.detach().contiguous().cpu() for k, v in get_peft_model_state_dict(self.peft_model).items()}
             if self.main:
-                save_file(lora, str(self.out / "motion_lora.safetensors"))
+                atomic.write_file(self.out / "motion_lora.safetensors", lambda tmp: save_file(lora, str(tmp)))
             self.pipe.motion_adapter = self.peft_model.merge_and_unload()
 
     def finish(self) -> None:
@@ -335,10 +358,14 @@ class Trainer:
             if self.config.stage == "temporal" and self.config.train.frame_conditioning > 0:
                 pipe.motion_adapter.register_to_config(frame_conditioning=True)
             part = {"temporal": "motion_adapter", "image": "unet", "vae": "vae", "decoder": "temporal_decoder"}[self.config.stage]
-            getattr(pipe, part).save_pretrained(self.out / part)
+            self.out.mkdir(parents=True, exist_ok=True)  # --export may name a new output_dir
+            # Staged and renamed like checkpoints: a kill mid-save leaves the previous folders or none, never half
+            with atomic.replace_folder(self.out / part) as tmp:
+                getattr(pipe, part).save_pretrained(tmp)
             full = pipe.with_parts().to(torch.float32)
-            full.save_pretrained(self.out / "pipeline")
-            (self.out / "config.yaml").write_text(_yaml(self.config.to_dict()))
+            with atomic.replace_folder(self.out / "pipeline") as tmp:
+                full.save_pretrained(tmp)
+            atomic.write_text(self.out / "config.yaml", _yaml(self.config.to_dict()))
             print(f"saved {self.out / part} and the full pipeline {self.out / 'pipeline'}")
             self.validate(final=True)
         acc.wait_for_everyone()

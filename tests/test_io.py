@@ -10,6 +10,8 @@ import pytest
 from PIL import Image
 
 from vidldm import io
+from vidldm.io import read as io_read
+from vidldm.io import write as io_write
 
 F, H, W, FPS = 12, 48, 64, 8
 
@@ -241,13 +243,13 @@ def test_conflicting_sampling_arguments(mp4):
 def pyav_calls(monkeypatch):
     """Record calls to the PyAV reader while still running it."""
     calls = []
-    real = io._read_pyav
+    real = io_read._read_pyav
 
     def spy(*args, **kwargs):
         calls.append(args)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(io, "_read_pyav", spy)
+    monkeypatch.setattr(io_read, "_read_pyav", spy)
     return calls
 
 
@@ -345,7 +347,7 @@ def _fail_on_call(n: int, real):
 
 
 def test_failed_mp4_write_leaves_nothing(monkeypatch, tmp_path, clip):
-    monkeypatch.setattr(io, "_to_av_frame", _fail_on_call(5, io._to_av_frame))
+    monkeypatch.setattr(io_write, "_to_av_frame", _fail_on_call(5, io_write._to_av_frame))
     with pytest.raises(RuntimeError, match="encoder exploded"):
         io.write_video(clip, tmp_path / "clip.mp4")
     assert list(tmp_path.iterdir()) == []
@@ -362,7 +364,7 @@ def test_failed_write_keeps_previous_file(monkeypatch, tmp_path, clip):
 
 
 def test_failed_folder_write_leaves_nothing(monkeypatch, tmp_path, clip):
-    monkeypatch.setattr(io, "_save_png", _fail_on_call(3, io._save_png))
+    monkeypatch.setattr(io_write, "_save_png", _fail_on_call(3, io_write._save_png))
     with pytest.raises(RuntimeError):
         io.write_video(clip, tmp_path / "frames/")
     assert list(tmp_path.iterdir()) == []

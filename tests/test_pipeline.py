@@ -201,8 +201,8 @@ def test_a_model_samples_with_its_own_defaults_unless_a_call_says_otherwise(pipe
     "settings, match",
     [
         (dict(steps=20), "unknown sampling setting"),
-        (dict(num_inference_steps=2.5), "positive whole number"),
-        (dict(guidance_scale=-1), "0 or more"),
+        (dict(num_inference_steps=2.5), "num_inference_steps must be a whole number"),
+        (dict(guidance_scale=-1), "guidance_scale must be at least 0"),
         (dict(temporal_end=1.5), "temporal_end must be between 0 and 1"),
         (dict(guidance_rescale="high"), "must be a number"),
     ],
@@ -253,7 +253,7 @@ def test_prompt_embeds_are_checked(pipe):
 
 
 def test_guidance_rescale_matches_the_conditional_spread_and_zero_changes_nothing(pipe):
-    from vidldm.pipeline import rescale_guidance
+    from vidldm.denoisers import rescale_guidance
 
     torch.manual_seed(0)
     cond, guided = torch.randn(2, 4, 3, 8, 8), 5 * torch.randn(2, 4, 3, 8, 8)

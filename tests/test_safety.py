@@ -278,7 +278,7 @@ def test_sigterm_ends_with_one_line_143_and_no_files(tmp_path, capsys, monkeypat
         monkeypatch.setattr(vidldm.sampling, "denoise", terminate)
         monkeypatch.setattr("vidldm.pipeline.denoise", terminate)
     else:
-        monkeypatch.setattr("vidldm.io._write_gif", terminate)
+        monkeypatch.setattr("vidldm.io.write._write_gif", terminate)
     assert cli("generate", "a red circle", *FAST, "--frames", 4, "-o", tmp_path / "clip.gif") == 143
     assert capsys.readouterr().err.strip() == "vidldm: stopped by SIGTERM; nothing half-written was left"
     assert list(tmp_path.iterdir()) == []

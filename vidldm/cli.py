@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import random
 import re
@@ -20,18 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from vidldm import __version__
+from vidldm import sampling_settings as settings
+from vidldm.builtin_names import default_model
 from vidldm.errors import VidldmError
 
-
-def _default_model() -> str:
-    """The shipped shapes model when its weights are installed, else the tiny random demo model."""
-    weights = Path(__file__).resolve().parent / "weights" / "shapes" / "unet" / "config.json"
-    return "shapes" if weights.exists() else "tiny"
-
-
-DEFAULT_MODEL = _default_model()
-OUTPUT_SUFFIXES = (".mp4", ".mov", ".mkv", ".gif", ".webp", ".png")
-MODES = ("generate", "animate", "restyle", "extend")
+DEFAULT_MODEL = default_model()
+MODES = settings.MODES
 
 
 # ----------------------------------------------------------------------------- arguments
@@ -51,55 +44,26 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"vidldm {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    def common(p: argparse.ArgumentParser) -> None:
-        m = p.add_argument_group("model")
-        m.add_argument("--model", default=DEFAULT_MODEL, help=f"built-in name, pipeline/SD folder, single file or hub id (default: {DEFAULT_MODEL})")
-        m.add_argument("--motion-adapter", help="AnimateDiff .ckpt/.safetensors or an adapter folder (for SD models)")
-        m.add_argument("--config", help="local diffusers SD folder giving configs for a single-file --model")
-        m.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: cuda if available)")
-        m.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), help="weights dtype (default: fp16 on GPU, fp32 on CPU)")
-        s = p.add_argument_group("sampling")
-        s.add_argument("--negative-prompt", default=None, help="what to steer away from")
-        s.add_argument("--frames", type=int, default=None, help="number of frames (default: the adapter's length, 16 at most; beyond it context windows are used)")
-        s.add_argument("--height", type=int, default=None, help="pixels, a multiple of the VAE factor")
-        s.add_argument("--width", type=int, default=None, help="pixels, a multiple of the VAE factor")
-        s.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's, 25 for SD)")
-        s.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (default: the model's, 7.5 for SD)")
-        s.add_argument("--guidance-rescale", type=float, default=None,
-                       help="0-1: pull strong guidance back to the conditional spread, for zero-terminal-SNR models (default: the model's, 0)")
-        s.add_argument("--temporal-end", type=float, default=None,
-                       help="0-1: fraction of the steps that run the temporal layers; the last steps refine each frame "
-                       "with the image model alone (default: the model's, 1)")
-        s.add_argument("--scheduler", default="ddim", help="ddim, euler, euler_a, dpm++, unipc, lcm (default: ddim)")
-        s.add_argument("--seed", type=int, default=None, help="random seed (printed when not given)")
-        s.add_argument("--context-overlap", type=int, default=None, help="frames shared by neighbouring context windows in long clips")
-        o = p.add_argument_group("output")
-        o.add_argument("-o", "--output", default=None, help="output file: .mp4 .gif .webp, .png (contact sheet) or a folder/ of PNGs (default: outputs/<prompt>-<seed>.mp4)")
-        o.add_argument("--fps", type=float, default=8.0, help="frames per second of the output (default: 8)")
-        o.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    def mode(name: str, inputs: tuple[tuple[str, str], ...], help_text: str, description: str) -> None:
+        p = sub.add_parser(name, help=help_text, description=description)
+        for arg, arg_help in inputs:
+            p.add_argument(arg, help=arg_help)
+        groups = settings.add_flags(p, name, model_default=DEFAULT_MODEL)
+        groups["output"].add_argument("-o", "--output", default=None, help="output file: .mp4 .gif .webp, .png (contact "
+                                      "sheet) or a folder/ of PNGs (default: outputs/<prompt>-<seed>.mp4)")
+        groups["output"].add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
-    p = sub.add_parser("generate", help="make a clip from a prompt", description="Make a clip from a prompt. "
-                       "A prompt like '0:a red circle | 12:a blue circle' travels between prompts at those frames.")
-    p.add_argument("prompt")
-    common(p)
-    p = sub.add_parser("animate", help="animate a still image (it becomes frame 0)", description="Animate a still: the image is frame 0, the prompt says what happens next.")
-    p.add_argument("image", help="the still image (png, jpg, ...)")
-    p.add_argument("prompt")
-    p.add_argument("--image-conditioning", choices=("auto", "clean", "replace"), default="auto",
-                   help="clean: the image enters as a clean frame at t=0 (adapters trained with frame conditioning); "
-                   "replace: training-free, re-noised into frame 0 each step; auto picks by the adapter")
-    common(p)
-    p = sub.add_parser("restyle", help="video-to-video: repaint a clip following a prompt", description="Video-to-video (SDEdit): noise the clip part-way and denoise it towards the prompt.")
-    p.add_argument("video")
-    p.add_argument("prompt")
-    p.add_argument("--strength", type=float, default=0.6, help="0 keeps the input, 1 ignores it (default: 0.6)")
-    common(p)
-    p = sub.add_parser("extend", help="continue a clip: its last frames are known, new frames follow", description="Continue a clip: its last frames are kept as known frames and new frames follow them. The output holds the input followed by the new frames.")
-    p.add_argument("video")
-    p.add_argument("prompt")
-    p.add_argument("--known-frames", type=int, default=None, help="how many of the input's last frames to continue from (default: a quarter of --frames)")
-    p.add_argument("--image-conditioning", choices=("auto", "clean", "replace"), default="auto", help="how the known frames enter the loop (see animate)")
-    common(p)
+    mode("generate", (("prompt", "what the clip shows"),), "make a clip from a prompt", "Make a clip from a prompt. "
+         "A prompt like '0:a red circle | 12:a blue circle' travels between prompts at those frames.")
+    mode("animate", (("image", "the still image (png, jpg, ...)"), ("prompt", "what happens next")),
+         "animate a still image (it becomes frame 0)", "Animate a still: the image is frame 0, the prompt says what happens next.")
+    mode("restyle", (("video", "the clip to repaint"), ("prompt", "what it should look like")),
+         "video-to-video: repaint a clip following a prompt",
+         "Video-to-video (SDEdit): noise the clip part-way and denoise it towards the prompt.")
+    mode("extend", (("video", "the clip to continue"), ("prompt", "what happens next")),
+         "continue a clip: its last frames are known, new frames follow",
+         "Continue a clip: its last frames are kept as known frames and new frames follow them. "
+         "The output holds the input followed by the new frames.")
     p = sub.add_parser("replay", help="make a clip again from its JSON sidecar", description="Make a clip again from the JSON sidecar written next to it.")
     p.add_argument("sidecar")
     p.add_argument("-o", "--output", default=None, help="where to write (default: the sidecar's output with '-replay')")
@@ -135,9 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="shapes", help="model to evaluate (default: shapes)")
     p.add_argument("--n", type=int, default=210, help="number of prompts (default: 210)")
     p.add_argument("--animate", type=int, default=50, help="number of stills to animate (default: 50)")
-    p.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's)")
-    p.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the model's)")
-    p.add_argument("--temporal-end", type=float, default=None, help="fraction of the steps with temporal layers (default: the model's)")
+    settings.add_flags(p, "eval", model_default="shapes")
     p.add_argument("--device", help="cpu, cuda, ...")
     p.add_argument("-o", "--output", default="docs/evaluation.md", help="markdown report (default: docs/evaluation.md)")
     p = sub.add_parser("info", help="describe a model or a motion adapter", description="Describe a model (pipeline folder, built-in name) or a motion-adapter file/folder.")
@@ -172,100 +134,33 @@ def resolve_output(args: argparse.Namespace, seed: int) -> Path:
         folder = Path("outputs")
         folder.mkdir(exist_ok=True)  # our own default folder; a user-given one must exist
         return folder / f"{slug}-{seed}.mp4"
-    out = Path(args.output)
-    is_folder = args.output.endswith(("/", os.sep)) or out.is_dir() or not out.suffix
-    if not is_folder and out.suffix.lower() not in OUTPUT_SUFFIXES:
-        raise VidldmError(f"cannot write '{out.name}': use one of {', '.join(OUTPUT_SUFFIXES)} or a folder/")
-    check_output_folder(out.parent)
-    return out
+    from vidldm.io import check_output_path
 
-
-def check_output_folder(folder: Path) -> None:
-    """Before any work: the folder to write into exists and is a folder (a file on the way says so)."""
-    if folder.is_dir():
-        return
-    for above in (folder, *folder.parents):
-        if above.exists() and not above.is_dir():
-            raise VidldmError(f"cannot write into '{folder}': '{above}' is a file, not a folder")
-    raise VidldmError(f"output folder '{folder}' does not exist; create it first")
-
-
-def check_unit_interval(args: argparse.Namespace, flag: str) -> None:
-    """A fraction flag (given or not, present on this command or not) must lie in [0, 1]."""
-    value = getattr(args, flag.lstrip("-").replace("-", "_"), None)
-    if value is not None and not 0 <= value <= 1:
-        raise VidldmError(f"{flag} must be between 0 and 1, got {value}")
-
-
-def check_count(args: argparse.Namespace, flag: str) -> None:
-    """A count flag (given or not) must be at least 1."""
-    value = getattr(args, flag.lstrip("-").replace("-", "_"), None)
-    if value is not None and value < 1:
-        raise VidldmError(f"{flag} must be at least 1, got {value}")
-
-
-def check_finite(args: argparse.Namespace) -> None:
-    """nan and inf parse as floats; no setting means anything with them (inf guidance made black clips)."""
-    for name, value in vars(args).items():
-        if isinstance(value, float) and not math.isfinite(value):
-            raise VidldmError(f"--{name.replace('_', '-')} must be a finite number, got {value}")
-
-
-def check_numbers(args: argparse.Namespace) -> None:
-    check_finite(args)
-    for flag in ("--frames", "--steps"):
-        check_count(args, flag)
-    if args.fps <= 0:
-        raise VidldmError(f"--fps must be positive, got {args.fps}")
-    if args.guidance is not None and args.guidance < 0:
-        raise VidldmError(f"--guidance must be at least 0, got {args.guidance}")
-    for name in ("height", "width"):
-        v = getattr(args, name)
-        if v is not None and v < 1:
-            raise VidldmError(f"--{name} must be positive, got {v}")
-    for flag in ("--guidance-rescale", "--temporal-end", "--strength"):
-        check_unit_interval(args, flag)
-    from vidldm.schedulers import check_scheduler_name
-
-    check_scheduler_name(args.scheduler)
+    return check_output_path(args.output)
 
 
 # ----------------------------------------------------------------------------- running
 
-def sampling_settings(pipe, args: argparse.Namespace) -> tuple[int, float, float, float]:
-    """`(steps, guidance, guidance_rescale, temporal_end)`: the flags given, else the model's own sampling
-    defaults (saved with it, e.g. the shapes model's), else diffusers' (25 steps, guidance 7.5)."""
-    return tuple(pipe.sampling_defaults(
-        num_inference_steps=getattr(args, "steps", None), guidance_scale=getattr(args, "guidance", None),
-        guidance_rescale=getattr(args, "guidance_rescale", None), temporal_end=getattr(args, "temporal_end", None)).values())
-
-
-def settings_of(args: argparse.Namespace, seed: int) -> dict[str, Any]:
-    """Everything needed to make the clip again (written to the sidecar)."""
-    keys = ("command", "prompt", "negative_prompt", "image", "video", "strength", "known_frames", "image_conditioning",
-            "model", "motion_adapter", "config", "dtype", "frames", "height", "width", "steps", "guidance",
-            "guidance_rescale", "temporal_end", "scheduler", "context_overlap", "fps")
-    s = {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
-    s["seed"] = seed
-    for k in ("image", "video", "motion_adapter", "config"):
-        if k in s:
-            s[k] = str(Path(s[k]).resolve())
-    if "model" in s and Path(s["model"]).exists():
-        s["model"] = str(Path(s["model"]).resolve())
-    return s
+def resolve_sampling(pipe, args: argparse.Namespace) -> None:
+    """Fill the sampling flags left out with the model's own defaults (saved with it, e.g. the shapes model's),
+    else diffusers' (25 steps, guidance 7.5), so the sidecar records what was used."""
+    given = {name: getattr(args, settings.BY_NAME[name].key, None) for name in settings.SAMPLING_DEFAULTS}
+    for name, value in pipe.sampling_defaults(**given).items():
+        setattr(args, settings.BY_NAME[name].key, value)
 
 
 def run_mode(args: argparse.Namespace) -> Path:
     import torch
 
     prompt = parse_prompt(args.prompt)
-    check_numbers(args)
+    settings.check_args(args)
     for kind in ("image", "video"):
         if getattr(args, kind, None) is not None:
             check_media(getattr(args, kind), kind)
-    seed = args.seed if args.seed is not None else random.randrange(2**31)
-    output = resolve_output(args, seed)
+    args.seed = args.seed if args.seed is not None else random.randrange(2**31)
+    output = resolve_output(args, args.seed)
 
+    from vidldm.io import write_clip
     from vidldm.loading import load_pipeline
 
     start = time.perf_counter()
@@ -273,47 +168,32 @@ def run_mode(args: argparse.Namespace) -> Path:
     dtype = args.dtype or ("fp16" if str(device).startswith("cuda") else "fp32")
     pipe = load_pipeline(args.model, args.motion_adapter, config=args.config, device=device, dtype=dtype)
     pipe.set_progress_bar_config(disable=args.quiet)
-    args.steps, args.guidance, args.guidance_rescale, args.temporal_end = sampling_settings(pipe, args)
-    kwargs: dict[str, Any] = dict(
-        negative_prompt=args.negative_prompt, num_frames=args.frames, height=args.height, width=args.width,
-        num_inference_steps=args.steps, guidance_scale=args.guidance, guidance_rescale=args.guidance_rescale,
-        temporal_end=args.temporal_end, scheduler=args.scheduler,
-        context_overlap=args.context_overlap, generator=torch.Generator(device="cpu").manual_seed(seed), output_type="np",
-    )
-    if args.command == "animate":
-        kwargs.update(image=args.image, image_conditioning=args.image_conditioning)
-    elif args.command == "restyle":
-        kwargs.update(video=args.video, strength=args.strength)
-    elif args.command == "extend":
-        from vidldm.io import read_video
-
-        kwargs.update(video=read_video(args.video)[0], extend=True, num_known_frames=args.known_frames, image_conditioning=args.image_conditioning)
-    frames = pipe(prompt, **kwargs).frames[0]  # extend: the input followed by the new frames
+    resolve_sampling(pipe, args)
+    inputs = {"image": getattr(args, "image", None), "video": getattr(args, "video", None),
+              "extend": args.command == "extend"}
+    frames = pipe(prompt, **settings.pipeline_kwargs(args), **inputs, output_type="np",
+                  generator=torch.Generator(device="cpu").manual_seed(args.seed)).frames[0]
     write_clip(frames, output, args.fps)
-    write_sidecar(output, settings_of(args, seed))
-    print(f"wrote {output} ({frames.shape[0]} frames, {frames.shape[2]}x{frames.shape[1]}, seed {seed}) "
+    write_sidecar(output, {"command": args.command, "prompt": args.prompt, **inputs_recorded(args), **settings.recorded(args)})
+    print(f"wrote {output} ({frames.shape[0]} frames, {frames.shape[2]}x{frames.shape[1]}, seed {args.seed}) "
           f"in {time.perf_counter() - start:.1f}s")
     return output
 
 
-def write_clip(frames, output: Path, fps: float) -> None:
-    from vidldm.io import write_grid, write_video
-
-    if output.suffix.lower() == ".png" and len(frames) > 1:
-        write_grid(frames, output)
-    else:
-        write_video(frames, output, fps=fps)
+def inputs_recorded(args: argparse.Namespace) -> dict[str, str]:
+    """The input files, resolved: a replay from another folder finds them."""
+    return {k: str(Path(getattr(args, k)).resolve()) for k in ("image", "video") if getattr(args, k, None) is not None}
 
 
 def sidecar_path(output: Path) -> Path:
     return output.with_suffix(".json") if output.suffix else output.parent / f"{output.name}.json"
 
 
-def write_sidecar(output: Path, settings: dict[str, Any]) -> None:
+def write_sidecar(output: Path, recorded: dict[str, Any]) -> None:
     from vidldm import atomic
 
     # allow_nan=False: a sidecar is JSON other tools read, and NaN/Infinity are not JSON
-    text = json.dumps({"vidldm": __version__, **settings, "output": str(output)}, indent=2, allow_nan=False)
+    text = json.dumps({"vidldm": __version__, **recorded, "output": str(output)}, indent=2, allow_nan=False)
     atomic.write_text(sidecar_path(output), text + "\n")
 
 
@@ -326,23 +206,11 @@ def replay(args: argparse.Namespace) -> Path:
         command = saved["command"]
     except (json.JSONDecodeError, KeyError, TypeError) as err:
         raise VidldmError(f"'{path}' is not a vidldm sidecar (JSON with a 'command')") from err
-    if command not in MODES:
+    if command not in settings.MODES:
         raise VidldmError(f"'{path}' records an unknown command '{command}'")
     out = args.output or str(Path(saved["output"]).with_stem(Path(saved["output"]).stem + "-replay"))
-    argv = [command]
-    argv += [saved[k] for k in ("image", "video") if k in saved] + [_prompt_text(saved["prompt"])]
-    flags = {"negative_prompt": "--negative-prompt", "strength": "--strength", "known_frames": "--known-frames",
-             "image_conditioning": "--image-conditioning", "model": "--model", "motion_adapter": "--motion-adapter",
-             "config": "--config", "dtype": "--dtype", "frames": "--frames", "height": "--height", "width": "--width",
-             "steps": "--steps", "guidance": "--guidance", "guidance_rescale": "--guidance-rescale",
-             "temporal_end": "--temporal-end", "scheduler": "--scheduler", "seed": "--seed",
-             "context_overlap": "--context-overlap", "fps": "--fps"}
-    # Sidecars record every sampling setting; one that lacks a setting predates it, when vidldm behaved as this
-    # value does (the model's default today, e.g. the shapes model's temporal_end 0.7, would make another clip).
-    saved = {"guidance_rescale": 0.0, "temporal_end": 1.0, **saved}
-    for key, flag in flags.items():
-        if key in saved:
-            argv += [flag, str(saved[key])]
+    argv = [command, *(saved[k] for k in ("image", "video") if k in saved), _prompt_text(saved["prompt"])]
+    argv += settings.replay_argv(saved, command)
     argv += ["-o", out] + (["-q"] if args.quiet else []) + (["--device", args.device] if args.device else [])
     return run_mode(build_parser().parse_args(argv))
 
@@ -402,27 +270,45 @@ def evaluate(args: argparse.Namespace) -> None:
 
     from vidldm.eval.report import evaluate as run_eval
     from vidldm.eval.report import write_report
+    from vidldm.io import check_output_folder
     from vidldm.loading import load_pipeline
 
     if args.n < 1 or args.animate < 0:
         raise VidldmError("--n must be at least 1 and --animate at least 0")
-    check_count(args, "--steps")
-    check_unit_interval(args, "--temporal-end")
+    settings.check_args(args)
+    given = {flag: getattr(args, flag.lstrip("-").replace("-", "_")) for flag in ("--steps", "--guidance", "--temporal-end")}
     out = Path(args.output)
-    check_output_folder(out.parent)
+    check_output_folder(out)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     pipe = load_pipeline(args.model, device=device)
     pipe.set_progress_bar_config(disable=True)
-    steps, guidance, _, temporal_end = sampling_settings(pipe, args)
-    rows, animation = run_eval(pipe, n=args.n, steps=steps, guidance=guidance, animate=args.animate,
-                               temporal_end=temporal_end, log=lambda m: print(m, file=sys.stderr))
+    resolve_sampling(pipe, args)
+    rows, animation = run_eval(pipe, n=args.n, steps=args.steps, guidance=args.guidance, animate=args.animate,
+                               temporal_end=args.temporal_end, log=lambda m: print(m, file=sys.stderr))
     command = f"vidldm eval shapes --model {args.model} --n {args.n} --animate {args.animate}"
-    for flag, value in (("--steps", args.steps), ("--guidance", args.guidance), ("--temporal-end", args.temporal_end)):
-        command += f" {flag} {value:g}" if value is not None else ""  # the report's command must remake it
-    settings = f"{steps} steps, guidance {guidance}, temporal layers for {temporal_end:g} of the steps, device {device}"
-    print(write_report(rows, animation, out, command, settings, model=args.model))
+    command += "".join(f" {flag} {value:g}" for flag, value in given.items() if value is not None)  # remakes the table
+    used = f"{args.steps} steps, guidance {args.guidance}, temporal layers for {args.temporal_end:g} of the steps, device {device}"
+    print(write_report(rows, animation, out, command, used, model=args.model))
     print(f"animation: first-frame PSNR {animation['first_frame_psnr_db']:.1f} dB, motion {100 * animation['motion_acc']:.1f}%")
     print(f"wrote {out}")
+
+
+def train(args: argparse.Namespace) -> None:
+    from vidldm.train import run_training
+
+    if args.stop_after is not None and args.stop_after < 1:
+        raise VidldmError(f"--stop-after must be at least 1, got {args.stop_after}")
+    if args.export and not args.resume:
+        raise VidldmError("--export saves a checkpoint's model: name it with --resume (a folder or 'latest')")
+    run_training(args.config, resume=args.resume, stop_after=args.stop_after, overrides=args.set, export=args.export)
+
+
+def make_shapes(args: argparse.Namespace) -> None:
+    from vidldm.data.shapes import make_shapes_dataset
+
+    start = time.perf_counter()
+    out = make_shapes_dataset(args.output, args.n, seed=args.seed)
+    print(f"wrote {args.n} clips and captions.csv to {out} in {time.perf_counter() - start:.1f}s")
 
 
 def _print_adapter(adapter) -> None:
@@ -481,24 +367,8 @@ def _run(args: argparse.Namespace) -> int:
             replay(args)
         elif args.command == "info":
             info(args)
-        elif args.command == "train":
-            from vidldm.train import run_training
-
-            if args.stop_after is not None and args.stop_after < 1:
-                raise VidldmError(f"--stop-after must be at least 1, got {args.stop_after}")
-            if args.export and not args.resume:
-                raise VidldmError("--export saves a checkpoint's model: name it with --resume (a folder or 'latest')")
-            run_training(args.config, resume=args.resume, stop_after=args.stop_after, overrides=args.set, export=args.export)
-        elif args.command == "cache":
-            cache(args)
-        elif args.command == "eval":
-            evaluate(args)
-        elif args.command == "make-shapes":
-            from vidldm.data.shapes import make_shapes_dataset
-
-            start = time.perf_counter()
-            out = make_shapes_dataset(args.output, args.n, seed=args.seed)
-            print(f"wrote {args.n} clips and captions.csv to {out} in {time.perf_counter() - start:.1f}s")
+        else:
+            {"train": train, "cache": cache, "eval": evaluate, "make-shapes": make_shapes}[args.command](args)
         return 0
     except VidldmError as err:
         print(f"vidldm: error: {err}", file=sys.stderr)

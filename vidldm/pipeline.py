@@ -30,7 +30,6 @@ Classifier-free guidance runs the conditional and unconditional halves in one UN
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -42,6 +41,8 @@ from diffusers.utils.torch_utils import randn_tensor
 from einops import rearrange
 from PIL import Image
 
+from vidldm import sampling_settings as settings
+from vidldm.denoisers import GuidedDenoiser, temporal_steps
 from vidldm.errors import VidldmError
 from vidldm.frames import frames_to_tensor, load_frames, tensor_to_frames
 from vidldm.models import fast
@@ -53,6 +54,29 @@ from vidldm.sampling_settings import SAMPLING_DEFAULTS, check_generation_default
 from vidldm.schedulers import make_scheduler
 
 OutputType = Literal["pil", "np", "pt", "latent"]
+
+
+@dataclass
+class Start:
+    """Where the loop starts: latents `(B, C, F, h, w)`, the timesteps it runs, the frames it keeps known."""
+
+    latents: torch.Tensor
+    timesteps: torch.Tensor
+    known: KnownFrames | None
+
+
+def check_prompt(prompt, num_frames: int) -> None:
+    """A string, a non-empty list of strings, or prompt travel `{frame index: string}` within the clip."""
+    if isinstance(prompt, dict):
+        if not prompt or not all(isinstance(k, int) and 0 <= k < num_frames for k in prompt):
+            raise VidldmError(f"prompt travel keys must be frame indices in [0, {num_frames - 1}]")
+        if not all(isinstance(v, str) for v in prompt.values()):
+            raise VidldmError("prompt travel values must be strings")
+    elif isinstance(prompt, (list, tuple)):
+        if not prompt or not all(isinstance(p, str) for p in prompt):
+            raise VidldmError("prompt must be a string, a non-empty list of strings or {frame: prompt}")
+    elif not isinstance(prompt, str):
+        raise VidldmError("prompt must be a string, a non-empty list of strings or {frame: prompt}")
 
 
 @dataclass
@@ -193,46 +217,33 @@ class VideoPipeline(DiffusionPipeline):
             model.to(memory_format=torch.contiguous_format)
 
     # ------------------------------------------------------------------ checks
-    def check_inputs(self, prompt, height, width, num_frames, num_inference_steps, guidance_scale, strength,
-                     image, video, output_type, image_conditioning, context_frames, context_overlap,
-                     prompt_embeds=None, negative_prompt_embeds=None, negative_prompt=None):
+    def check_inputs(self, prompt, height, width, num_frames, image, video, output_type, context_frames,
+                     prompt_embeds=None, negative_prompt_embeds=None, negative_prompt=None, **numbers):
+        """Every input of `__call__` before any work; `numbers` are checked against the settings table
+        (`vidldm.sampling_settings`: the ranges the CLI checks too), by their Python names."""
         if prompt_embeds is not None:
             self.check_embeddings(prompt, prompt_embeds, negative_prompt, negative_prompt_embeds, num_frames)
         elif negative_prompt_embeds is not None:
             raise VidldmError("negative_prompt_embeds needs prompt_embeds; give both or pass strings")
-        elif isinstance(prompt, dict):
-            if not prompt or not all(isinstance(k, int) and 0 <= k < num_frames for k in prompt):
-                raise VidldmError(f"prompt travel keys must be frame indices in [0, {num_frames - 1}]")
-            if not all(isinstance(v, str) for v in prompt.values()):
-                raise VidldmError("prompt travel values must be strings")
-        elif isinstance(prompt, (list, tuple)):
-            if not prompt or not all(isinstance(p, str) for p in prompt):
-                raise VidldmError("prompt must be a string, a non-empty list of strings or {frame: prompt}")
-        elif not isinstance(prompt, str):
-            raise VidldmError("prompt must be a string, a non-empty list of strings or {frame: prompt}")
+        else:
+            check_prompt(prompt, num_frames)
+        for name, value in {"num_frames": num_frames, **numbers}.items():
+            if name == "num_frames" and not isinstance(value, int):
+                raise VidldmError(f"num_frames must be at least 1, got {value}")
+            settings.BY_NAME[name].check(value, name)
         s = self.vae_scale_factor
         for name, v in (("height", height), ("width", width)):
             if not isinstance(v, int) or v < s or v % s:
                 raise VidldmError(f"{name} must be a positive multiple of {s} (the VAE's downsampling), got {v}")
-        if not isinstance(num_frames, int) or num_frames < 1:
-            raise VidldmError(f"num_frames must be at least 1, got {num_frames}")
-        if not isinstance(num_inference_steps, int) or num_inference_steps < 1:
-            raise VidldmError(f"num_inference_steps must be at least 1, got {num_inference_steps}")
-        if not math.isfinite(guidance_scale) or guidance_scale < 0:  # inf gives black frames, nan turned CFG off
-            raise VidldmError(f"guidance_scale must be a finite number >= 0, got {guidance_scale}")
-        if not 0.0 <= strength <= 1.0:
-            raise VidldmError(f"strength must be between 0 and 1, got {strength}")
         if image is not None and video is not None:
             raise VidldmError("give either image= (animate a still) or video= (restyle / extend), not both")
         if output_type not in ("pil", "np", "pt", "latent"):
             raise VidldmError(f"output_type must be 'pil', 'np', 'pt' or 'latent', got {output_type!r}")
-        if image_conditioning not in ("auto", "clean", "replace"):
-            raise VidldmError(f"image_conditioning must be 'auto', 'clean' or 'replace', got {image_conditioning!r}")
         if context_frames > self.num_frames_trained or context_frames < 1:
             raise VidldmError(
                 f"context_frames must be between 1 and {self.num_frames_trained} (the motion adapter's length)"
             )
-        if not 0 <= context_overlap < context_frames:
+        if not 0 <= numbers["context_overlap"] < context_frames:
             raise VidldmError(f"context_overlap must be between 0 and {context_frames - 1}")
 
     def check_embeddings(self, prompt, prompt_embeds, negative_prompt, negative_prompt_embeds, num_frames):
@@ -265,159 +276,166 @@ class VideoPipeline(DiffusionPipeline):
         self,
         prompt: str | list[str] | dict[int, str] | None = None,
         negative_prompt: str | list[str] | None = None,
-        num_frames: int | None = None,
-        height: int | None = None,
-        width: int | None = None,
-        num_inference_steps: int | None = None,
-        guidance_scale: float | None = None,
-        guidance_rescale: float | None = None,
-        generator: torch.Generator | list[torch.Generator] | None = None,
-        latents: torch.Tensor | None = None,
-        image=None,
-        image_conditioning: Literal["auto", "clean", "replace"] = "auto",
-        video=None,
-        strength: float = 0.6,
-        extend: bool = False,
-        num_known_frames: int | None = None,
-        context_frames: int | None = None,
-        context_overlap: int | None = None,
-        decode_chunk_size: int | None = 8,
-        output_type: OutputType = "pil",
-        callback_on_step_end=None,
-        callback_on_step_end_tensor_inputs: tuple[str, ...] = ("latents",),
-        scheduler: str | None = None,
-        temporal_end: float | None = None,
-        prompt_embeds: torch.Tensor | None = None,
-        negative_prompt_embeds: torch.Tensor | None = None,
+        num_frames: int | None = None, height: int | None = None, width: int | None = None,
+        num_inference_steps: int | None = None, guidance_scale: float | None = None,
+        guidance_rescale: float | None = None, temporal_end: float | None = None, scheduler: str | None = None,
+        generator: torch.Generator | list[torch.Generator] | None = None, latents: torch.Tensor | None = None,
+        image=None, image_conditioning: Literal["auto", "clean", "replace"] = "auto",
+        video=None, strength: float = 0.6, extend: bool = False, num_known_frames: int | None = None,
+        context_frames: int | None = None, context_overlap: int | None = None,
+        decode_chunk_size: int | None = 8, output_type: OutputType = "pil",
+        callback_on_step_end=None, callback_on_step_end_tensor_inputs: tuple[str, ...] = ("latents",),
+        prompt_embeds: torch.Tensor | None = None, negative_prompt_embeds: torch.Tensor | None = None,
     ) -> VideoPipelineOutput:
         """Make clips. Shapes: `latents` `(B, C, F, h, w)`; `prompt_embeds` `(B, L, D)` or per frame
         `(B, F, L, D)` instead of `prompt`; `negative_prompt_embeds` `(B, L, D)` or `(1, L, D)` instead of
         `negative_prompt`. See `VideoPipelineOutput` for the result. Sampling settings left as None take
         the model's `sampling_defaults()`."""
-        device = self._execution_device
-        num_inference_steps, guidance_scale, guidance_rescale, temporal_end = self.sampling_defaults(
-            num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
-            guidance_rescale=guidance_rescale, temporal_end=temporal_end).values()
-        height = height or self.unet.config.sample_size * self.vae_scale_factor
-        width = width or self.unet.config.sample_size * self.vae_scale_factor
-        video_frames = None
-        if video is not None:
-            video_frames = load_frames(video)
-            if num_frames is None and not extend:
-                num_frames = len(video_frames)
-        num_frames = min(16, self.num_frames_trained) if num_frames is None else num_frames
-        context_frames = context_frames or self.num_frames_trained
-        context_overlap = context_frames // 4 if context_overlap is None else context_overlap
-        self.check_inputs(prompt, height, width, num_frames, num_inference_steps, guidance_scale, strength,
-                          image, video, output_type, image_conditioning, context_frames, context_overlap,
-                          prompt_embeds, negative_prompt_embeds, negative_prompt)
-        if not 0.0 <= guidance_rescale <= 1.0:
-            raise VidldmError(f"guidance_rescale must be between 0 and 1, got {guidance_rescale}")
-        if not 0.0 <= temporal_end <= 1.0:
-            raise VidldmError(f"temporal_end must be between 0 and 1 (the fraction of steps with temporal layers), got {temporal_end}")
+        # 0. settings: the call's, else the model's own, else diffusers'; all checked before any work
+        sampling = self.sampling_defaults(num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+                                          guidance_rescale=guidance_rescale, temporal_end=temporal_end)
+        video_frames = load_frames(video) if video is not None else None
+        num_frames, height, width, context_frames, context_overlap = self._sizes(
+            video_frames, extend, num_frames, height, width, context_frames, context_overlap)
+        self.check_inputs(prompt, height, width, num_frames, image, video, output_type, context_frames, prompt_embeds,
+                          negative_prompt_embeds, negative_prompt, strength=strength, num_known_frames=num_known_frames,
+                          context_overlap=context_overlap, **sampling)
         # A named scheduler is for this call only: `pipe.scheduler` stays what the user set.
         sched = self.scheduler if scheduler is None else make_scheduler(scheduler, self.scheduler.config)
+        device = self._execution_device
 
-        # 1. text: cond and uncond embeddings, batched into one UNet call for CFG
+        # 1. text: conditional (and unconditional, batched into the same model call) embeddings
+        context = self._text_context(prompt, negative_prompt, prompt_embeds, negative_prompt_embeds, num_frames,
+                                     sampling["guidance_scale"] > 1.0, device)
+        batch = context.shape[0] // (2 if sampling["guidance_scale"] > 1.0 else 1)
+
+        # 2. where the loop starts: noise (or the noised input video), the timesteps left, the known frames
+        vvae = VideoVAE(self.vae, chunk_size=decode_chunk_size, temporal_decoder=self.temporal_decoder)
+        shape = (batch, self.unet.config.in_channels, num_frames, height // self.vae_scale_factor, width // self.vae_scale_factor)
+        start = self._start_and_known(vvae, sched, shape, sampling["num_inference_steps"], generator, latents, image,
+                                      image_conditioning, video_frames, extend, strength, num_known_frames,
+                                      (height, width), (context_frames, context_overlap), device)
+
+        # 3. the loop
+        denoiser = GuidedDenoiser(self.video_unet, context, sampling["guidance_scale"], sampling["guidance_rescale"],
+                                  temporal_steps(sampling["temporal_end"], len(start.timesteps)))
+        with self.progress_bar(total=len(start.timesteps)) as bar:
+            x = denoise(denoiser, sched, start.latents, start.timesteps, known=start.known, window=context_frames,
+                        overlap=context_overlap, generator=generator, progress=bar.update,
+                        on_step=self._step_callback(callback_on_step_end, callback_on_step_end_tensor_inputs))
+
+        # 4. decode (extension: the input clip, then the new frames)
+        before = video_frames if extend else None
+        return self._to_output(x, vvae, output_type, before, start.known, (height, width))
+
+    def _sizes(self, video_frames, extend: bool, num_frames, height, width, context_frames, context_overlap):
+        """The sizes a call leaves out: restyle keeps the input's length, other modes take the adapter's (16 at
+        most); the UNet's sample size; context windows of the adapter's length overlapping by a quarter."""
+        if num_frames is None:
+            num_frames = len(video_frames) if video_frames is not None and not extend else min(16, self.num_frames_trained)
+        height = height or self.unet.config.sample_size * self.vae_scale_factor
+        width = width or self.unet.config.sample_size * self.vae_scale_factor
+        context_frames = context_frames or self.num_frames_trained
+        context_overlap = context_frames // 4 if context_overlap is None else context_overlap
+        return num_frames, height, width, context_frames, context_overlap
+
+    def _text_context(self, prompt, negative_prompt, prompt_embeds, negative_prompt_embeds, num_frames: int,
+                      guided: bool, device) -> torch.Tensor:
+        """Text embeddings `(B, L, D)` or per frame `(B, F, L, D)`; under guidance the unconditional ones
+        first, concatenated along the batch: `(2B, ...)`."""
         if prompt_embeds is not None:
             cond = prompt_embeds.to(device, self.unet.dtype)
         else:
             cond = self.prompt_embeddings(prompt, num_frames).to(device)
+        if not guided:
+            return cond
         batch = cond.shape[0]
-        do_cfg = guidance_scale > 1.0
-        if do_cfg:
-            if negative_prompt_embeds is not None:
-                uncond = negative_prompt_embeds.to(device, self.unet.dtype)
-                uncond = uncond.expand(batch, *uncond.shape[1:]) if uncond.shape[0] == 1 else uncond
-            else:
-                neg = negative_prompt if negative_prompt is not None else ""
-                neg = [neg] * batch if isinstance(neg, str) else list(neg)
-                if len(neg) != batch:
-                    raise VidldmError(f"{len(neg)} negative prompts for {batch} prompts; give one or one per prompt")
-                uncond = self.encode_text(neg).to(device)
-            if cond.ndim == 4 and uncond.ndim == 3:
-                uncond = uncond[:, None].expand(-1, num_frames, -1, -1)
-            context = torch.cat([uncond, cond])
+        if negative_prompt_embeds is not None:
+            uncond = negative_prompt_embeds.to(device, self.unet.dtype)
+            uncond = uncond.expand(batch, *uncond.shape[1:]) if uncond.shape[0] == 1 else uncond
         else:
-            context = cond
+            neg = negative_prompt if negative_prompt is not None else ""
+            neg = [neg] * batch if isinstance(neg, str) else list(neg)
+            if len(neg) != batch:
+                raise VidldmError(f"{len(neg)} negative prompts for {batch} prompts; give one or one per prompt")
+            uncond = self.encode_text(neg).to(device)
+        if cond.ndim == 4 and uncond.ndim == 3:
+            uncond = uncond[:, None].expand(-1, num_frames, -1, -1)
+        return torch.cat([uncond, cond])
+
+    def _start_and_known(self, vvae: VideoVAE, sched, shape: tuple[int, ...], num_inference_steps: int, generator,
+                         latents, image, image_conditioning, video_frames, extend: bool, strength: float,
+                         num_known_frames, size: tuple[int, int], window: tuple[int, int], device) -> Start:
+        """Start latents `shape` `(B, C, F, h, w)`, the timesteps still to run and the known frames of every mode:
+        noise for text-to-video; noise + a clean still at frame 0 for animation; noise + the input's last
+        frames for extension; the input noised part-way down the schedule for video-to-video (SDEdit)."""
+        batch, num_frames = shape[0], shape[2]
         if isinstance(generator, list) and len(generator) != batch:
             raise VidldmError(f"{len(generator)} generators for a batch of {batch}; give one per prompt")
-
-        # 2. known frames and SDEdit start, in latent space
-        vvae = VideoVAE(self.vae, chunk_size=decode_chunk_size, temporal_decoder=self.temporal_decoder)
-        dtype = self.unet.dtype
-        h, w = height // self.vae_scale_factor, width // self.vae_scale_factor
-        shape = (batch, self.unet.config.in_channels, num_frames, h, w)
-        known = None
-        if image is not None or (video_frames is not None and extend):
-            if isinstance(image, (list, tuple)):  # one still per prompt
-                if len(image) != batch:
-                    raise VidldmError(f"{len(image)} images for {batch} prompts; give one image or one per prompt")
-                known_latents = self._encode_frames(vvae, [load_frames(i, image=True) for i in image], height, width, device)
-            else:
-                if image is not None:
-                    clip = load_frames(image, image=True)
-                else:
-                    k = num_known_frames or default_known_frames(num_frames)
-                    if not 1 <= k < num_frames:
-                        raise VidldmError(f"num_known_frames must be between 1 and {num_frames - 1}, got {k}")
-                    clip = video_frames[-k:]  # a clip shorter than k: all of it is known
-                known_latents = self._encode_frames(vvae, [clip], height, width, device).expand(batch, -1, -1, -1, -1)
-            mode = image_conditioning
-            if mode == "auto":
-                mode = "clean" if self.motion_adapter.config.get("frame_conditioning", False) else "replace"
-            known = KnownFrames(known_latents, list(range(known_latents.shape[2])), mode)
-
+        known = self._known_frames(vvae, image, image_conditioning, video_frames if extend else None,
+                                   num_known_frames, batch, num_frames, size, device)
         sched.set_timesteps(num_inference_steps, device=device)
         timesteps = sched.timesteps
+        dtype = self.unet.dtype
         noise = randn_tensor(shape, generator=generator, device=device, dtype=dtype) if latents is None else latents.to(device, dtype)
-        if num_frames > context_frames and latents is None:
-            noise = freenoise_noise(noise, context_frames, context_overlap, _first(generator))
+        if num_frames > window[0] and latents is None:
+            noise = freenoise_noise(noise, window[0], window[1], _first(generator))
         if known is not None:
             known.noise = noise[:, :, known.indices]
-        if video_frames is not None and not extend:
-            if len(video_frames) < num_frames:
-                raise VidldmError(f"the video has {len(video_frames)} frames but num_frames is {num_frames}")
-            start = self._encode_frames(vvae, [video_frames[:num_frames]], height, width, device).expand(batch, -1, -1, -1, -1)
-            n_steps = min(int(num_inference_steps * strength), num_inference_steps)
-            begin = (num_inference_steps - n_steps) * sched.order
-            timesteps = timesteps[begin:]
-            if hasattr(sched, "set_begin_index"):
-                sched.set_begin_index(begin)
-            x = sched.add_noise(start, noise, timesteps[:1].repeat(batch)) if len(timesteps) else start.clone()
+        if video_frames is None or extend:
+            return Start(noise * sched.init_noise_sigma, timesteps, known)
+        if len(video_frames) < num_frames:
+            raise VidldmError(f"the video has {len(video_frames)} frames but num_frames is {num_frames}")
+        clean = self._encode_frames(vvae, [video_frames[:num_frames]], *size, device).expand(batch, -1, -1, -1, -1)
+        n_steps = min(int(num_inference_steps * strength), num_inference_steps)
+        begin = (num_inference_steps - n_steps) * sched.order
+        timesteps = timesteps[begin:]
+        if hasattr(sched, "set_begin_index"):
+            sched.set_begin_index(begin)
+        x = sched.add_noise(clean, noise, timesteps[:1].repeat(batch)) if len(timesteps) else clean.clone()
+        return Start(x, timesteps, None)
+
+    def _known_frames(self, vvae: VideoVAE, image, image_conditioning: str, extend_from, num_known_frames,
+                      batch: int, num_frames: int, size: tuple[int, int], device) -> KnownFrames | None:
+        """The still(s) to animate (frame 0), or the last frames of the clip `extend_from` to continue, encoded."""
+        if image is None and extend_from is None:
+            return None
+        if isinstance(image, (list, tuple)):  # one still per prompt
+            if len(image) != batch:
+                raise VidldmError(f"{len(image)} images for {batch} prompts; give one image or one per prompt")
+            known_latents = self._encode_frames(vvae, [load_frames(i, image=True) for i in image], *size, device)
         else:
-            x = noise * sched.init_noise_sigma
+            if image is not None:
+                clip = load_frames(image, image=True)
+            else:
+                k = num_known_frames or default_known_frames(num_frames)
+                if not 1 <= k < num_frames:
+                    raise VidldmError(f"num_known_frames must be between 1 and {num_frames - 1}, got {k}")
+                clip = extend_from[-k:]  # a clip shorter than k: all of it is known
+            known_latents = self._encode_frames(vvae, [clip], *size, device).expand(batch, -1, -1, -1, -1)
+        mode = image_conditioning
+        if mode == "auto":
+            mode = "clean" if self.motion_adapter.config.get("frame_conditioning", False) else "replace"
+        return KnownFrames(known_latents, list(range(known_latents.shape[2])), mode)
 
-        # 3. the loop
-        # Step i runs the temporal layers while (i + 1) / steps <= temporal_end.
-        n_temporal = int(temporal_end * len(timesteps) + 1e-6)
+    def _step_callback(self, callback_on_step_end, tensor_inputs):
+        """diffusers' `callback_on_step_end(pipe, i, t, {"latents": ...})`, as the loop's `on_step`."""
+        if callback_on_step_end is None:
+            return None
 
-        def denoiser(x_in: torch.Tensor, t: torch.Tensor, frames: slice, step: int) -> torch.Tensor:
-            ctx = context[:, frames] if context.ndim == 4 else context
-            temporal = step < n_temporal
-            if not do_cfg:
-                return self.video_unet(x_in, t, ctx, temporal=temporal)
-            uncond_pred, cond_pred = self.video_unet(torch.cat([x_in, x_in]), torch.cat([t, t]), ctx,
-                                                     temporal=temporal).chunk(2)
-            guided = uncond_pred + guidance_scale * (cond_pred - uncond_pred)
-            return rescale_guidance(guided, cond_pred, guidance_rescale) if guidance_rescale else guided
-
-        def on_step(i, t, lat):
-            if callback_on_step_end is None:
-                return None
-            out = callback_on_step_end(self, i, t, {"latents": lat} if "latents" in callback_on_step_end_tensor_inputs else {})
+        def on_step(i, t, latents):
+            out = callback_on_step_end(self, i, t, {"latents": latents} if "latents" in tensor_inputs else {})
             return (out or {}).get("latents")
 
-        with self.progress_bar(total=len(timesteps)) as bar:
-            x = denoise(denoiser, sched, x, timesteps, known=known, window=context_frames,
-                        overlap=context_overlap, generator=generator, on_step=on_step, progress=bar.update)
+        return on_step
 
-        # 4. decode
+    def _to_output(self, x: torch.Tensor, vvae: VideoVAE, output_type: str, before, known, size) -> VideoPipelineOutput:
+        """Latents `(B, C, F, h, w)` -> the frames `output_type` asks for; `before`: the clip an extension continues."""
         if output_type == "latent":
             return VideoPipelineOutput(frames=x)
         frames = tensor_to_frames(vvae.decode(x))
-        if extend and video_frames is not None:  # the input, then the frames made after its known ones
-            frames = self._after_input(video_frames, frames, len(known.indices), height, width)
+        if before is not None:
+            frames = self._after_input(before, frames, len(known.indices), *size)
         self.maybe_free_model_hooks()
         if output_type == "np":
             return VideoPipelineOutput(frames=frames)
@@ -439,16 +457,6 @@ class VideoPipeline(DiffusionPipeline):
         encode (posterior mean: deterministic conditioning)."""
         video = torch.stack([rearrange(frames_to_tensor(c, height, width), "f c h w -> c f h w") for c in clips])
         return vvae.encode(video.to(device, self.vae.dtype)).to(self.unet.dtype)
-
-
-def rescale_guidance(guided: torch.Tensor, cond: torch.Tensor, rescale: float) -> torch.Tensor:
-    """Lin et al. 2023 (3.4), as diffusers' `guidance_rescale`: bring the guided prediction `(B, ...)` back to
-    the spread of the conditional one, per sample, by the fraction `rescale`. Strong guidance on a
-    zero-terminal-SNR schedule otherwise over-saturates: there the model's output at the first steps
-    is the clip itself, and guidance scales it up."""
-    dims = tuple(range(1, guided.ndim))
-    rescaled = guided * (cond.std(dim=dims, keepdim=True) / guided.std(dim=dims, keepdim=True))
-    return rescale * rescaled + (1 - rescale) * guided
 
 
 def default_known_frames(num_frames: int) -> int:

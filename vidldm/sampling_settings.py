@@ -1,21 +1,154 @@
-"""The sampling settings a model may carry as its own defaults (`VideoPipeline.generation_defaults`).
+"""The one table of settings a clip is made with: name, CLI flag, type, range, default.
 
-A small model tuned for 20 steps and guidance 6 should not be sampled with diffusers' 25 and 7.5
-because a user left a flag out, so a pipeline folder records the settings its weights were tuned
-for, and a fine-tune inherits its base model's. No torch here: training recipes check these keys
-before any model is loaded.
+Everything else is derived from `SETTINGS`, so a new setting is one entry here:
+- the pipeline's fallbacks (`SAMPLING_DEFAULTS`) and the checks of a model's own defaults
+  (`check_generation_defaults`; a small model tuned for 20 steps should not get diffusers' 25
+  because a flag was left out, so pipelines save the settings their weights were tuned for);
+- the CLI's flags (`add_flags`), the checks before any model loads (`check_args`), what a sidecar
+  records (`recorded`) and how `replay` turns a sidecar back into flags (`replay_argv`);
+- the range checks of `VideoPipeline.__call__` (`Setting.check`, with the Python name in messages).
+No torch here: training recipes check their `sampling:` keys before any model is loaded.
 """
 
 from __future__ import annotations
 
+import argparse
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
 from vidldm.errors import VidldmError
 
-# What a call uses for a setting it leaves out when the model has no default of its own (diffusers' values).
-SAMPLING_DEFAULTS = {"num_inference_steps": 25, "guidance_scale": 7.5, "guidance_rescale": 0.0, "temporal_end": 1.0}
+MODES = ("generate", "animate", "restyle", "extend")
+_UNSET: Any = object()
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting. `name` is the keyword of `VideoPipeline.__call__` (diffusers' name) where it has one;
+    `key` (the flag's name with underscores) is the argparse dest and the sidecar's key.
+
+    `fallback`: diffusers' value, used when neither the call nor the model sets it (only for settings a
+    model may carry as its own default). `legacy`: what a sidecar without this key implies: it was written
+    before the setting existed, when vidldm behaved as this value does."""
+
+    name: str
+    flag: str
+    type: type
+    help: str
+    default: Any = None
+    low: float | None = None
+    high: float | None = None
+    above: float | None = None  # exclusive lower bound (fps > 0)
+    choices: tuple[str, ...] | None = None
+    validate: Callable[[Any], None] | None = None  # extra check (e.g. scheduler names), raises VidldmError
+    fallback: Any = _UNSET
+    legacy: Any = _UNSET
+    commands: tuple[str, ...] = MODES
+    group: str = "sampling"
+    is_path: bool = False  # recorded resolved, so a replay from another folder finds the file
+    recorded: bool = True
+    to_pipeline: bool = True  # a keyword of VideoPipeline.__call__ (the model's and output's settings are not)
+    metavar: str | None = None
+
+    @property
+    def key(self) -> str:
+        return self.flag.lstrip("-").replace("-", "_")
+
+    def check(self, value: Any, label: str | None = None) -> Any:
+        """`value` if it is in range; else a one-line VidldmError naming `label` (the flag or the Python name)."""
+        label = label or self.name
+        if value is None:
+            return value
+        if self.type in (int, float):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise VidldmError(f"{label} must be a number, got {value!r}")
+            if not math.isfinite(value):
+                raise VidldmError(f"{label} must be a finite number, got {value}")
+            if self.type is int and value != int(value):
+                raise VidldmError(f"{label} must be a whole number, got {value}")
+            self._check_range(value, label)
+        if self.choices is not None and value not in self.choices:
+            raise VidldmError(f"{label} must be one of {', '.join(self.choices)}, got {value!r}")
+        if self.validate is not None:
+            self.validate(value)
+        return value
+
+    def _check_range(self, value: float, label: str) -> None:
+        if self.low is not None and self.high is not None and not self.low <= value <= self.high:
+            raise VidldmError(f"{label} must be between {self.low:g} and {self.high:g}, got {value}")
+        if self.low is not None and value < self.low:
+            raise VidldmError(f"{label} must be at least {self.low:g}, got {value}")
+        if self.high is not None and value > self.high:
+            raise VidldmError(f"{label} must be at most {self.high:g}, got {value}")
+        if self.above is not None and value <= self.above:
+            raise VidldmError(f"{label} must be greater than {self.above:g}, got {value}")
+
+
+def _check_scheduler(name: str) -> None:
+    from vidldm.schedulers import check_scheduler_name  # diffusers is imported only when a name is checked
+
+    check_scheduler_name(name)
+
+
+WITH_KNOWN_FRAMES = ("animate", "extend")
+SETTINGS: list[Setting] = [
+    # the model
+    Setting("model", "--model", str, "built-in name, pipeline/SD folder, single file or hub id", group="model",
+            is_path=True, metavar="MODEL", to_pipeline=False),
+    Setting("motion_adapter", "--motion-adapter", str, "AnimateDiff .ckpt/.safetensors or an adapter folder (for SD models)",
+            group="model", is_path=True, to_pipeline=False),
+    Setting("config", "--config", str, "local diffusers SD folder giving configs for a single-file --model",
+            group="model", is_path=True, to_pipeline=False),
+    Setting("device", "--device", str, "cpu, cuda, cuda:1, mps (default: cuda if available)", group="model", recorded=False,
+            to_pipeline=False),
+    Setting("dtype", "--dtype", str, "weights dtype (default: fp16 on GPU, fp32 on CPU)", group="model",
+            choices=("fp32", "fp16", "bf16"), to_pipeline=False),
+    # what each mode takes
+    Setting("image_conditioning", "--image-conditioning", str,
+            "clean: known frames enter as clean frames at t=0 (adapters trained with frame conditioning); "
+            "replace: training-free, re-noised each step; auto picks by the adapter",
+            default="auto", choices=("auto", "clean", "replace"), commands=WITH_KNOWN_FRAMES, group="mode"),
+    Setting("strength", "--strength", float, "0 keeps the input, 1 ignores it (default: 0.6)", default=0.6,
+            low=0.0, high=1.0, commands=("restyle",), group="mode"),
+    Setting("num_known_frames", "--known-frames", int,
+            "how many of the input's last frames to continue from (default: a quarter of --frames)",
+            low=1, commands=("extend",), group="mode"),
+    # sampling
+    Setting("negative_prompt", "--negative-prompt", str, "what to steer away from"),
+    Setting("num_frames", "--frames", int, "number of frames (default: the adapter's length, 16 at most; "
+            "beyond it context windows are used)", low=1),
+    Setting("height", "--height", int, "pixels, a multiple of the VAE factor", low=1),
+    Setting("width", "--width", int, "pixels, a multiple of the VAE factor", low=1),
+    Setting("num_inference_steps", "--steps", int, "denoising steps (default: the model's, 25 for SD)", low=1,
+            fallback=25, commands=(*MODES, "eval")),
+    Setting("guidance_scale", "--guidance", float, "classifier-free guidance scale (default: the model's, 7.5 for SD)",
+            low=0.0, fallback=7.5, commands=(*MODES, "eval")),
+    Setting("guidance_rescale", "--guidance-rescale", float, "0-1: pull strong guidance back to the conditional "
+            "spread, for zero-terminal-SNR models (default: the model's, 0)", low=0.0, high=1.0, fallback=0.0, legacy=0.0),
+    Setting("temporal_end", "--temporal-end", float, "0-1: fraction of the steps that run the temporal layers; the "
+            "last steps refine each frame with the image model alone (default: the model's, 1)", low=0.0, high=1.0,
+            fallback=1.0, legacy=1.0, commands=(*MODES, "eval")),
+    Setting("scheduler", "--scheduler", str, "ddim, euler, euler_a, dpm++, unipc, lcm (default: ddim)", default="ddim",
+            validate=_check_scheduler),
+    Setting("seed", "--seed", int, "random seed (printed when not given)", to_pipeline=False),
+    Setting("context_overlap", "--context-overlap", int, "frames shared by neighbouring context windows in long clips",
+            low=0),
+    # output
+    Setting("fps", "--fps", float, "frames per second of the output (default: 8)", default=8.0, above=0.0, group="output",
+            to_pipeline=False),
+]
+BY_NAME = {s.name: s for s in SETTINGS}
+BY_KEY = {s.key: s for s in SETTINGS}
+
+# What a call uses for a setting left out when the model has no default of its own (diffusers' values).
+SAMPLING_DEFAULTS = {s.name: s.fallback for s in SETTINGS if s.fallback is not _UNSET}
 
 
 def check_generation_defaults(settings: dict) -> dict[str, float]:
-    """The model's sampling defaults, checked: known keys, steps a positive integer, guidance >= 0, the rest in [0, 1]."""
+    """A model's own sampling defaults, checked: known keys of `SAMPLING_DEFAULTS`, each in its range."""
     if not isinstance(settings, dict):
         raise VidldmError(f"generation defaults must be a mapping of {', '.join(SAMPLING_DEFAULTS)}, got {settings!r}")
     unknown = sorted(set(settings) - set(SAMPLING_DEFAULTS))
@@ -23,15 +156,67 @@ def check_generation_defaults(settings: dict) -> dict[str, float]:
         raise VidldmError(f"unknown sampling setting {', '.join(repr(k) for k in unknown)}; choose from {', '.join(SAMPLING_DEFAULTS)}")
     out = {}
     for key, value in settings.items():
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise VidldmError(f"sampling setting {key} must be a number, got {value!r}")
-        if key == "num_inference_steps" and (value != int(value) or value < 1):
-            raise VidldmError(f"num_inference_steps must be a positive whole number, got {value}")
-        if key == "guidance_scale" and value < 0:
-            raise VidldmError(f"guidance_scale must be 0 or more, got {value}")
-        if key in ("guidance_rescale", "temporal_end") and not 0.0 <= value <= 1.0:
-            raise VidldmError(f"{key} must be between 0 and 1, got {value}")
-        out[key] = int(value) if key == "num_inference_steps" else float(value)
+        if value is not None:
+            setting = BY_NAME[key]
+            setting.check(value, key)
+            out[key] = setting.type(value)
     return out
+
+
+# ----------------------------------------------------------------------------- the CLI's side
+
+def add_flags(parser: argparse.ArgumentParser, command: str, *, model_default: str) -> dict[str, Any]:
+    """Add the flags of `command`, grouped as in `--help` (mode flags first, as they belong to the command);
+    returns the groups, so the caller can add flags that are not settings (`-o`) beside them."""
+    groups: dict[str, Any] = {}
+    for s in SETTINGS:
+        if command not in s.commands:
+            continue
+        if s.group not in groups:
+            groups[s.group] = parser if s.group == "mode" else parser.add_argument_group(s.group)
+        default = model_default if s.name == "model" else s.default
+        help_text = f"{s.help} (default: {model_default})" if s.name == "model" else s.help
+        kwargs = dict(type=s.type, default=default, help=help_text, dest=s.key)
+        if s.choices is not None:
+            kwargs["choices"] = s.choices
+        if s.metavar:
+            kwargs["metavar"] = s.metavar
+        groups[s.group].add_argument(s.flag, **kwargs)
+    return groups
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Every setting the command has, in range, before any model loads (the CLI's messages name the flag)."""
+    for s in SETTINGS:
+        if hasattr(args, s.key):
+            s.check(getattr(args, s.key), s.flag)
+
+
+def recorded(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings a sidecar records: those given or defaulted, paths resolved."""
+    out = {}
+    for s in SETTINGS:
+        value = getattr(args, s.key, None)
+        if value is None or not s.recorded:
+            continue
+        if s.is_path and Path(value).exists():
+            value = str(Path(value).resolve())
+        out[s.key] = value
+    return out
+
+
+def replay_argv(saved: dict[str, Any], command: str) -> list[str]:
+    """A sidecar's settings as flags of `command`; keys a sidecar lacks take their `legacy` value."""
+    argv: list[str] = []
+    for s in SETTINGS:
+        if command not in s.commands:
+            continue
+        value = saved.get(s.key, None if s.legacy is _UNSET else s.legacy)
+        if value is not None and s.recorded:
+            argv.append(f"{s.flag}={value}")  # '=': a value that starts with '-' is not read as a flag
+    return argv
+
+
+def pipeline_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """The command's settings as `VideoPipeline.__call__` keywords (`--steps` -> `num_inference_steps`)."""
+    return {s.name: getattr(args, s.key) for s in SETTINGS if s.to_pipeline and hasattr(args, s.key)}

@@ -54,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
         m.add_argument("--model", default=DEFAULT_MODEL, help=f"built-in name, pipeline/SD folder, single file or hub id (default: {DEFAULT_MODEL})")
         m.add_argument("--motion-adapter", help="AnimateDiff .ckpt/.safetensors or an adapter folder (for SD models)")
         m.add_argument("--config", help="local diffusers SD folder giving configs for a single-file --model")
+        m.add_argument("--variant", help="weights variant of diffusers folders, e.g. fp16 (default: plain, or the only one there)")
         m.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: cuda if available)")
         m.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), help="weights dtype (default: fp16 on GPU, fp32 on CPU)")
         s = p.add_argument_group("sampling")
@@ -141,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="describe a model or a motion adapter", description="Describe a model (pipeline folder, built-in name) or a motion-adapter file/folder.")
     p.add_argument("model")
     p.add_argument("--motion-adapter", help="describe the model with this adapter")
+    p.add_argument("--variant", help="weights variant of diffusers folders, e.g. fp16 (default: plain, or the only one there)")
     return parser
 
 
@@ -222,7 +224,7 @@ def sampling_settings(pipe, args: argparse.Namespace) -> tuple[int, float, float
 def settings_of(args: argparse.Namespace, seed: int) -> dict[str, Any]:
     """Everything needed to make the clip again (written to the sidecar)."""
     keys = ("command", "prompt", "negative_prompt", "image", "video", "strength", "known_frames", "image_conditioning",
-            "model", "motion_adapter", "config", "dtype", "frames", "height", "width", "steps", "guidance",
+            "model", "motion_adapter", "config", "variant", "dtype", "frames", "height", "width", "steps", "guidance",
             "guidance_rescale", "temporal_end", "scheduler", "context_overlap", "fps")
     s = {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
     s["seed"] = seed
@@ -250,7 +252,8 @@ def run_mode(args: argparse.Namespace) -> Path:
     start = time.perf_counter()
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = args.dtype or ("fp16" if str(device).startswith("cuda") else "fp32")
-    pipe = load_pipeline(args.model, args.motion_adapter, config=args.config, device=device, dtype=dtype)
+    pipe = load_pipeline(args.model, args.motion_adapter, config=args.config, device=device, dtype=dtype,
+                         variant=args.variant)
     pipe.set_progress_bar_config(disable=args.quiet)
     args.steps, args.guidance, args.guidance_rescale, args.temporal_end = sampling_settings(pipe, args)
     kwargs: dict[str, Any] = dict(
@@ -324,7 +327,7 @@ def replay(args: argparse.Namespace) -> Path:
     argv += [saved[k] for k in ("image", "video") if k in saved] + [_prompt_text(saved["prompt"])]
     flags = {"negative_prompt": "--negative-prompt", "strength": "--strength", "known_frames": "--known-frames",
              "image_conditioning": "--image-conditioning", "model": "--model", "motion_adapter": "--motion-adapter",
-             "config": "--config", "dtype": "--dtype", "frames": "--frames", "height": "--height", "width": "--width",
+             "config": "--config", "variant": "--variant", "dtype": "--dtype", "frames": "--frames", "height": "--height", "width": "--width",
              "steps": "--steps", "guidance": "--guidance", "guidance_rescale": "--guidance-rescale",
              "temporal_end": "--temporal-end", "scheduler": "--scheduler", "seed": "--seed",
              "context_overlap": "--context-overlap", "fps": "--fps"}
@@ -349,13 +352,13 @@ def info(args: argparse.Namespace) -> None:
 
     target = Path(args.model)
     if target.is_file() or (target.is_dir() and (target / "config.json").exists() and not (target / "model_index.json").exists()):
-        adapter = load_motion_adapter(target)
+        adapter = load_motion_adapter(target, variant=args.variant)
         print(f"motion adapter: {target}")
         _print_adapter(adapter)
         return
     from vidldm.loading import load_pipeline
 
-    pipe = load_pipeline(args.model, args.motion_adapter, device="cpu")
+    pipe = load_pipeline(args.model, args.motion_adapter, device="cpu", variant=args.variant)
     u = pipe.unet.config
     print(f"model: {args.model}")
     print(f"  unet: {sum(p.numel() for p in pipe.unet.parameters()) / 1e6:.1f}M params, blocks {list(u.block_out_channels)}, "
@@ -432,6 +435,9 @@ def _quiet_libraries() -> None:
 
     diffusers_logging.set_verbosity_error()
     transformers_logging.set_verbosity_error()
+    # Their loading bars too: an error must reach the user as one line, and a load prints its own summary.
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,10 +1,12 @@
 """Folders diffusers writes (AnimateDiffPipeline, MotionAdapter, SD; plain and fp16 variants) load in vidldm with
-the same tensors and the same UNet output as diffusers' own classes; broken files end in one line and exit 2."""
+the same tensors and the same UNet output as diffusers' own classes; `vidldm export` writes the reverse; broken
+files end in one line and exit 2."""
 
 import copy
 import json
 import shutil
 
+import numpy as np
 import pytest
 import torch
 from diffusers import (
@@ -154,6 +156,74 @@ def test_cli_reads_variants(folders, capsys):
     assert main(["info", str(folders["adapter-fp16"]), "--variant", "fp16"]) == 0
     out = capsys.readouterr().out
     assert out.count("norm per_clip") == 3
+
+
+# ----------------------------------------------------------------------------- vidldm -> diffusers
+
+@pytest.fixture(scope="module")
+def per_clip_model(base, tmp_path_factory):
+    """A vidldm pipeline folder whose adapter diffusers can run exactly (per-clip normalisation, random outputs)."""
+    pipe = base.with_parts(motion_adapter=tiny_motion_adapter(base.unet, randomize=True, norm_mode="per_clip"))
+    folder = tmp_path_factory.mktemp("vidldm") / "model"
+    pipe.save_pretrained(folder)
+    return pipe, folder
+
+
+@torch.no_grad()
+def test_export_round_trips_through_diffusers(per_clip_model, tmp_path, capsys):
+    pipe, folder = per_clip_model
+    out = tmp_path / "exported"
+    assert main(["export", str(folder), str(out), "--format", "diffusers"]) == 0
+    assert "AnimateDiffPipeline" in capsys.readouterr().out
+    theirs = AnimateDiffPipeline.from_pretrained(out)
+    theirs.set_progress_bar_config(disable=True)
+    assert_same_tensors(pipe, theirs.unet)
+    assert_same_unet_output(pipe, theirs.unet)
+
+    latents, _ = inputs(1)
+    settings = dict(num_frames=FRAMES, height=32, width=32, num_inference_steps=2, guidance_scale=7.5, output_type="np")
+    pipe.set_progress_bar_config(disable=True)
+    ours = pipe("a red circle", latents=latents, **settings).frames
+    frames = theirs("a red circle", latents=latents, **settings).frames
+    assert ours.shape == frames.shape == (1, FRAMES, 32, 32, 3)
+    assert np.abs(ours - frames).max() <= 1e-4
+
+    back = load_pipeline(out, device="cpu")  # and the export loads in vidldm again, unchanged
+    assert_same_tensors(back, theirs.unet)
+
+
+def test_to_diffusers_keeps_the_scheduler_config(per_clip_model):
+    pipe, _ = per_clip_model
+    theirs = pipe.to_diffusers()
+    assert isinstance(theirs, AnimateDiffPipeline) and isinstance(theirs.unet, UNetMotionModel)
+    assert dict(theirs.scheduler.config) == dict(pipe.scheduler.config)
+
+
+@pytest.mark.parametrize(
+    "adapter, message",
+    [
+        (dict(norm_mode="per_frame"), "normalises each frame on its own"),
+        (dict(norm_mode="per_clip", frame_conditioning=True), "frame conditioning"),
+        (dict(norm_mode="per_clip", spatiotemporal_levels=[1]), "no spatio-temporal attention"),
+        (dict(norm_mode="per_clip", cross_attention_dim=32), "no text cross-attention"),
+        (dict(norm_mode="per_clip", temporal_conv=True), "no temporal convolutions"),
+        (dict(norm_mode="per_clip", norm_num_groups=16), "normalises in 16 groups but the UNet in 32"),
+    ],
+)
+def test_export_refuses_what_diffusers_cannot_represent(base, tmp_path, capsys, adapter, message):
+    tiny_motion_adapter(base.unet, **adapter).save_pretrained(tmp_path / "adapter")
+    out = tmp_path / "exported"
+    assert main(["export", "tiny", str(out), "--motion-adapter", str(tmp_path / "adapter")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("vidldm: error: ") and message in err[0]
+    assert not out.exists() and not list(tmp_path.glob(".exported*"))  # nothing half-written
+
+
+def test_lossy_export_of_an_animatediff_style_adapter(tmp_path):
+    """Per-frame normalisation (AnimateDiff's checkpoints) exports with --lossy, as diffusers' own conversions do."""
+    assert main(["export", "tiny", str(tmp_path / "out"), "--lossy"]) == 0
+    assert json.loads((tmp_path / "out" / "model_index.json").read_text())["_class_name"] == "AnimateDiffPipeline"
+    assert main(["export", "tiny", str(tmp_path / "out"), "--lossy"]) == 2  # never over an existing folder
 
 
 # ----------------------------------------------------------------------------- broken files: one line, exit 2

@@ -1,4 +1,4 @@
-"""The `vidldm` command: generate, animate, restyle, extend, replay, info.
+"""The `vidldm` command: generate, animate, restyle, extend, replay, info, export.
 
 Every user mistake ends in one line on stderr and exit status 2, before any model is loaded
 where possible, and never leaves a half-written file: videos and sidecars are written to a
@@ -143,6 +143,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model")
     p.add_argument("--motion-adapter", help="describe the model with this adapter")
     p.add_argument("--variant", help="weights variant of diffusers folders, e.g. fp16 (default: plain, or the only one there)")
+    p = sub.add_parser("export", help="write a model as a diffusers AnimateDiffPipeline folder",
+                       description="Write a model (any --model vidldm loads) as a folder diffusers' "
+                       "AnimateDiffPipeline.from_pretrained loads and that gives the same frames. Adapters with layers "
+                       "diffusers has no class for (spatio-temporal attention, text cross-attention, temporal "
+                       "convolutions) are refused.")
+    p.add_argument("model")
+    p.add_argument("output", help="folder to create")
+    p.add_argument("--format", choices=("diffusers",), default="diffusers", help="folder layout (default: diffusers)")
+    p.add_argument("--motion-adapter", help="export the model with this adapter")
+    p.add_argument("--config", help="local diffusers SD folder giving configs for a single-file model")
+    p.add_argument("--variant", help="weights variant of diffusers folders to read, e.g. fp16")
+    p.add_argument("--lossy", action="store_true",
+                   help="export even where diffusers computes slightly differently (per-frame normalisation) "
+                   "or cannot use a feature (frame conditioning)")
     return parser
 
 
@@ -372,6 +386,17 @@ def info(args: argparse.Namespace) -> None:
     _print_adapter(pipe.motion_adapter)
 
 
+def export(args: argparse.Namespace) -> None:
+    from vidldm.loading import export_diffusers
+
+    pipe = export_diffusers(args.model, args.output, args.motion_adapter, config=args.config, variant=args.variant,
+                            lossy=args.lossy)
+    print(f"wrote {args.output}: a diffusers AnimateDiffPipeline (load it with AnimateDiffPipeline.from_pretrained)")
+    if pipe.generation_defaults:  # a diffusers folder has no place for them
+        print("  not kept (a diffusers folder has no place for them), the model's sampling defaults: "
+              + ", ".join(f"{k}={v}" for k, v in pipe.generation_defaults.items()))
+
+
 def cache(args: argparse.Namespace) -> None:
     import torch
 
@@ -455,6 +480,8 @@ def main(argv: list[str] | None = None) -> int:
             replay(args)
         elif args.command == "info":
             info(args)
+        elif args.command == "export":
+            export(args)
         elif args.command == "train":
             from vidldm.train import run_training
 

@@ -13,12 +13,14 @@
 - a Hugging Face Hub id, only when the user names one (offline this fails with one clear line).
 Nothing is downloaded unless the user asks for a hub id. Whatever diffusers or transformers raise
 for a file they cannot read reaches the user as one `CheckpointError` line naming the file.
+`export_diffusers` writes the other way: an `AnimateDiffPipeline` folder diffusers loads.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import shutil
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -294,6 +296,35 @@ def _from_single_file(path: Path, adapter: MotionAdapter | None, config, fresh: 
     adapter = adapter or MotionAdapter.from_unet_config(sd.unet.config, max_seq_length=fresh)
     return VideoPipeline(vae=sd.vae, text_encoder=sd.text_encoder, tokenizer=sd.tokenizer, unet=sd.unet,
                          motion_adapter=adapter, scheduler=default_scheduler(**base_model_schedule(sd.scheduler.config)))
+
+
+def export_diffusers(
+    name_or_path: str | os.PathLike,
+    output: str | os.PathLike,
+    motion_adapter: str | os.PathLike | MotionAdapter | None = None,
+    *,
+    config: str | os.PathLike | None = None,
+    variant: str | None = None,
+    lossy: bool = False,
+) -> VideoPipeline:
+    """Write a model (anything `load_pipeline` reads) as a diffusers `AnimateDiffPipeline` folder at `output`,
+    a new folder; it is written under a temporary name beside it and renamed, so a failure leaves nothing.
+    Returns the vidldm pipeline it was made from. See `VideoPipeline.to_diffusers` for what is refused."""
+    out = Path(output).expanduser()
+    if out.exists():
+        raise VidldmError(f"'{out}' already exists; export into a new folder")
+    if not out.parent.is_dir():
+        raise VidldmError(f"output folder '{out.parent}' does not exist; create it first")
+    pipe = load_pipeline(name_or_path, motion_adapter, config=config, device="cpu", variant=variant)
+    theirs = pipe.to_diffusers(lossy=lossy)
+    tmp = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)  # a previous export killed half-way
+    try:
+        theirs.save_pretrained(tmp)
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return pipe
 
 
 def _looks_like_hub_id(name: str) -> bool:

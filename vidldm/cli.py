@@ -1,4 +1,4 @@
-"""The `vidldm` command: generate, animate, restyle, extend, replay, info.
+"""The `vidldm` command: generate, animate, restyle, extend, replay, info, export.
 
 Every user mistake ends in one line on stderr and exit status 2, before any model is loaded
 where possible, and never leaves a half-written file: videos and sidecars are written to a
@@ -105,6 +105,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="describe a model or a motion adapter", description="Describe a model (pipeline folder, built-in name) or a motion-adapter file/folder.")
     p.add_argument("model")
     p.add_argument("--motion-adapter", help="describe the model with this adapter")
+    p.add_argument("--variant", help="weights variant of diffusers folders, e.g. fp16 (default: plain, or the only one there)")
+    p = sub.add_parser("export", help="write a model as a diffusers AnimateDiffPipeline folder",
+                       description="Write a model (any --model vidldm loads) as a folder diffusers' "
+                       "AnimateDiffPipeline.from_pretrained loads and that gives the same frames. Adapters with layers "
+                       "diffusers has no class for (spatio-temporal attention, text cross-attention, temporal "
+                       "convolutions) are refused.")
+    p.add_argument("model")
+    p.add_argument("output", help="folder to create")
+    p.add_argument("--format", choices=("diffusers",), default="diffusers", help="folder layout (default: diffusers)")
+    p.add_argument("--motion-adapter", help="export the model with this adapter")
+    p.add_argument("--config", help="local diffusers SD folder giving configs for a single-file model")
+    p.add_argument("--variant", help="weights variant of diffusers folders to read, e.g. fp16")
+    p.add_argument("--lossy", action="store_true",
+                   help="export even where diffusers computes slightly differently (per-frame normalisation) "
+                   "or cannot use a feature (frame conditioning)")
     return parser
 
 
@@ -166,7 +181,8 @@ def run_mode(args: argparse.Namespace) -> Path:
     start = time.perf_counter()
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = args.dtype or ("fp16" if str(device).startswith("cuda") else "fp32")
-    pipe = load_pipeline(args.model, args.motion_adapter, config=args.config, device=device, dtype=dtype)
+    pipe = load_pipeline(args.model, args.motion_adapter, config=args.config, device=device, dtype=dtype,
+                         variant=args.variant)
     pipe.set_progress_bar_config(disable=args.quiet)
     resolve_sampling(pipe, args)
     inputs = {"image": getattr(args, "image", None), "video": getattr(args, "video", None),
@@ -226,13 +242,13 @@ def info(args: argparse.Namespace) -> None:
 
     target = Path(args.model)
     if target.is_file() or (target.is_dir() and (target / "config.json").exists() and not (target / "model_index.json").exists()):
-        adapter = load_motion_adapter(target)
+        adapter = load_motion_adapter(target, variant=args.variant)
         print(f"motion adapter: {target}")
         _print_adapter(adapter)
         return
     from vidldm.loading import load_pipeline
 
-    pipe = load_pipeline(args.model, args.motion_adapter, device="cpu")
+    pipe = load_pipeline(args.model, args.motion_adapter, device="cpu", variant=args.variant)
     u = pipe.unet.config
     print(f"model: {args.model}")
     print(f"  unet: {sum(p.numel() for p in pipe.unet.parameters()) / 1e6:.1f}M params, blocks {list(u.block_out_channels)}, "
@@ -244,6 +260,17 @@ def info(args: argparse.Namespace) -> None:
     own = "the model's own" if pipe.generation_defaults else "diffusers', the model sets none"
     print(f"  sampling defaults ({own}): " + ", ".join(f"{k} {v}" for k, v in pipe.sampling_defaults().items()))
     _print_adapter(pipe.motion_adapter)
+
+
+def export(args: argparse.Namespace) -> None:
+    from vidldm.loading import export_diffusers
+
+    pipe = export_diffusers(args.model, args.output, args.motion_adapter, config=args.config, variant=args.variant,
+                            lossy=args.lossy)
+    print(f"wrote {args.output}: a diffusers AnimateDiffPipeline (load it with AnimateDiffPipeline.from_pretrained)")
+    if pipe.generation_defaults:  # a diffusers folder has no place for them
+        print("  not kept (a diffusers folder has no place for them), the model's sampling defaults: "
+              + ", ".join(f"{k}={v}" for k, v in pipe.generation_defaults.items()))
 
 
 def cache(args: argparse.Namespace) -> None:
@@ -326,6 +353,9 @@ def _quiet_libraries() -> None:
 
     diffusers_logging.set_verbosity_error()
     transformers_logging.set_verbosity_error()
+    # Their loading bars too: an error must reach the user as one line, and a load prints its own summary.
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
 
 
 class Terminated(BaseException):
@@ -361,14 +391,9 @@ def _run(args: argparse.Namespace) -> int:
     # vidldm.train.trainer). Per thread and inherited: set before torch starts its worker threads.
     torch.set_flush_denormal(True)
     try:
-        if args.command in MODES:
-            run_mode(args)
-        elif args.command == "replay":
-            replay(args)
-        elif args.command == "info":
-            info(args)
-        else:
-            {"train": train, "cache": cache, "eval": evaluate, "make-shapes": make_shapes}[args.command](args)
+        commands = {**dict.fromkeys(MODES, run_mode), "replay": replay, "info": info, "train": train, "cache": cache,
+                    "eval": evaluate, "make-shapes": make_shapes, "export": export}
+        commands[args.command](args)
         return 0
     except VidldmError as err:
         print(f"vidldm: error: {err}", file=sys.stderr)

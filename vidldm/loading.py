@@ -5,23 +5,37 @@
   (`scripts/export_shapes.py`: vae/, unet/, motion_adapter/, sampling.json; MiniLM text encoder);
 - a local diffusers Stable Diffusion folder (1.x / 2.x) + `motion_adapter=` (an AnimateDiff
   `.ckpt`/`.safetensors`, a diffusers `MotionAdapter` folder or a vidldm adapter folder);
+- a folder written by diffusers' `AnimateDiffPipeline.save_pretrained`: its `UNetMotionModel` splits
+  into the image UNet and the adapter (SDXL folders are refused until vidldm runs SDXL);
+- any of these folders in a weights variant (`variant="fp16"`, what `save_pretrained(variant=...)`
+  writes), found by itself when a folder holds only one;
 - a single-file SD checkpoint (`.safetensors`/`.ckpt`) + `config=` a local diffusers folder for its configs;
 - a Hugging Face Hub id, only when the user names one (offline this fails with one clear line).
-Nothing is downloaded unless the user asks for a hub id.
+Nothing is downloaded unless the user asks for a hub id. Whatever diffusers or transformers raise
+for a file they cannot read reaches the user as one `CheckpointError` line naming the file.
+`export_diffusers` writes the other way: an `AnimateDiffPipeline` folder diffusers loads.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
+import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 
-from vidldm.errors import VidldmError
+from vidldm.errors import CheckpointError, VidldmError
 from vidldm.models.motion import MotionAdapter
-from vidldm.models.motion_formats import load_motion_adapter
+from vidldm.models.motion_formats import (
+    diffusers_norm_groups,
+    load_motion_adapter,
+    read_config,
+    resolve_variant,
+    split_motion_unet,
+    weight_variants,
+)
 from vidldm.pipeline import VideoPipeline
 from vidldm.schedulers import base_model_schedule, default_scheduler
 
@@ -58,31 +72,39 @@ def load_pipeline(
     device: str | torch.device | None = None,
     dtype: str | torch.dtype | None = None,
     fresh_adapter_frames: int | None = None,
+    variant: str | None = None,
 ) -> VideoPipeline:
     """Load a `VideoPipeline` from any supported source (see the module docstring).
 
     `fresh_adapter_frames`: for training, a Stable Diffusion base without `motion_adapter` gets a
-    new zero-initialised adapter of this length instead of an error (and sizes the tiny model's)."""
+    new zero-initialised adapter of this length instead of an error (and sizes the tiny model's).
+    `variant`: the weights variant of diffusers folders (e.g. "fp16"); a component saved without it
+    loads its plain weights, and a folder holding one variant only needs no `variant`."""
     torch_dtype = parse_dtype(dtype)
-    adapter = _adapter(motion_adapter)
+    adapter = _adapter(motion_adapter, variant)
     name = str(name_or_path)
     path = Path(name).expanduser()
     if name in BUILTIN:
         pipe = _with_adapter(_builtin(name, fresh_adapter_frames), adapter)
     elif path.is_dir():
-        pipe = _from_folder(path, adapter, fresh_adapter_frames)
+        pipe = _from_folder(path, adapter, fresh_adapter_frames, variant)
     elif path.is_file():
         pipe = _from_single_file(path, adapter, config, fresh_adapter_frames)
     elif _looks_like_hub_id(name) and not path.suffix:
-        pipe = _from_hub(name, adapter)
+        pipe = _from_hub(name, adapter, variant)
     else:
         raise VidldmError(
             f"unknown model '{name}': not a built-in ({', '.join(BUILTIN)}), a folder or a checkpoint file"
         )
+    if adapter is not None and not isinstance(motion_adapter, MotionAdapter):
+        _check_norm_groups(Path(motion_adapter), pipe.unet)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        if torch_dtype is not None and torch_dtype != pipe.unet.dtype:
-            pipe = pipe.to(dtype=torch_dtype)
+        # One dtype for all parts: from an fp16 variant diffusers loads fp32 but transformers keeps the file's fp16.
+        target = torch_dtype or pipe.unet.dtype
+        for module in pipe.components.values():
+            if isinstance(module, torch.nn.Module) and module.dtype != target:
+                module.to(dtype=target)
         return pipe.to(device)
     except (RuntimeError, AssertionError) as err:
         raise VidldmError(f"cannot use device '{device}': {str(err).splitlines()[0]}") from err
@@ -98,10 +120,59 @@ def _builtin(name: str, frames: int | None) -> VideoPipeline:
     return shapes_pipeline()
 
 
-def _adapter(motion_adapter) -> MotionAdapter | None:
+def _adapter(motion_adapter, variant: str | None = None) -> MotionAdapter | None:
     if motion_adapter is None or isinstance(motion_adapter, MotionAdapter):
         return motion_adapter
-    return load_motion_adapter(motion_adapter)
+    return load_motion_adapter(motion_adapter, variant=_adapter_variant(Path(motion_adapter), variant))
+
+
+def _adapter_variant(path: Path, variant: str | None) -> str | None:
+    """The `--variant` asked for the model applies to an adapter folder only if it has it: an fp16 SD folder
+    may well go with an adapter someone saved plain."""
+    return variant if path.is_dir() and variant in weight_variants(path) else None
+
+
+def _check_norm_groups(source: Path, unet) -> None:
+    """Refuse a diffusers adapter folder whose `motion_norm_num_groups` differs from the UNet's `norm_num_groups`:
+    diffusers runs its temporal layers with the UNet's value and vidldm with the adapter's, so the pair has no
+    one meaning (every released adapter uses 32 for both)."""
+    groups = diffusers_norm_groups(source)
+    if groups is not None and groups != unet.config.norm_num_groups:
+        raise CheckpointError(
+            f"motion adapter '{source}' sets motion_norm_num_groups {groups} but the UNet's norm_num_groups is "
+            f"{unet.config.norm_num_groups}; diffusers would run it with {unet.config.norm_num_groups} groups and "
+            "vidldm with its own, so they disagree; use an adapter made for this UNet"
+        )
+
+
+# What diffusers and transformers raise for files they cannot read: a missing or truncated weights file
+# (OSError, safetensors' SafetensorError), a config that is not JSON (OSError), weights of another shape
+# (ValueError, RuntimeError), a single file they cannot split into components (SingleFileComponentError).
+def _load_errors() -> tuple[type[BaseException], ...]:
+    from diffusers.loaders.single_file_utils import SingleFileComponentError
+    from safetensors import SafetensorError
+
+    return (OSError, ValueError, KeyError, RuntimeError, SafetensorError, SingleFileComponentError)
+
+
+@contextmanager
+def _reading(what: str):
+    """Turn a library's loading exception into one `CheckpointError` line saying what was being read."""
+    try:
+        yield
+    except VidldmError:
+        raise
+    except _load_errors() as err:
+        detail, root = _first_line(err), err
+        while (root.__cause__ or root.__context__) is not None:  # diffusers re-raises the reason as a vaguer OSError
+            root = root.__cause__ or root.__context__
+        if root is not err and _first_line(root) not in detail:
+            detail += f" ({_first_line(root)})"
+        raise CheckpointError(f"cannot load {what}: {detail}") from err
+
+
+def _first_line(err: BaseException) -> str:
+    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
 
 
 def _with_adapter(pipe: VideoPipeline, adapter: MotionAdapter | None) -> VideoPipeline:
@@ -109,7 +180,8 @@ def _with_adapter(pipe: VideoPipeline, adapter: MotionAdapter | None) -> VideoPi
     return pipe if adapter is None else pipe.with_parts(motion_adapter=adapter)
 
 
-def _from_folder(path: Path, adapter: MotionAdapter | None, fresh: int | None = None) -> VideoPipeline:
+def _from_folder(path: Path, adapter: MotionAdapter | None, fresh: int | None = None,
+                 variant: str | None = None) -> VideoPipeline:
     index = path / "model_index.json"
     if not index.exists():
         from vidldm.models.shapes import is_shapes_folder, shapes_pipeline
@@ -118,38 +190,85 @@ def _from_folder(path: Path, adapter: MotionAdapter | None, fresh: int | None = 
             return _with_adapter(shapes_pipeline(path), adapter)
         raise VidldmError(f"'{path}' has no model_index.json; give a vidldm or diffusers pipeline folder, or an "
                           "exported shapes model (vae/, unet/ and motion_adapter/, each with a config.json)")
-    kind = json.loads(index.read_text()).get("_class_name")
+    kind = read_config(index, "a pipeline folder").get("_class_name")
     if kind == "VideoPipeline":
-        return _with_adapter(VideoPipeline.from_pretrained(str(path), local_files_only=True), adapter)
+        with _reading(f"the vidldm pipeline in '{path}'"):
+            pipe = VideoPipeline.from_pretrained(str(path), local_files_only=True, variant=_pipeline_variant(path, variant))
+        return _with_adapter(pipe, adapter)
+    if "XL" in str(kind):
+        raise VidldmError(f"'{path}' holds an SDXL model ({kind}); vidldm runs Stable Diffusion 1.x/2.x only until "
+                          "SDXL support lands")
     if kind in ("StableDiffusionPipeline", "AnimateDiffPipeline"):
-        return _from_diffusers_parts(str(path), adapter, kind, fresh=fresh)
-    raise VidldmError(f"'{path}' holds a {kind}; vidldm loads VideoPipeline and Stable Diffusion 1.x/2.x folders")
+        return _from_diffusers_parts(str(path), adapter, kind, fresh=fresh, variant=variant)
+    raise VidldmError(f"'{path}' holds a {kind}; vidldm loads VideoPipeline, AnimateDiffPipeline and Stable "
+                      "Diffusion 1.x/2.x folders")
 
 
-def _from_diffusers_parts(path: str, adapter: MotionAdapter | None, kind: str, fresh: int | None = None, **hub) -> VideoPipeline:
-    from diffusers import AutoencoderKL, UNet2DConditionModel
+def _pipeline_variant(path: Path, variant: str | None) -> str | None:
+    """The variant to ask diffusers for when loading a whole pipeline folder: the one given, else the one
+    variant its components hold when some component has no plain weights."""
+    if variant is not None:
+        return variant
+    found = [weight_variants(sub) for sub in sorted(path.iterdir()) if sub.is_dir()]
+    found = [v for v in found if v]
+    if all(None in v for v in found):
+        return None
+    named = set().union(*found) - {None}
+    if len(named) != 1:
+        raise CheckpointError(f"'{path}' holds weights in variants {', '.join(sorted(named))}; pick one with --variant")
+    return named.pop()
+
+
+def _from_diffusers_parts(path: str, adapter: MotionAdapter | None, kind: str, fresh: int | None = None,
+                          variant: str | None = None, **hub) -> VideoPipeline:
+    from diffusers import AutoencoderKL, UNet2DConditionModel, UNetMotionModel
     from transformers import AutoTokenizer, CLIPTextModel
 
     local = {"local_files_only": True} if not hub else {}
-    unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet", **local, **hub)
-    if adapter is None and kind == "AnimateDiffPipeline":
-        from diffusers import MotionAdapter as DiffusersMotionAdapter
 
-        from vidldm.models.motion_formats import from_diffusers
+    def part(cls, subfolder: str, weights: bool = True):
+        """One component in the variant asked for (locally: the one its folder has), errors as one line."""
+        extra = {}
+        if weights:  # a hub repo cannot be listed offline: ask for the variant as given
+            extra["variant"] = variant if hub else resolve_variant(Path(path) / subfolder, variant)
+        with _reading(f"{subfolder}/ of '{path}'"):
+            return cls.from_pretrained(path, subfolder=subfolder, **extra, **local, **hub)
 
-        adapter = from_diffusers(DiffusersMotionAdapter.from_pretrained(path, subfolder="motion_adapter", **local, **hub))
+    with _reading(f"unet/config.json of '{path}'"):
+        unet_config = dict(UNet2DConditionModel.load_config(path, subfolder="unet", **local, **hub))
+    if unet_config.get("addition_embed_type") == "text_time":
+        raise VidldmError(f"'{path}' holds an SDXL UNet; vidldm runs Stable Diffusion 1.x/2.x only until SDXL support lands")
+    if unet_config.get("_class_name") == "UNetMotionModel":  # AnimateDiffPipeline.save_pretrained writes this
+        unet, own_adapter = split_motion_unet(part(UNetMotionModel, "unet"))
+        adapter = adapter or own_adapter
+    else:
+        unet = part(UNet2DConditionModel, "unet")
+    if adapter is None and kind == "AnimateDiffPipeline":  # an AnimateDiff folder with a plain UNet beside its adapter
+        adapter = _folder_adapter(path, variant, hub, part)
+        if not hub:
+            _check_norm_groups(Path(path) / "motion_adapter", unet)
     if adapter is None and fresh:
         adapter = MotionAdapter.from_unet_config(unet.config, max_seq_length=fresh)
     if adapter is None:
         raise VidldmError("a Stable Diffusion model needs temporal layers: pass --motion-adapter (an AnimateDiff .ckpt/.safetensors or an adapter folder)")
     return VideoPipeline(
-        vae=AutoencoderKL.from_pretrained(path, subfolder="vae", **local, **hub),
-        text_encoder=CLIPTextModel.from_pretrained(path, subfolder="text_encoder", **local, **hub),
-        tokenizer=AutoTokenizer.from_pretrained(path, subfolder="tokenizer", **local, **hub),
+        vae=part(AutoencoderKL, "vae"),
+        text_encoder=part(CLIPTextModel, "text_encoder"),
+        tokenizer=part(AutoTokenizer, "tokenizer", weights=False),
         unet=unet, motion_adapter=adapter,
         # AnimateDiff samples with DDIM over linear betas; keep what the base model was trained for.
         scheduler=default_scheduler(**base_model_schedule(_scheduler_config(path, local, hub))),
     )
+
+
+def _folder_adapter(path: str, variant: str | None, hub: dict, part) -> MotionAdapter:
+    if hub:
+        from diffusers import MotionAdapter as DiffusersMotionAdapter
+
+        from vidldm.models.motion_formats import from_diffusers
+
+        return from_diffusers(part(DiffusersMotionAdapter, "motion_adapter"))
+    return load_motion_adapter(Path(path) / "motion_adapter", variant=_adapter_variant(Path(path) / "motion_adapter", variant))
 
 
 def _scheduler_config(path: str, local: dict, hub: dict) -> dict:
@@ -171,28 +290,55 @@ def _from_single_file(path: Path, adapter: MotionAdapter | None, config, fresh: 
         raise VidldmError("a Stable Diffusion checkpoint needs temporal layers: pass --motion-adapter")
     from diffusers import StableDiffusionPipeline
 
-    try:
+    with _reading(f"'{path}' as a Stable Diffusion checkpoint (it needs UNet, VAE and text encoder weights)"):
         sd = StableDiffusionPipeline.from_single_file(str(path), config=str(config), local_files_only=True,
                                                       safety_checker=None, requires_safety_checker=False)
-    except (OSError, ValueError, KeyError) as err:
-        raise VidldmError(f"cannot load '{path.name}' as a Stable Diffusion checkpoint: {str(err).splitlines()[0]}") from err
     adapter = adapter or MotionAdapter.from_unet_config(sd.unet.config, max_seq_length=fresh)
     return VideoPipeline(vae=sd.vae, text_encoder=sd.text_encoder, tokenizer=sd.tokenizer, unet=sd.unet,
                          motion_adapter=adapter, scheduler=default_scheduler(**base_model_schedule(sd.scheduler.config)))
+
+
+def export_diffusers(
+    name_or_path: str | os.PathLike,
+    output: str | os.PathLike,
+    motion_adapter: str | os.PathLike | MotionAdapter | None = None,
+    *,
+    config: str | os.PathLike | None = None,
+    variant: str | None = None,
+    lossy: bool = False,
+) -> VideoPipeline:
+    """Write a model (anything `load_pipeline` reads) as a diffusers `AnimateDiffPipeline` folder at `output`,
+    a new folder; it is written under a temporary name beside it and renamed, so a failure leaves nothing.
+    Returns the vidldm pipeline it was made from. See `VideoPipeline.to_diffusers` for what is refused."""
+    out = Path(output).expanduser()
+    if out.exists():
+        raise VidldmError(f"'{out}' already exists; export into a new folder")
+    if not out.parent.is_dir():
+        raise VidldmError(f"output folder '{out.parent}' does not exist; create it first")
+    pipe = load_pipeline(name_or_path, motion_adapter, config=config, device="cpu", variant=variant)
+    theirs = pipe.to_diffusers(lossy=lossy)
+    tmp = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)  # a previous export killed half-way
+    try:
+        theirs.save_pretrained(tmp)
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return pipe
 
 
 def _looks_like_hub_id(name: str) -> bool:
     return re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", name) is not None
 
 
-def _from_hub(repo_id: str, adapter: MotionAdapter | None) -> VideoPipeline:
+def _from_hub(repo_id: str, adapter: MotionAdapter | None, variant: str | None = None) -> VideoPipeline:
     """Only reached when the user names a hub id; offline it fails with one line, not a stack trace."""
     from huggingface_hub import model_info
 
     try:
         info = model_info(repo_id)
         kind = "AnimateDiffPipeline" if "AnimateDiff" in str(getattr(info, "pipeline_tag", "")) else "StableDiffusionPipeline"
-        return _from_diffusers_parts(repo_id, adapter, kind, local_files_only=False)
+        return _from_diffusers_parts(repo_id, adapter, kind, variant=variant, local_files_only=False)
     except VidldmError:
         raise
     except Exception as err:  # network, auth, missing repo: all mean "could not get it"

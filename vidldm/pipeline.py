@@ -130,6 +130,32 @@ class VideoPipeline(DiffusionPipeline):
         """A new pipeline sharing these modules and sampling defaults, with `parts` replaced (e.g. `motion_adapter=`)."""
         return VideoPipeline(**{**self.components, **parts}, generation_defaults=self.generation_defaults)
 
+    def to_diffusers(self, lossy: bool = False):
+        """This model as diffusers' `AnimateDiffPipeline`: a new `UNetMotionModel` made from the UNet and the
+        adapter (`from_unet2d`, copies), with this pipeline's VAE, text encoder and tokenizer (shared) and a
+        scheduler of the same config. `save_pretrained` on it writes a folder diffusers loads.
+
+        Refused with a `CheckpointError` that says why where diffusers would run another model: a temporal
+        decoder, or an adapter diffusers cannot hold or would compute differently (`check_diffusers_can_run`;
+        `lossy=True` lets per-frame normalisation and frame conditioning through). Unfuse q/k/v
+        (`disable_fast_paths()`) first; the model's `generation_defaults` have no place in a diffusers folder."""
+        from diffusers import AnimateDiffPipeline, UNetMotionModel
+
+        from vidldm.models.motion_formats import check_diffusers_can_run, to_diffusers
+
+        if self.temporal_decoder is not None:
+            raise VidldmError("this model decodes with temporal decoder layers, which diffusers' AnimateDiffPipeline "
+                              "has no place for (it decodes each frame on its own)")
+        check_diffusers_can_run(self.motion_adapter, self.unet, lossy)
+        adapter = to_diffusers(self.motion_adapter)
+        unet = UNetMotionModel.from_unet2d(self.unet, adapter)
+        if unet.dtype != self.unet.dtype:
+            unet = unet.to(dtype=self.unet.dtype)
+        return AnimateDiffPipeline(
+            vae=self.vae, text_encoder=self.text_encoder, tokenizer=self.tokenizer, unet=unet.eval(),
+            motion_adapter=adapter, scheduler=type(self.scheduler).from_config(self.scheduler.config),
+        )
+
     @property
     def video_unet(self) -> VideoUNet:
         """The UNet + adapter as one video model; rebuilt if either component was replaced."""

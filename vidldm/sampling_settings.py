@@ -102,6 +102,8 @@ SETTINGS: list[Setting] = [
             group="model", is_path=True, to_pipeline=False),
     Setting("config", "--config", str, "local diffusers SD folder giving configs for a single-file --model",
             group="model", is_path=True, to_pipeline=False),
+    Setting("variant", "--variant", str, "weights variant of diffusers folders, e.g. fp16 (default: plain, or the only "
+            "one there)", group="model", to_pipeline=False),
     Setting("device", "--device", str, "cpu, cuda, cuda:1, mps (default: cuda if available)", group="model", recorded=False,
             to_pipeline=False),
     Setting("dtype", "--dtype", str, "weights dtype (default: fp16 on GPU, fp32 on CPU)", group="model",

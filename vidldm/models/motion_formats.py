@@ -18,6 +18,7 @@ import json
 import os
 import pickle
 import re
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +87,36 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 def _short(err: BaseException) -> str:
     return str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
+
+
+# diffusers writes `diffusion_pytorch_model[.VARIANT][-0000k-of-0000n].safetensors` (transformers: `model...`);
+# a variant is what `save_pretrained(variant="fp16")` puts before the suffix.
+_WEIGHTS_NAME = re.compile(r"(?:diffusion_pytorch_model|model|pytorch_model)(?:\.(\w+?))?(?:-\d+-of-\d+)?\.(?:safetensors|bin)")
+
+
+def weight_variants(folder: str | os.PathLike) -> set[str | None]:
+    """The variants whose weights lie in one model folder: `None` for plain files, e.g. `{None, "fp16"}`."""
+    folder = Path(folder)
+    names = [p.name for p in folder.iterdir() if p.is_file()] if folder.is_dir() else []
+    return {m.group(1) for m in map(_WEIGHTS_NAME.fullmatch, names) if m}
+
+
+def resolve_variant(folder: str | os.PathLike, variant: str | None = None) -> str | None:
+    """The variant to load from a model folder: the one asked for if it is there, else the plain weights
+    (as diffusers' pipelines do for a component saved without that variant); with none asked for, the
+    plain weights, else the only variant there is. A `CheckpointError` names what the folder holds otherwise."""
+    found = weight_variants(folder)
+    if variant in found or (variant is not None and None in found):
+        return variant if variant in found else None
+    held = ", ".join(sorted("plain" if v is None else v for v in found))
+    if variant is not None:
+        raise CheckpointError(f"'{folder}' has no {variant} weights (it holds: {held or 'none'}); pick one with --variant")
+    if not found:
+        raise CheckpointError(f"'{folder}' has no weights file (diffusion_pytorch_model.safetensors or model.safetensors); "
+                              "the folder is incomplete")
+    if len(found) > 1:
+        raise CheckpointError(f"'{folder}' holds weights in several variants ({held}) and no plain ones; pick one with --variant")
+    return found.pop()
 
 
 # ----------------------------------------------------------------------------- key layouts
@@ -207,30 +238,73 @@ def adapter_from_state_dict(sd: dict[str, torch.Tensor], **overrides: Any) -> Mo
     return adapter
 
 
-def load_motion_adapter(path: str | os.PathLike, **overrides: Any) -> MotionAdapter:
-    """A vidldm or diffusers adapter folder, or an AnimateDiff `.ckpt` / `.safetensors` file."""
+def load_motion_adapter(path: str | os.PathLike, variant: str | None = None, **overrides: Any) -> MotionAdapter:
+    """A vidldm or diffusers adapter folder (plain or a `variant` such as "fp16", found by itself when it is
+    the only one there), or an AnimateDiff `.ckpt` / `.safetensors` file."""
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"motion adapter '{path}' does not exist; give a folder or a .ckpt/.safetensors file")
-    if path.is_file():
-        return adapter_from_state_dict(read_state_dict(path), **overrides)
-    config_file = path / "config.json"
-    if not config_file.exists():
-        raise CheckpointError(f"'{path}' has no config.json; is it a motion adapter folder?")
-    config = json.loads(config_file.read_text())
-    if "motion_layers_per_block" in config:  # diffusers' MotionAdapter
-        weights = _weights_file(path)
-        overrides.setdefault("num_attention_heads", _single(config.get("motion_num_attention_heads", 8)))
-        overrides.setdefault("norm_num_groups", config.get("motion_norm_num_groups", 32))
-        return adapter_from_state_dict(read_state_dict(weights), **overrides)
-    return MotionAdapter.from_pretrained(str(path), **overrides)
+    with _about(path):
+        if path.is_file():
+            return adapter_from_state_dict(read_state_dict(path), **overrides)
+        config = read_config(path / "config.json", "a motion adapter folder")
+        variant = resolve_variant(path, variant)
+        if "motion_layers_per_block" in config:  # diffusers' MotionAdapter
+            weights = _weights_file(path, variant)
+            overrides.setdefault("num_attention_heads", _single(config.get("motion_num_attention_heads", 8)))
+            overrides.setdefault("norm_num_groups", config.get("motion_norm_num_groups", 32))
+            return adapter_from_state_dict(read_state_dict(weights), **overrides)
+        try:
+            return MotionAdapter.from_pretrained(str(path), variant=variant, **overrides)
+        except (OSError, ValueError, RuntimeError) as err:
+            if isinstance(err, CheckpointError):
+                raise
+            raise CheckpointError(f"cannot load it: {_short(err)}") from err
 
 
-def _weights_file(folder: Path) -> Path:
-    for name in ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin"):
+@contextmanager
+def _about(path: Path):
+    """Name the adapter in a `CheckpointError` that does not name it yet (key-layout complaints do not)."""
+    try:
+        yield
+    except CheckpointError as err:
+        if str(path) in str(err):
+            raise
+        raise CheckpointError(f"motion adapter '{path}': {err}") from err
+
+
+def read_config(path: Path, what: str) -> dict[str, Any]:
+    """A folder's JSON config as a dict; a `CheckpointError` when it is missing or not a JSON object."""
+    if not path.exists():
+        raise CheckpointError(f"'{path.parent}' has no {path.name}; is it {what}?")
+    try:
+        config = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"'{path}' is not valid JSON ({_short(err)}); restore it from the model's source") from err
+    if not isinstance(config, dict):
+        raise CheckpointError(f"'{path}' holds no JSON object; restore it from the model's source")
+    return config
+
+
+def diffusers_norm_groups(path: str | os.PathLike) -> int | None:
+    """The GroupNorm size a diffusers `MotionAdapter` folder declares (`motion_norm_num_groups`); None for other formats.
+
+    diffusers ignores it when it runs the adapter: `UNetMotionModel` normalises the temporal layers with the
+    UNet's `norm_num_groups`. The loader compares the two, so a pair that would compute differently is refused."""
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        return None
+    config = read_config(path / "config.json", "a motion adapter folder")
+    return config.get("motion_norm_num_groups", 32) if "motion_layers_per_block" in config else None
+
+
+def _weights_file(folder: Path, variant: str | None = None) -> Path:
+    names = [f"diffusion_pytorch_model.{variant}.{ext}" if variant else f"diffusion_pytorch_model.{ext}"
+             for ext in ("safetensors", "bin")]
+    for name in names:
         if (folder / name).exists():
             return folder / name
-    raise CheckpointError(f"'{folder}' has no diffusion_pytorch_model.safetensors; the adapter folder is incomplete")
+    raise CheckpointError(f"'{folder}' has no {names[0]} (sharded adapters are not supported); the adapter folder is incomplete")
 
 
 def to_diffusers(adapter: MotionAdapter):
@@ -242,9 +316,7 @@ def to_diffusers(adapter: MotionAdapter):
     from diffusers import MotionAdapter as DiffusersMotionAdapter
 
     c = adapter.config
-    if c.temporal_conv:
-        raise CheckpointError("diffusers' MotionAdapter has no temporal convolutions; this adapter cannot convert")
-    _check_no_text_attention(adapter, "diffusers' MotionAdapter")
+    to_diffusers_check(adapter)
     theirs = DiffusersMotionAdapter(
         block_out_channels=tuple(c.block_out_channels),
         motion_layers_per_block=c.layers_per_block if isinstance(c.layers_per_block, int) else tuple(c.layers_per_block),
@@ -266,6 +338,107 @@ def from_diffusers(theirs, **overrides: Any) -> MotionAdapter:
     overrides.setdefault("num_attention_heads", _single(c.motion_num_attention_heads))
     overrides.setdefault("norm_num_groups", c.motion_norm_num_groups)
     return adapter_from_state_dict(dict(theirs.state_dict()), **overrides)
+
+
+# ----------------------------------------------------------------------------- diffusers' UNetMotionModel
+
+# diffusers' motion blocks are its 2-D blocks with temporal layers added (their keys are the same plus
+# `.motion_modules.`), so a `UNetMotionModel` splits into the image UNet and the adapter by key alone.
+_IMAGE_BLOCKS = {"CrossAttnDownBlockMotion": "CrossAttnDownBlock2D", "DownBlockMotion": "DownBlock2D",
+                 "CrossAttnUpBlockMotion": "CrossAttnUpBlock2D", "UpBlockMotion": "UpBlock2D"}
+_MOTION_ONLY = ("motion_max_seq_length", "motion_num_attention_heads", "reverse_motion_num_attention_heads",
+                "use_motion_mid_block", "temporal_transformer_layers_per_block", "mid_block_layers",
+                "reverse_temporal_transformer_layers_per_block", "temporal_transformer_layers_per_mid_block",
+                "transformer_layers_per_mid_block", "num_attention_heads")
+
+
+def image_unet_config(motion_config: dict[str, Any]) -> dict[str, Any]:
+    """The `UNet2DConditionModel` config of the image layers of a `UNetMotionModel` config.
+
+    diffusers' `from_unet2d` copies the 2-D config and renames its blocks; this undoes it. The head
+    count goes back to `attention_head_dim`, the name `UNet2DConditionModel` still reads it under."""
+    c = {k: v for k, v in motion_config.items() if not k.startswith("_")}
+    if c.get("mid_block_layers", 1) != 1:
+        raise CheckpointError(f"this UNetMotionModel has {c['mid_block_layers']} mid-block layers; "
+                              "a Stable Diffusion UNet has one, so it cannot split into an image UNet")
+    per_block = c.get("transformer_layers_per_block", 1)
+    last = per_block if isinstance(per_block, int) else per_block[-1]
+    if c.get("transformer_layers_per_mid_block") not in (None, last):
+        raise CheckpointError("this UNetMotionModel's mid block has its own transformer depth; "
+                              "a UNet2DConditionModel cannot hold it")
+    unknown = [t for t in (*c["down_block_types"], *c["up_block_types"]) if t not in _IMAGE_BLOCKS]
+    if unknown:
+        raise CheckpointError(f"UNetMotionModel block type {unknown[0]} is not supported; expected {', '.join(_IMAGE_BLOCKS)}")
+    image = {k: v for k, v in c.items() if k not in _MOTION_ONLY}
+    image.update(
+        down_block_types=[_IMAGE_BLOCKS[t] for t in c["down_block_types"]],
+        up_block_types=[_IMAGE_BLOCKS[t] for t in c["up_block_types"]],
+        mid_block_type="UNetMidBlock2DCrossAttn",  # with or without the motion mid block, the image part is this
+        attention_head_dim=c.get("num_attention_heads", 8),
+    )
+    return image
+
+
+def split_motion_unet(motion_unet) -> tuple[Any, MotionAdapter]:
+    """A diffusers `UNetMotionModel` (what `AnimateDiffPipeline.save_pretrained` writes to `unet/`) as the
+    plain `UNet2DConditionModel` and the vidldm `MotionAdapter` it was made of; tensors are equal, not converted.
+
+    The adapter normalises per clip with the UNet's `norm_num_groups`, as `UNetMotionModel` computes."""
+    from diffusers import UNet2DConditionModel
+
+    c = motion_unet.config
+    sd = motion_unet.state_dict()
+    motion = {k: v for k, v in sd.items() if ".motion_modules." in k}
+    image = {k: v for k, v in sd.items() if ".motion_modules." not in k}
+    adapter = adapter_from_state_dict(
+        motion, num_attention_heads=_single(c.motion_num_attention_heads), norm_num_groups=c.norm_num_groups,
+        max_seq_length=c.motion_max_seq_length,
+    )
+    if adapter.dtype != motion_unet.dtype:
+        adapter = adapter.to(dtype=motion_unet.dtype)
+    with torch.device("meta"):  # no random init of weights about to be replaced (seconds for SD 1.5)
+        unet = UNet2DConditionModel(**image_unet_config(dict(c)))
+    missing, unexpected = unet.load_state_dict(image, strict=False, assign=True)
+    if missing or unexpected:
+        raise CheckpointError(f"the image layers of this UNetMotionModel do not fit a UNet2DConditionModel: "
+                              f"{'missing' if missing else 'unexpected'} {(missing or unexpected)[:3]}")
+    return unet.eval(), adapter.eval()
+
+
+def check_diffusers_can_run(adapter: MotionAdapter, unet, lossy: bool = False) -> None:
+    """Raise a `CheckpointError` unless diffusers' `UNetMotionModel` computes what vidldm computes with this pair.
+
+    Hard limits: layers diffusers has no class for (`to_diffusers` names them) and a GroupNorm size of its own
+    (diffusers normalises temporal layers with the UNet's). With `lossy`, two differences are allowed: per-frame
+    normalisation (AnimateDiff's original code; diffusers normalises over the clip, as its own conversions of
+    AnimateDiff checkpoints do) and frame conditioning (diffusers' pipeline cannot animate stills)."""
+    c = adapter.config
+    if c.norm_num_groups != unet.config.norm_num_groups:
+        raise CheckpointError(
+            f"the motion adapter normalises in {c.norm_num_groups} groups but the UNet in {unet.config.norm_num_groups}; "
+            "diffusers' UNetMotionModel uses the UNet's for both, so it would compute another model"
+        )
+    to_diffusers_check(adapter)
+    if lossy:
+        return
+    if c.norm_mode == "per_frame":
+        raise CheckpointError(
+            "the motion adapter normalises each frame on its own (AnimateDiff's original code) but diffusers' motion "
+            "modules normalise over the whole clip, so diffusers would give slightly different frames; pass --lossy "
+            "(lossy=True) to export it anyway, as diffusers' own AnimateDiff conversions are"
+        )
+    if c.get("frame_conditioning"):
+        raise CheckpointError(
+            "the motion adapter was trained to animate stills from clean known frames (frame conditioning), which "
+            "diffusers' AnimateDiffPipeline cannot do; pass --lossy (lossy=True) to export its text-to-video alone"
+        )
+
+
+def to_diffusers_check(adapter: MotionAdapter) -> None:
+    """Raise a `CheckpointError` if the adapter has layers diffusers' `MotionAdapter` cannot hold."""
+    if adapter.config.temporal_conv:
+        raise CheckpointError("diffusers' MotionAdapter has no temporal convolutions; this adapter cannot convert")
+    _check_no_text_attention(adapter, "diffusers' MotionAdapter")
 
 
 def _single(value: int | list[int] | tuple[int, ...]) -> int:

@@ -47,6 +47,7 @@ from vidldm.errors import VidldmError
 from vidldm.frames import frames_to_tensor, load_frames, tensor_to_frames
 from vidldm.models import fast
 from vidldm.models.motion import MotionAdapter
+from vidldm.models.text import encode_text
 from vidldm.models.video_unet import VideoUNet
 from vidldm.models.video_vae import TemporalDecoder, VideoVAE
 from vidldm.sampling import KnownFrames, denoise, freenoise_noise
@@ -174,16 +175,9 @@ class VideoPipeline(DiffusionPipeline):
         return self.motion_adapter.max_seq_length
 
     # ------------------------------------------------------------------ text
-    @torch.no_grad()
     def encode_text(self, texts: list[str]) -> torch.Tensor:
-        """`N` strings -> token embeddings `(N, L, D)`: any transformers encoder whose first output is
-        the per-token hidden state (CLIP for Stable Diffusion, a BERT-style encoder for the shipped model)."""
-        tokens = self.tokenizer(
-            texts, padding="max_length", max_length=self.tokenizer.model_max_length,
-            truncation=True, return_tensors="pt",
-        )
-        states = self.text_encoder(tokens.input_ids.to(self.text_encoder.device))[0]
-        return states.to(self.unet.dtype)
+        """`N` strings -> token embeddings `(N, L, D)` in the UNet's dtype."""
+        return encode_text(self.tokenizer, self.text_encoder, texts).to(self.unet.dtype)
 
     def prompt_embeddings(self, prompt, num_frames: int) -> torch.Tensor:
         """`(B, L, D)` for a str or a list; `(1, F, L, D)` for prompt travel `{frame: prompt}`,

@@ -27,6 +27,7 @@ from torch import nn
 from vidldm.models.motion import MotionAdapter
 from vidldm.models.motion_formats import to_diffusers
 from vidldm.models.temporal import TemporalTransformer
+from vidldm.models.text import encode_text
 from vidldm.pipeline import VideoPipeline
 from vidldm.schedulers import ANIMATEDIFF_DDIM, default_scheduler
 
@@ -102,9 +103,7 @@ def random_motion_adapter(unet: UNet2DConditionModel, seed: int = 0, max_seq_len
 def prompt_embeddings(c: Components, prompt: str = "a corgi running on the beach", negative: str = "") -> tuple[torch.Tensor, torch.Tensor]:
     """`(1, L, D)` embeddings of `prompt` and `negative`, fp32 on the CPU: text encoding happens once,
     outside every timer, and both pipelines receive the same tensors."""
-    tokens = c.tokenizer([prompt, negative], padding="max_length", max_length=c.tokenizer.model_max_length,
-                         truncation=True, return_tensors="pt")
-    states = c.text_encoder(tokens.input_ids)[0]
+    states = encode_text(c.tokenizer, c.text_encoder, [prompt, negative])
     return states[:1], states[1:]
 
 

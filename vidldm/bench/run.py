@@ -408,9 +408,12 @@ def run(settings: list[str], **overrides) -> dict:
         raise ValueError(f"name at least one benchmark setting: {', '.join(SETTINGS)}")
     options = {name: defaults(name, **overrides) for name in settings}  # check everything before running
     report: dict = {"machine": None, "settings": {}}
-    for name, o in options.items():
-        if o.threads:
-            torch.set_num_threads(o.threads)
-        report["machine"] = report["machine"] or machine_info(o.device)
-        report["settings"][name] = RUNNERS[name](o)
+    threads = torch.get_num_threads()
+    try:
+        for name, o in options.items():
+            torch.set_num_threads(o.threads or threads)
+            report["machine"] = report["machine"] or machine_info(o.device)
+            report["settings"][name] = RUNNERS[name](o)
+    finally:  # the caller's process keeps its own thread count (a test suite's runs after this one)
+        torch.set_num_threads(threads)
     return report

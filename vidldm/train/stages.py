@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from vidldm.models.text import encode_text
 from vidldm.models.video_unet import VideoUNet
 from vidldm.models.video_vae import TemporalDecoder, VideoVAE
 from vidldm.pipeline import VideoPipeline
@@ -53,10 +54,7 @@ class Stage(nn.Module):
         """`(B, L, D)`; each caption is dropped to "" with probability `caption_dropout` (for CFG)."""
         drop = torch.rand(len(captions), generator=generator) < self.caption_dropout
         captions = ["" if d else c for c, d in zip(captions, drop.tolist())]
-        tokens = self.tokenizer(captions, padding="max_length", max_length=self.tokenizer.model_max_length,
-                                truncation=True, return_tensors="pt")
-        with torch.no_grad():
-            return self.text_encoder(tokens.input_ids.to(self.text_encoder.device))[0].to(self.unet.dtype)
+        return encode_text(self.tokenizer, self.text_encoder, captions).to(self.unet.dtype)
 
     def prompt_embeds(self, batch: dict, generator: torch.Generator) -> torch.Tensor:
         if "prompt_embeds" in batch:  # latent cache: embeddings were computed once; dropout -> the "" embedding

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from vidldm.models.shapes import WEIGHTS, shapes_init_pipeline
+from vidldm.builtin_names import SHAPES_WEIGHTS as WEIGHTS
+from vidldm.builtins import shapes_init_pipeline
 
 SHIPPED = (WEIGHTS / "unet" / "config.json").exists()
 needs_weights = pytest.mark.skipif(not SHIPPED, reason="shapes weights not exported yet (scripts/train_shapes.sh)")

@@ -7,6 +7,7 @@ from diffusers import UNetMotionModel
 from tests.conftest import fold
 from vidldm.errors import ShapeError
 from vidldm.models import VideoUNet, to_diffusers
+from vidldm.models.motion_formats import load_motion_adapter
 from vidldm.models.tiny import tiny_motion_adapter, tiny_unet
 
 
@@ -188,9 +189,8 @@ def test_text_attending_adapter_checks_its_text_width_and_export_formats(unet, t
     with pytest.raises(CheckpointError, match="no text cross-attention"):
         to_diffusers(adapter)
     adapter.save_pretrained(tmp_path / "adapter")
-    from vidldm.models.motion import MotionAdapter
 
-    again = MotionAdapter.load(str(tmp_path / "adapter"))
+    again = load_motion_adapter(str(tmp_path / "adapter"))
     assert again.config.cross_attention_dim == 32
     assert all(torch.equal(v, again.state_dict()[k]) for k, v in adapter.state_dict().items())
 
@@ -198,7 +198,6 @@ def test_text_attending_adapter_checks_its_text_width_and_export_formats(unet, t
 @torch.no_grad()
 def test_adapter_grows_spatiotemporal_layers_as_identity_and_saves_them(unet, tmp_path):
     from vidldm.errors import CheckpointError
-    from vidldm.models.motion import MotionAdapter
     from vidldm.models.motion_formats import save_animatediff
 
     adapter = tiny_motion_adapter(unet, randomize=True, cross_attention_dim=32)
@@ -208,7 +207,7 @@ def test_adapter_grows_spatiotemporal_layers_as_identity_and_saves_them(unet, tm
     x, ctx = clip()
     torch.testing.assert_close(VideoUNet(unet, grown)(x, 500, ctx), VideoUNet(unet, adapter)(x, 500, ctx), atol=1e-5, rtol=0)
     grown.save_pretrained(tmp_path / "adapter")
-    again = MotionAdapter.load(str(tmp_path / "adapter"))
+    again = load_motion_adapter(str(tmp_path / "adapter"))
     assert again.config.spatiotemporal_levels == [1]
     assert all(torch.equal(v, again.state_dict()[k]) for k, v in grown.state_dict().items())
     with pytest.raises(CheckpointError, match="save_pretrained"):

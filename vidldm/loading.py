@@ -26,6 +26,8 @@ from pathlib import Path
 
 import torch
 
+from vidldm.builtin_names import BUILTIN
+from vidldm.builtins import is_shapes_folder, shapes_init_pipeline, shapes_pipeline, tiny_pipeline
 from vidldm.errors import CheckpointError, VidldmError
 from vidldm.models.motion import MotionAdapter
 from vidldm.models.motion_formats import (
@@ -39,21 +41,8 @@ from vidldm.models.motion_formats import (
 from vidldm.pipeline import VideoPipeline
 from vidldm.schedulers import base_model_schedule, default_scheduler
 
-BUILTIN = ("tiny", "shapes", "shapes-init")
 DTYPES = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
           "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
-
-
-def tiny_pipeline(seed: int = 0, max_frames: int = 16) -> VideoPipeline:
-    """A random SD-shaped pipeline small enough for CPU tests; it makes noise, not pictures (32x32 by default)."""
-    from vidldm.models.tiny import byte_tokenizer, tiny_motion_adapter, tiny_text_encoder, tiny_unet, tiny_vae
-
-    unet = tiny_unet(seed)
-    return VideoPipeline(
-        vae=tiny_vae(seed), text_encoder=tiny_text_encoder(seed), tokenizer=byte_tokenizer(),
-        unet=unet, motion_adapter=tiny_motion_adapter(unet, seed, randomize=True, max_seq_length=max_frames),
-        scheduler=default_scheduler(),
-    )
 
 
 def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
@@ -112,9 +101,7 @@ def load_pipeline(
 
 def _builtin(name: str, frames: int | None) -> VideoPipeline:
     if name == "tiny":
-        return tiny_pipeline(max_frames=frames or 16)
-    from vidldm.models.shapes import shapes_init_pipeline, shapes_pipeline
-
+        return tiny_pipeline(max_seq_length=frames or 16)
     if name == "shapes-init":
         return shapes_init_pipeline()
     return shapes_pipeline()
@@ -184,8 +171,6 @@ def _from_folder(path: Path, adapter: MotionAdapter | None, fresh: int | None = 
                  variant: str | None = None) -> VideoPipeline:
     index = path / "model_index.json"
     if not index.exists():
-        from vidldm.models.shapes import is_shapes_folder, shapes_pipeline
-
         if is_shapes_folder(path):  # an exported shapes model: its text encoder is the MiniLM package's
             return _with_adapter(shapes_pipeline(path), adapter)
         raise VidldmError(f"'{path}' has no model_index.json; give a vidldm or diffusers pipeline folder, or an "

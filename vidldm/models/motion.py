@@ -205,10 +205,3 @@ class MotionAdapter(ModelMixin, ConfigMixin):
         missing = [name for name in expected if name not in ours and not name.startswith("mid")]
         if missing:
             raise ShapeError(f"motion adapter does not fit the UNet: it has no motion modules for {missing[0]}")
-
-    @classmethod
-    def load(cls, path: str, **kwargs: Any) -> MotionAdapter:
-        """Load any supported format: a vidldm or diffusers folder, or an AnimateDiff `.ckpt`/`.safetensors`."""
-        from vidldm.models.motion_formats import load_motion_adapter
-
-        return load_motion_adapter(path, **kwargs)

@@ -31,6 +31,7 @@ from typing import Any
 
 import yaml
 
+from vidldm.builtin_names import BUILTIN as BUILTIN_MODELS  # no torch: recipes are checked before models load
 from vidldm.errors import VidldmError
 from vidldm.sampling_settings import check_generation_defaults
 
@@ -42,7 +43,6 @@ NOISE_SCHEDULE_KEYS = {
     "rescale_betas_zero_snr": (True, False),
     "timestep_spacing": ("leading", "linspace", "trailing"),
 }
-BUILTIN_MODELS = ("tiny", "shapes", "shapes-init")  # vidldm.loading.BUILTIN (not imported: it loads torch)
 
 
 @dataclass

@@ -22,7 +22,6 @@ Folder layouts `find_clips` understands, tried in this order:
     caption      str
     path         str
 
-`collate` stacks samples into `pixel_values (B, 3, F, H, W)` plus lists of captions and paths.
 """
 
 from __future__ import annotations
@@ -32,12 +31,10 @@ import json
 import logging
 import math
 import os
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from einops import rearrange
 from torch.utils.data import Dataset
 
@@ -45,7 +42,7 @@ from vidldm.errors import VidldmError
 from vidldm.frames import frames_to_tensor
 from vidldm.io import probe_video, read_video
 
-__all__ = ["VIDEO_EXTS", "ClipInfo", "VideoClipDataset", "collate", "find_clips"]
+__all__ = ["VIDEO_EXTS", "ClipInfo", "VideoClipDataset", "find_clips"]
 
 #: File extensions discovered as videos when a folder has no captions file.
 VIDEO_EXTS = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".gif")
@@ -386,15 +383,3 @@ class VideoClipDataset(Dataset):
 def _check_positive_int(name: str, value) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise VidldmError(f"{name} must be an integer >= 1, got {value!r}")
-
-
-def collate(batch: Sequence[dict]) -> dict:
-    """Samples -> `pixel_values (B, 3, F, H, W)`, `caption` list[str], `path` list[str]."""
-    if not batch:
-        raise ValueError("cannot collate an empty batch")
-    return {
-        "pixel_values": torch.stack([s["pixel_values"] for s in batch]),
-        "caption": [s["caption"] for s in batch],
-        "path": [s["path"] for s in batch],
-    }
-

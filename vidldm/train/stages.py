@@ -17,11 +17,14 @@ in [-1, 1] and `caption`, or (from a latent cache) `latents` `(B, C, F, h, w)` a
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from vidldm.errors import VidldmError
 from vidldm.models.text import encode_text
 from vidldm.models.video_unet import VideoUNet
 from vidldm.models.video_vae import TemporalDecoder, VideoVAE
@@ -30,7 +33,13 @@ from vidldm.train.config import Config
 
 
 class Stage(nn.Module):
-    """Shared parts: frozen encoders, noise schedule, caption dropout."""
+    """Shared parts: frozen encoders, noise schedule, caption dropout.
+
+    A stage owns its specifics: `part`, the pipeline component it trains and saves; `full_precision`, the
+    components kept in fp32 under mixed precision; `on_finish`, what the model needs once training ends."""
+
+    part: str
+    full_precision: tuple[str, ...] = ()
 
     def __init__(self, pipe: VideoPipeline, config: Config):
         super().__init__()
@@ -40,7 +49,14 @@ class Stage(nn.Module):
         self.caption_dropout = config.train.caption_dropout
 
     def trainable(self) -> nn.Module:
-        raise NotImplementedError
+        return getattr(self, self.part)
+
+    def use_lora(self, rank: int):
+        raise VidldmError(f"train.lora_rank trains a motion LoRA: use it with stage temporal, not {self.config.stage}")
+
+    def on_finish(self, pipe: VideoPipeline, batches: Callable[[int], list[dict]]) -> str | None:
+        """Called once training ends, before `pipe` is saved; `batches(n)` gives `n` more batches. A line to print, or None."""
+        return None
 
     def freeze_all_but_trainable(self) -> None:
         self.requires_grad_(False)
@@ -152,6 +168,8 @@ class TemporalStage(Stage):
     are given clean at t = 0 and left out of the loss, so the adapter learns to animate stills
     and continue clips (`image_conditioning="clean"` at inference)."""
 
+    part = "motion_adapter"
+
     def __init__(self, pipe: VideoPipeline, config: Config):
         super().__init__(pipe, config)
         self.motion_adapter = pipe.motion_adapter
@@ -159,8 +177,20 @@ class TemporalStage(Stage):
         if config.train.gradient_checkpointing:
             self.video_unet.enable_gradient_checkpointing()
 
-    def trainable(self) -> nn.Module:
-        return self.motion_adapter
+    def use_lora(self, rank: int):
+        """Train rank-`rank` LoRA matrices on the temporal attention instead of the whole adapter (peft)."""
+        try:
+            from peft import LoraConfig, get_peft_model
+        except ImportError as err:
+            raise VidldmError("train.lora_rank needs peft: pip install peft") from err
+        config = LoraConfig(r=rank, lora_alpha=rank, init_lora_weights=True,
+                            target_modules=["to_q", "to_k", "to_v", "to_out.0"])
+        return get_peft_model(self.motion_adapter, config)
+
+    def on_finish(self, pipe: VideoPipeline, batches) -> str | None:
+        if self.config.train.frame_conditioning > 0:  # `image_conditioning="auto"` then picks "clean"
+            pipe.motion_adapter.register_to_config(frame_conditioning=True)
+        return None
 
     def forward(self, batch: dict, generator: torch.Generator) -> torch.Tensor:
         latents = self.latents(batch, generator)
@@ -213,8 +243,7 @@ class TemporalStage(Stage):
 class ImageStage(Stage):
     """Trains the spatial UNet as a text-to-image model on single frames."""
 
-    def trainable(self) -> nn.Module:
-        return self.unet
+    part = "unet"
 
     def __init__(self, pipe: VideoPipeline, config: Config):
         super().__init__(pipe, config)
@@ -250,7 +279,7 @@ class VaeStage(Stage):
     shapes data: the oracle reads 99% of colours right in reconstructions after 800 steps on 32 px
     crops with weight 10, about 3 minutes on 2 CPU cores; 33% after 900 steps on whole frames.)
 
-    When training ends, `calibrate` sets the VAE's `scaling_factor` to 1 / std of the latents,
+    When training ends, `on_finish` sets the VAE's `scaling_factor` to 1 / std of the latents,
     as Stable Diffusion did, so the diffusion stages see unit-variance latents.
 
     `freeze_encoder` trains the decoder alone (as Stable Diffusion's ft-MSE VAE was made): the
@@ -258,11 +287,9 @@ class VaeStage(Stage):
     the decoder can keep improving while they train.
     """
 
+    part = "vae"
     kl_weight = 1e-6
     centred_crops = 0.9  # the rest are uniform, so the background and borders are still learned
-
-    def trainable(self) -> nn.Module:
-        return self.vae
 
     def freeze_all_but_trainable(self) -> None:
         super().freeze_all_but_trainable()
@@ -303,14 +330,15 @@ class VaeStage(Stage):
         return torch.stack(crops), torch.stack(masks)
 
     @torch.no_grad()
-    def calibrate(self, batches: list[dict]) -> float | None:
+    def on_finish(self, pipe: VideoPipeline, batches) -> str | None:
+        """Set `scaling_factor` to 1 / std of the latents, as Stable Diffusion did (unit-variance latents)."""
         if self.config.train.freeze_encoder:
             return None  # the latents did not change; so must not their scale
         latents = [self.vae.encode(rearrange(b["pixel_values"].to(self.vae.device, self.vae.dtype),
-                                             "b c f h w -> (b f) c h w")).latent_dist.mode() for b in batches]
+                                             "b c f h w -> (b f) c h w")).latent_dist.mode() for b in batches(4)]
         factor = float(1.0 / torch.cat(latents).float().std())
         self.vae.register_to_config(scaling_factor=factor)
-        return factor
+        return f"VAE scaling_factor set to {factor:.4f} (1 / std of the latents)"
 
 
 def foreground_mask(frames: torch.Tensor, threshold: float = 0.1) -> torch.Tensor:
@@ -336,14 +364,14 @@ class DecoderStage(Stage):
     """Trains temporal decoder layers (Video LDM) against flicker: reconstruct the clip and its
     frame-to-frame differences from frozen latents."""
 
+    part = "temporal_decoder"
+    full_precision = ("vae",)  # the decoder layers run inside the VAE's decoder, in its dtype
+
     def __init__(self, pipe: VideoPipeline, config: Config):
         super().__init__(pipe, config)
         if pipe.temporal_decoder is None:
             pipe.register_modules(temporal_decoder=TemporalDecoder.from_vae_config(pipe.vae.config).to(pipe.vae.device))
         self.temporal_decoder = pipe.temporal_decoder
-
-    def trainable(self) -> nn.Module:
-        return self.temporal_decoder
 
     def forward(self, batch: dict, generator: torch.Generator) -> torch.Tensor:
         video = batch["pixel_values"].to(self.vae.device, self.vae.dtype)

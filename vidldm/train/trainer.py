@@ -20,20 +20,13 @@ from typing import Any
 import torch
 
 from vidldm import atomic
+from vidldm.data.batches import collate
 from vidldm.errors import VidldmError
 from vidldm.train import state as ckpt
 from vidldm.train.config import Config
+from vidldm.train.stages import STAGE_CLASSES
 
 log = logging.getLogger("vidldm.train")
-
-
-def collate(items: list[dict]) -> dict[str, Any]:
-    """Stack tensors, keep everything else as lists."""
-    out: dict[str, Any] = {}
-    for key in items[0]:
-        values = [item[key] for item in items]
-        out[key] = torch.stack(values) if isinstance(values[0], torch.Tensor) else values
-    return out
 
 
 class DataStream:
@@ -137,16 +130,6 @@ def make_optimizer(params, t) -> torch.optim.Optimizer:
     return cls(params, lr=t.learning_rate, betas=(t.adam_beta1, t.adam_beta2), weight_decay=t.weight_decay)
 
 
-def apply_lora(adapter, rank: int):
-    try:
-        from peft import LoraConfig, get_peft_model
-    except ImportError as err:
-        raise VidldmError("train.lora_rank needs peft: pip install peft") from err
-    config = LoraConfig(r=rank, lora_alpha=rank, init_lora_weights=True,
-                        target_modules=["to_q", "to_k", "to_v", "to_out.0"])
-    return get_peft_model(adapter, config)
-
-
 class Trainer:
     def __init__(self, config: Config, *, resume: str | None = None, stop_after: int | None = None):
         from accelerate import Accelerator
@@ -168,12 +151,8 @@ class Trainer:
 
         self.pipe = load_base(config, acc.device)
         self._cast_frozen()
-        from vidldm.train.stages import STAGE_CLASSES
-
         self.stage = STAGE_CLASSES[config.stage](self.pipe, config)
-        self.peft_model = None
-        if config.stage == "temporal" and t.lora_rank:
-            self.peft_model = apply_lora(self.stage.motion_adapter, t.lora_rank)
+        self.peft_model = self.stage.use_lora(t.lora_rank) if t.lora_rank else None
         self.stage.freeze_all_but_trainable()
         if self.peft_model is not None:  # only the LoRA matrices train
             for name, p in self.stage.motion_adapter.named_parameters():
@@ -199,9 +178,9 @@ class Trainer:
         dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(self.config.train.mixed_precision)
         if dtype is None:
             return
-        trained = {"temporal": "motion_adapter", "image": "unet", "vae": "vae", "decoder": "temporal_decoder"}[self.config.stage]
+        keep = {STAGE_CLASSES[self.config.stage].part, *STAGE_CLASSES[self.config.stage].full_precision}
         for name in ("vae", "text_encoder", "unet", "motion_adapter"):
-            if name != trained and not (name == "vae" and self.config.stage == "decoder"):
+            if name not in keep:
                 getattr(self.pipe, name).to(dtype)
 
     def trainable_state(self) -> dict[str, torch.Tensor]:
@@ -349,15 +328,11 @@ class Trainer:
     def finish(self) -> None:
         acc = self.accelerator
         self._final_weights()
-        if hasattr(self.stage, "calibrate"):
-            factor = self.stage.calibrate([self.data.next() for _ in range(4)])
-            if self.main and factor is not None:
-                print(f"VAE scaling_factor set to {factor:.4f} (1 / std of the latents)")
+        message = self.stage.on_finish(self.pipe, lambda n: [self.data.next() for _ in range(n)])
         if self.main:
-            pipe = self.pipe
-            if self.config.stage == "temporal" and self.config.train.frame_conditioning > 0:
-                pipe.motion_adapter.register_to_config(frame_conditioning=True)
-            part = {"temporal": "motion_adapter", "image": "unet", "vae": "vae", "decoder": "temporal_decoder"}[self.config.stage]
+            if message:
+                print(message)
+            pipe, part = self.pipe, self.stage.part
             self.out.mkdir(parents=True, exist_ok=True)  # --export may name a new output_dir
             # Staged and renamed like checkpoints: a kill mid-save leaves the previous folders or none, never half
             with atomic.replace_folder(self.out / part) as tmp:

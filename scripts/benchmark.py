@@ -20,7 +20,7 @@ from vidldm import atomic
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    from vidldm.bench.run import SETTINGS
+    from vidldm.bench.options import SETTINGS
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split("\n", 2)[2])

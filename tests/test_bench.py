@@ -78,7 +78,7 @@ def test_tiny_cpu_setting_end_to_end_gives_wellformed_json():
 
 
 def test_long_and_train_cases_report_memory_and_speed():
-    from vidldm.bench.run import long_case, train_case
+    from vidldm.bench.cases import long_case, train_case
 
     o = defaults("long", device="cpu", model="tiny", frames=4, long_frames=8, context_frames=4, context_overlap=1,
                  steps=1, height=16, width=16)
@@ -90,6 +90,59 @@ def test_long_and_train_cases_report_memory_and_speed():
     for checkpointing in (False, True):
         r = train_case(t, checkpointing)
         assert r["batch"] == 1 and r["clips_per_s"] > 0 and r["gradient_checkpointing"] is checkpointing
+
+
+def test_training_case_steps_vidldms_own_temporal_stage(components):
+    from vidldm.bench.cases import latent_batch, temporal_stage, train_step
+    from vidldm.train.stages import TemporalStage
+
+    o = defaults("train", device="cpu", model="tiny", dtypes="bf16", train_frames=2, train_height=16, train_width=16)
+    stage, optimizer = temporal_stage(components, o, checkpointing=True)
+    assert isinstance(stage, TemporalStage) and stage.config.train.gradient_checkpointing
+    trained = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    assert trained == {id(p) for p in stage.motion_adapter.parameters()}
+    assert trained == {id(p) for p in stage.parameters() if p.requires_grad}
+    # frozen parts in the benchmark's dtype, the trained adapter in fp32 (under autocast)
+    assert stage.unet.dtype == stage.vae.dtype == torch.bfloat16
+    assert {p.dtype for p in stage.motion_adapter.parameters()} == {torch.float32}
+    g = torch.Generator().manual_seed(0)
+    batch = latent_batch(components, o, prompt_embeddings(components)[0], 2, g)
+    assert batch["latents"].shape == (2, 4, 2, 8, 8) and batch["prompt_embeds"].shape[0] == 2
+    adapter = [p.detach().clone() for p in stage.motion_adapter.parameters()]
+    unet = [p.detach().clone() for p in stage.unet.parameters()]
+    loss = train_step(stage, optimizer, batch, g, torch.bfloat16)
+    assert torch.isfinite(loss) and loss.ndim == 0
+    assert any(not torch.equal(a, p) for a, p in zip(adapter, stage.motion_adapter.parameters()))
+    assert all(torch.equal(u, p) for u, p in zip(unet, stage.unet.parameters()))
+    assert all(p.grad is None for p in stage.motion_adapter.parameters())  # zeroed for the next step
+
+
+def test_bench_imports_run_one_way():
+    """No circle inside vidldm/bench (run -> isolated -> cases), and vidldm.train never imports the benchmark."""
+    import ast
+
+    root = Path(__file__).parents[1] / "vidldm"
+
+    def imports(path: Path) -> set[str]:
+        names = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names.add(node.module)
+            elif isinstance(node, ast.Import):
+                names.update(a.name for a in node.names)
+        return names
+
+    bench = {p.stem: {m.removeprefix("vidldm.bench.") for m in imports(p) if m.startswith("vidldm.bench.")}
+             for p in (root / "bench").glob("*.py") if p.stem != "__init__"}
+    assert bench["isolated"] <= {"options", "cases"}
+    assert "run" not in set().union(*(deps for name, deps in bench.items() if name != "run"))
+
+    def reaches(start: str, target: str, seen: set[str]) -> bool:
+        return any(d == target or (d not in seen and reaches(d, target, seen | {d})) for d in bench.get(start, ()))
+
+    assert not [name for name in bench if reaches(name, name, set())]
+    for path in (root / "train").glob("*.py"):
+        assert not [m for m in imports(path) if m.startswith("vidldm.bench")], path.name
 
 
 def test_isolated_case_runs_in_its_own_process():

@@ -103,7 +103,7 @@ def test_compile_regions_picks_the_outermost_blocks():
 @pytest.mark.skipif(not (shutil.which("g++") or shutil.which("c++")), reason="torch.compile on CPU needs a C++ compiler")
 def test_inductor_compiled_motion_module_matches_eager():
     torch.manual_seed(0)
-    module = MotionModule(32, heads=4, num_layers=1, max_len=8, norm_num_groups=32, norm_mode="per_frame",
+    module = MotionModule(32, heads=4, num_layers=1, max_seq_length=8, norm_num_groups=32, norm_mode="per_frame",
                           temporal_conv=False).eval()
     module.temporal_transformer.proj_out.reset_parameters()  # not the zero init: the output must depend on it
     x = torch.randn(4, 32, 2, 2)

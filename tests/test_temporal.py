@@ -43,22 +43,22 @@ def animatediff_reference(m: TemporalTransformer, x: torch.Tensor, f: int) -> to
 
 @pytest.mark.parametrize("norm_mode", ["per_frame", "per_clip"])
 def test_fresh_transformer_is_identity(norm_mode):
-    m = TemporalTransformer(32, max_len=8, norm_mode=norm_mode)
+    m = TemporalTransformer(32, max_seq_length=8, norm_mode=norm_mode)
     x = torch.randn(2 * 5, 32, 4, 3)
     assert torch.equal(m(x, num_frames=5), x)
 
 
 def test_transformer_matches_original_animatediff_per_frame():
     torch.manual_seed(0)
-    m = randomize_(TemporalTransformer(32, heads=8, num_layers=2, max_len=8, norm_mode="per_frame"))
+    m = randomize_(TemporalTransformer(32, heads=8, num_layers=2, max_seq_length=8, norm_mode="per_frame"))
     x = torch.randn(2 * 6, 32, 3, 5) * 3 + 1
     torch.testing.assert_close(m(x, 6), animatediff_reference(m, x, 6), atol=1e-5, rtol=1e-5)
 
 
 def test_per_clip_norm_uses_clip_statistics():
     torch.manual_seed(0)
-    per_frame = randomize_(TemporalTransformer(32, max_len=8, norm_mode="per_frame"))
-    per_clip = TemporalTransformer(32, max_len=8, norm_mode="per_clip")
+    per_frame = randomize_(TemporalTransformer(32, max_seq_length=8, norm_mode="per_frame"))
+    per_clip = TemporalTransformer(32, max_seq_length=8, norm_mode="per_clip")
     per_clip.load_state_dict(per_frame.state_dict())
     x = torch.randn(6, 32, 4, 4)
     x[3:] *= 5  # frames with very different statistics

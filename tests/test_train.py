@@ -315,7 +315,7 @@ def test_bad_config_fails_before_loading_a_model(tmp_path, video_folder, monkeyp
 
 
 def test_recipe_base_lays_its_keys_over_another_recipe(tmp_path, video_folder):
-    base = recipe(tmp_path, video_folder, train={"learning_rate": 5e-4, "seed": 3}, model={"max_frames": 8})
+    base = recipe(tmp_path, video_folder, train={"learning_rate": 5e-4, "seed": 3}, model={"max_seq_length": 8})
     child = tmp_path / "more.yaml"
     child.write_text(yaml.safe_dump({"base": base.name, "output_dir": str(tmp_path / "more"),
                                      "train": {"learning_rate": 2e-4}, "model": {"motion_adapter": None}}))
@@ -323,7 +323,7 @@ def test_recipe_base_lays_its_keys_over_another_recipe(tmp_path, video_folder):
     assert config.output_dir == str(tmp_path / "more")
     assert config.train.learning_rate == 2e-4 and config.train.seed == 7   # this file, then --set
     assert config.train.batch_size == 2 and config.train.max_known_frames == 2  # the rest from the base
-    assert config.model.pretrained == "tiny" and config.model.max_frames == 8  # mappings merge key by key
+    assert config.model.pretrained == "tiny" and config.model.max_seq_length == 8  # mappings merge key by key
     assert config.data.root == str(video_folder)
 
 

@@ -277,7 +277,7 @@ def cache(args: argparse.Namespace) -> None:
     import torch
 
     from vidldm.data import build_latent_cache
-    from vidldm.train.config import load_config, position_encoding_length
+    from vidldm.train.config import adapter_max_seq_length, load_config
     from vidldm.train.trainer import build_dataset
 
     config = load_config(args.config, args.set)
@@ -285,7 +285,7 @@ def cache(args: argparse.Namespace) -> None:
     from vidldm.loading import load_pipeline
 
     pipe = load_pipeline(config.model.pretrained, config.model.motion_adapter, device=device,
-                         fresh_adapter_frames=position_encoding_length(config.model))
+                         fresh_max_seq_length=adapter_max_seq_length(config.model))
     start = time.perf_counter()
     out = build_latent_cache(build_dataset(config), pipe.vae, pipe.encode_text, args.output, device=device,
                              overwrite=args.overwrite)

@@ -60,12 +60,12 @@ def load_pipeline(
     config: str | os.PathLike | None = None,
     device: str | torch.device | None = None,
     dtype: str | torch.dtype | None = None,
-    fresh_adapter_frames: int | None = None,
+    fresh_max_seq_length: int | None = None,
     variant: str | None = None,
 ) -> VideoPipeline:
     """Load a `VideoPipeline` from any supported source (see the module docstring).
 
-    `fresh_adapter_frames`: for training, a Stable Diffusion base without `motion_adapter` gets a
+    `fresh_max_seq_length`: for training, a Stable Diffusion base without `motion_adapter` gets a
     new zero-initialised adapter of this length instead of an error (and sizes the tiny model's).
     `variant`: the weights variant of diffusers folders (e.g. "fp16"); a component saved without it
     loads its plain weights, and a folder holding one variant only needs no `variant`."""
@@ -74,11 +74,11 @@ def load_pipeline(
     name = str(name_or_path)
     path = Path(name).expanduser()
     if name in BUILTIN:
-        pipe = _with_adapter(_builtin(name, fresh_adapter_frames), adapter)
+        pipe = _with_adapter(_builtin(name, fresh_max_seq_length), adapter)
     elif path.is_dir():
-        pipe = _from_folder(path, adapter, fresh_adapter_frames, variant)
+        pipe = _from_folder(path, adapter, fresh_max_seq_length, variant)
     elif path.is_file():
-        pipe = _from_single_file(path, adapter, config, fresh_adapter_frames)
+        pipe = _from_single_file(path, adapter, config, fresh_max_seq_length)
     elif _looks_like_hub_id(name) and not path.suffix:
         pipe = _from_hub(name, adapter, variant)
     else:

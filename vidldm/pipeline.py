@@ -171,7 +171,7 @@ class VideoPipeline(DiffusionPipeline):
         return 2 ** (len(self.vae.config.block_out_channels) - 1)
 
     @property
-    def num_frames_trained(self) -> int:
+    def max_seq_length(self) -> int:
         return self.motion_adapter.max_seq_length
 
     # ------------------------------------------------------------------ text
@@ -259,9 +259,9 @@ class VideoPipeline(DiffusionPipeline):
             raise VidldmError("give either image= (animate a still) or video= (restyle / extend), not both")
         if output_type not in ("pil", "np", "pt", "latent"):
             raise VidldmError(f"output_type must be 'pil', 'np', 'pt' or 'latent', got {output_type!r}")
-        if context_frames > self.num_frames_trained or context_frames < 1:
+        if context_frames > self.max_seq_length or context_frames < 1:
             raise VidldmError(
-                f"context_frames must be between 1 and {self.num_frames_trained} (the motion adapter's length)"
+                f"context_frames must be between 1 and {self.max_seq_length} (the motion adapter's length)"
             )
         if not 0 <= numbers["context_overlap"] < context_frames:
             raise VidldmError(f"context_overlap must be between 0 and {context_frames - 1}")
@@ -330,9 +330,9 @@ class VideoPipeline(DiffusionPipeline):
         batch = context.shape[0] // (2 if sampling["guidance_scale"] > 1.0 else 1)
 
         # 2. where the loop starts: noise (or the noised input video), the timesteps left, the known frames
-        vvae = VideoVAE(self.vae, chunk_size=decode_chunk_size, temporal_decoder=self.temporal_decoder)
+        video_vae = VideoVAE(self.vae, chunk_size=decode_chunk_size, temporal_decoder=self.temporal_decoder)
         shape = (batch, self.unet.config.in_channels, num_frames, height // self.vae_scale_factor, width // self.vae_scale_factor)
-        start = self._start_and_known(vvae, sched, shape, sampling["num_inference_steps"], generator, latents, image,
+        start = self._start_and_known(video_vae, sched, shape, sampling["num_inference_steps"], generator, latents, image,
                                       image_conditioning, video_frames, extend, strength, num_known_frames,
                                       (height, width), (context_frames, context_overlap), device)
 
@@ -346,16 +346,16 @@ class VideoPipeline(DiffusionPipeline):
 
         # 4. decode (extension: the input clip, then the new frames)
         before = video_frames if extend else None
-        return self._to_output(x, vvae, output_type, before, start.known, (height, width))
+        return self._to_output(x, video_vae, output_type, before, start.known, (height, width))
 
     def _sizes(self, video_frames, extend: bool, num_frames, height, width, context_frames, context_overlap):
         """The sizes a call leaves out: restyle keeps the input's length, other modes take the adapter's (16 at
         most); the UNet's sample size; context windows of the adapter's length overlapping by a quarter."""
         if num_frames is None:
-            num_frames = len(video_frames) if video_frames is not None and not extend else min(16, self.num_frames_trained)
+            num_frames = len(video_frames) if video_frames is not None and not extend else min(16, self.max_seq_length)
         height = height or self.unet.config.sample_size * self.vae_scale_factor
         width = width or self.unet.config.sample_size * self.vae_scale_factor
-        context_frames = context_frames or self.num_frames_trained
+        context_frames = context_frames or self.max_seq_length
         context_overlap = context_frames // 4 if context_overlap is None else context_overlap
         return num_frames, height, width, context_frames, context_overlap
 
@@ -383,7 +383,7 @@ class VideoPipeline(DiffusionPipeline):
             uncond = uncond[:, None].expand(-1, num_frames, -1, -1)
         return torch.cat([uncond, cond])
 
-    def _start_and_known(self, vvae: VideoVAE, sched, shape: tuple[int, ...], num_inference_steps: int, generator,
+    def _start_and_known(self, video_vae: VideoVAE, sched, shape: tuple[int, ...], num_inference_steps: int, generator,
                          latents, image, image_conditioning, video_frames, extend: bool, strength: float,
                          num_known_frames, size: tuple[int, int], window: tuple[int, int], device) -> Start:
         """Start latents `shape` `(B, C, F, h, w)`, the timesteps still to run and the known frames of every mode:
@@ -392,7 +392,7 @@ class VideoPipeline(DiffusionPipeline):
         batch, num_frames = shape[0], shape[2]
         if isinstance(generator, list) and len(generator) != batch:
             raise VidldmError(f"{len(generator)} generators for a batch of {batch}; give one per prompt")
-        known = self._known_frames(vvae, image, image_conditioning, video_frames if extend else None,
+        known = self._known_frames(video_vae, image, image_conditioning, video_frames if extend else None,
                                    num_known_frames, batch, num_frames, size, device)
         sched.set_timesteps(num_inference_steps, device=device)
         timesteps = sched.timesteps
@@ -406,7 +406,7 @@ class VideoPipeline(DiffusionPipeline):
             return Start(noise * sched.init_noise_sigma, timesteps, known)
         if len(video_frames) < num_frames:
             raise VidldmError(f"the video has {len(video_frames)} frames but num_frames is {num_frames}")
-        clean = self._encode_frames(vvae, [video_frames[:num_frames]], *size, device).expand(batch, -1, -1, -1, -1)
+        clean = self._encode_frames(video_vae, [video_frames[:num_frames]], *size, device).expand(batch, -1, -1, -1, -1)
         n_steps = min(int(num_inference_steps * strength), num_inference_steps)
         begin = (num_inference_steps - n_steps) * sched.order
         timesteps = timesteps[begin:]
@@ -415,7 +415,7 @@ class VideoPipeline(DiffusionPipeline):
         x = sched.add_noise(clean, noise, timesteps[:1].repeat(batch)) if len(timesteps) else clean.clone()
         return Start(x, timesteps, None)
 
-    def _known_frames(self, vvae: VideoVAE, image, image_conditioning: str, extend_from, num_known_frames,
+    def _known_frames(self, video_vae: VideoVAE, image, image_conditioning: str, extend_from, num_known_frames,
                       batch: int, num_frames: int, size: tuple[int, int], device) -> KnownFrames | None:
         """The still(s) to animate (frame 0), or the last frames of the clip `extend_from` to continue, encoded."""
         if image is None and extend_from is None:
@@ -423,7 +423,7 @@ class VideoPipeline(DiffusionPipeline):
         if isinstance(image, (list, tuple)):  # one still per prompt
             if len(image) != batch:
                 raise VidldmError(f"{len(image)} images for {batch} prompts; give one image or one per prompt")
-            known_latents = self._encode_frames(vvae, [load_frames(i, image=True) for i in image], *size, device)
+            known_latents = self._encode_frames(video_vae, [load_frames(i, image=True) for i in image], *size, device)
         else:
             if image is not None:
                 clip = load_frames(image, image=True)
@@ -432,7 +432,7 @@ class VideoPipeline(DiffusionPipeline):
                 if not 1 <= k < num_frames:
                     raise VidldmError(f"num_known_frames must be between 1 and {num_frames - 1}, got {k}")
                 clip = extend_from[-k:]  # a clip shorter than k: all of it is known
-            known_latents = self._encode_frames(vvae, [clip], *size, device).expand(batch, -1, -1, -1, -1)
+            known_latents = self._encode_frames(video_vae, [clip], *size, device).expand(batch, -1, -1, -1, -1)
         mode = image_conditioning
         if mode == "auto":
             mode = "clean" if self.motion_adapter.config.get("frame_conditioning", False) else "replace"
@@ -449,11 +449,11 @@ class VideoPipeline(DiffusionPipeline):
 
         return on_step
 
-    def _to_output(self, x: torch.Tensor, vvae: VideoVAE, output_type: str, before, known, size) -> VideoPipelineOutput:
+    def _to_output(self, x: torch.Tensor, video_vae: VideoVAE, output_type: str, before, known, size) -> VideoPipelineOutput:
         """Latents `(B, C, F, h, w)` -> the frames `output_type` asks for; `before`: the clip an extension continues."""
         if output_type == "latent":
             return VideoPipelineOutput(frames=x)
-        frames = tensor_to_frames(vvae.decode(x))
+        frames = tensor_to_frames(video_vae.decode(x))
         if before is not None:
             frames = self._after_input(before, frames, len(known.indices), *size)
         self.maybe_free_model_hooks()
@@ -472,11 +472,11 @@ class VideoPipeline(DiffusionPipeline):
         original = rearrange(original, "f c h w -> f h w c").astype(made.dtype)
         return np.stack([np.concatenate([original, clip[num_known:]]) for clip in made])
 
-    def _encode_frames(self, vvae: VideoVAE, clips: list[np.ndarray], height: int, width: int, device) -> torch.Tensor:
+    def _encode_frames(self, video_vae: VideoVAE, clips: list[np.ndarray], height: int, width: int, device) -> torch.Tensor:
         """B clips `(F, H, W, 3)` uint8, each resized to `height x width` -> latents `(B, C, F, h, w)` in one
         encode (posterior mean: deterministic conditioning)."""
         video = torch.stack([rearrange(frames_to_tensor(c, height, width), "f c h w -> c f h w") for c in clips])
-        return vvae.encode(video.to(device, self.vae.dtype)).to(self.unet.dtype)
+        return video_vae.encode(video.to(device, self.vae.dtype)).to(self.unet.dtype)
 
 
 def default_known_frames(num_frames: int) -> int:

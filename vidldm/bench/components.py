@@ -112,11 +112,19 @@ def _copy(module: nn.Module, device, dtype) -> nn.Module:
     return nn.Module.to(copy.deepcopy(module), device=device, dtype=dtype)
 
 
-def vidldm_pipeline(c: Components, device, dtype: torch.dtype) -> VideoPipeline:
-    """vidldm's pipeline on its own copy of the weights (no text encoder: embeddings are passed in)."""
+def vidldm_pipeline(c: Components, device, dtype: torch.dtype, *, text_encoder: bool = False,
+                    adapter_dtype: torch.dtype | None = None) -> VideoPipeline:
+    """vidldm's pipeline on its own copy of the weights.
+
+    No text encoder by default: embeddings are passed in. A training stage holds one, frozen, as a
+    training run does (`text_encoder=True`), and trains its adapter in `adapter_dtype` (fp32 under autocast).
+    """
     pipe = VideoPipeline(
-        vae=_copy(c.vae, device, dtype), text_encoder=None, tokenizer=None, unet=_copy(c.unet, device, dtype),
-        motion_adapter=_copy(c.motion_adapter, device, dtype), scheduler=default_scheduler(),
+        vae=_copy(c.vae, device, dtype),
+        text_encoder=_copy(c.text_encoder, device, dtype) if text_encoder else None,
+        tokenizer=c.tokenizer if text_encoder else None,
+        unet=_copy(c.unet, device, dtype),
+        motion_adapter=_copy(c.motion_adapter, device, adapter_dtype or dtype), scheduler=default_scheduler(),
     )
     pipe.set_progress_bar_config(disable=True)
     return pipe

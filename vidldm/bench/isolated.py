@@ -6,6 +6,8 @@ Memory freed by an earlier case stays with the process (glibc keeps it for reuse
 second case in the same process would hide part of its growth. The child also lowers glibc's
 mmap threshold, so large tensors are mapped and unmapped one by one and resident memory follows
 the memory actually in use.
+
+It imports only `options` and `cases` (in the child): `run.py` imports this module, not the other way round.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ CASES = ("long", "train")
 
 
 def run_isolated(case: str, options, **kwargs) -> dict:
-    """Run `case` (`long` or `train`) with `options` (a `run.Options`) and `kwargs` in a child process."""
+    """Run `case` (`long` or `train`) with `options` (an `options.Options`) and `kwargs` in a child process."""
     if case not in CASES:
         raise ValueError(f"unknown isolated case '{case}'; choose from: {', '.join(CASES)}")
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"}
@@ -38,7 +40,8 @@ def run_isolated(case: str, options, **kwargs) -> dict:
 def main(argv: list[str]) -> int:
     import torch
 
-    from vidldm.bench.run import Options, long_case, train_case
+    from vidldm.bench.cases import long_case, train_case
+    from vidldm.bench.options import Options
 
     case, options, kwargs = argv[0], json.loads(argv[1]), json.loads(argv[2])
     options["dtypes"] = tuple(options["dtypes"])

@@ -7,24 +7,26 @@
 |            | fast paths + regional compile), same weights, same starting noise, one run             |
 | `tiny-cpu` | the same comparison on the tiny test models, fp32 on the CPU                           |
 | `long`     | vidldm, `long_frames` (128) with context windows vs `frames` (16): time and peak memory |
-| `train`    | one `temporal` training step (16 frames, 256x256), gradient checkpointing on and off    |
+| `train`    | one step of vidldm's `TemporalStage` (16 frames, 256x256), checkpointing on and off    |
 
 Every clip starts from the same noise and the same precomputed text embeddings (text encoding is
 outside every timer); the first clip of each case is warm-up (compilation included) and is
 reported apart. Each case's final latents are compared with vidldm's fp32 plain path
 (cosine similarity), and diffusers' eager result with vidldm's plain one (same weights).
+
+The long and train cases themselves are in `cases.py`: on the CPU each runs in its own process
+(`isolated.py`), which imports them from there, not from here.
 """
 
 from __future__ import annotations
 
 import contextlib
-import gc
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict
 from functools import partial
 
 import torch
-from torch import nn
 
+from vidldm.bench.cases import long_case, train_case
 from vidldm.bench.components import (
     Components,
     build_components,
@@ -33,88 +35,18 @@ from vidldm.bench.components import (
     prompt_embeddings,
     vidldm_pipeline,
 )
-from vidldm.bench.timing import PeakMemory, cosine, count_flops, machine_info, max_abs_diff, median, timed
-
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-SETTINGS = ("sd15", "tiny-cpu", "long", "train")
-
-
-@dataclass
-class Options:
-    """Everything a setting reads; `defaults(setting)` fills in each setting's own values."""
-
-    device: str = "cpu"
-    model: str = "tiny"
-    height: int = 32
-    width: int = 32
-    frames: int = 16
-    steps: int = 25
-    guidance: float = 7.5
-    dtypes: tuple[str, ...] = ("fp32",)
-    repeats: int = 2
-    unet_calls: int = 3  # UNet calls timed for the per-step figure
-    compile: bool = False
-    compile_mode: str | None = None
-    compile_dynamic: bool | None = None
-    cudnn_benchmark: bool = False
-    verify: bool = True  # fp32 reference run and cosine similarities
-    long_frames: int = 128
-    context_frames: int = 16
-    context_overlap: int = 4
-    train_frames: int = 16
-    train_height: int = 256
-    train_width: int = 256
-    train_batch: int | None = None  # None: the largest power of two that fits (CUDA), 1 on CPU
-    train_max_batch: int = 64
-    threads: int | None = None
-    seed: int = 0
-
-    def check(self) -> Options:
-        if self.device.startswith("cuda") and not torch.cuda.is_available():
-            raise ValueError(f"device '{self.device}' asked for but CUDA is not available; use --device cpu")
-        if self.model not in ("sd15", "tiny"):
-            raise ValueError(f"unknown model '{self.model}'; choose sd15 or tiny")
-        bad = [d for d in self.dtypes if d not in DTYPES]
-        if bad or not self.dtypes:
-            raise ValueError(f"unknown dtype {bad[0] if bad else '(none)'}; choose from: {', '.join(DTYPES)}")
-        for name in ("height", "width", "frames", "steps", "repeats", "unet_calls", "long_frames", "context_frames",
-                     "train_frames", "train_height", "train_width", "train_max_batch"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if not 0 <= self.context_overlap < self.context_frames:
-            raise ValueError(f"context_overlap must be between 0 and {self.context_frames - 1}")
-        if self.train_batch is not None and self.train_batch < 1:
-            raise ValueError(f"train_batch must be at least 1, got {self.train_batch}")
-        return self
-
-    @property
-    def compile_options(self) -> dict:
-        options = {"mode": self.compile_mode, "dynamic": self.compile_dynamic}
-        return {k: v for k, v in options.items() if v is not None}
-
-
-def defaults(setting: str, **overrides) -> Options:
-    """The options of `setting`, with `overrides` (None values ignored) on top."""
-    if setting not in SETTINGS:
-        raise ValueError(f"unknown benchmark setting '{setting}'; choose from: {', '.join(SETTINGS)}")
-    cuda = torch.cuda.is_available()
-    gpu = dict(device="cuda", model="sd15", height=512, width=512, dtypes=("fp16",), repeats=3)
-    base = {
-        "sd15": dict(gpu, dtypes=("fp16", "bf16"), compile=True),
-        "tiny-cpu": dict(device="cpu", model="tiny", height=32, width=32, dtypes=("fp32",), repeats=2),
-        "long": dict(gpu, repeats=1) if cuda else dict(device="cpu", model="tiny", repeats=1),
-        "train": dict(gpu, dtypes=("bf16",), repeats=3) if cuda else dict(device="cpu", model="tiny", repeats=2,
-                                                                          train_height=64, train_width=64),
-    }[setting]
-    values = {**base, **{k: v for k, v in overrides.items() if v is not None}}
-    known = {f.name for f in fields(Options)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ValueError(f"unknown benchmark option '{unknown[0]}'")
-    if isinstance(values.get("dtypes"), str):
-        values["dtypes"] = tuple(d.strip() for d in values["dtypes"].split(",") if d.strip())
-    return Options(**values).check()
-
+from vidldm.bench.isolated import run_isolated
+from vidldm.bench.options import DTYPES, SETTINGS, Options, defaults
+from vidldm.bench.timing import (
+    PeakMemory,
+    cosine,
+    count_flops,
+    free_memory,
+    machine_info,
+    max_abs_diff,
+    median,
+    timed,
+)
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -127,12 +59,6 @@ def exact_fp32():
         yield
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
-
-
-def free_memory(device) -> None:
-    gc.collect()
-    if torch.device(device).type == "cuda":
-        torch.cuda.empty_cache()
 
 
 class Clip:
@@ -175,8 +101,8 @@ class Clip:
         if self.side == "vidldm":
             from vidldm.models.video_vae import VideoVAE
 
-            vvae = VideoVAE(self.pipe.vae, chunk_size=8)  # the pipeline's default decode_chunk_size
-            return lambda: vvae.decode(latents)
+            video_vae = VideoVAE(self.pipe.vae, chunk_size=8)  # the pipeline's default decode_chunk_size
+            return lambda: video_vae.decode(latents)
         return lambda: self.pipe.decode_latents(latents, 16)  # diffusers' default decode_chunk_size
 
 
@@ -276,8 +202,6 @@ def long_clip(o: Options) -> dict:
     On CUDA both run in this process (peak allocated memory, weights included). On the CPU each
     runs in its own process and the figure is resident-memory growth during the clip.
     """
-    from vidldm.bench.isolated import run_isolated
-
     result: dict = {"options": asdict(o), "cases": []}
     if torch.device(o.device).type == "cuda":
         c = build_components(o.model, o.seed)
@@ -295,40 +219,10 @@ def long_clip(o: Options) -> dict:
     return result
 
 
-def long_case(o: Options, frames: int, c: Components | None = None, pipe=None, measure: bool = True) -> dict:
-    """One clip of `frames` frames (context windows of `context_frames` beyond that)."""
-    c = c or build_components(o.model, o.seed)
-    dtype = DTYPES[o.dtypes[0]]
-    pipe = pipe or vidldm_pipeline(c, o.device, dtype)
-    cond, uncond = (e.to(o.device, dtype) for e in prompt_embeddings(c))
-
-    def make():
-        with torch.no_grad():
-            pipe(prompt_embeds=cond, negative_prompt_embeds=uncond, num_frames=frames, height=o.height, width=o.width,
-                 num_inference_steps=o.steps, guidance_scale=o.guidance, context_frames=o.context_frames,
-                 context_overlap=o.context_overlap, generator=torch.Generator().manual_seed(o.seed), output_type="np")
-
-    if not measure:
-        make()
-        return {}
-    with PeakMemory(o.device) as memory:
-        seconds = timed(make, o.device, 1)[0]
-    return dict(frames=frames, s_per_clip=seconds, peak_memory_bytes=memory.peak_bytes, growth_bytes=memory.growth_bytes,
-                windows=_window_count(frames, o.context_frames, o.context_overlap))
-
-
-def _window_count(frames: int, window: int, overlap: int) -> int:
-    from vidldm.sampling import context_windows
-
-    return len(context_windows(frames, window, overlap))
-
-
 # ----------------------------------------------------------------------------- training step
 
 def train(o: Options) -> dict:
     """One `temporal` training step with gradient checkpointing on and off: clips/s and peak memory."""
-    from vidldm.bench.isolated import run_isolated
-
     result: dict = {"options": asdict(o), "cases": []}
     for checkpointing in (False, True):
         if torch.device(o.device).type == "cuda":
@@ -337,64 +231,6 @@ def train(o: Options) -> dict:
         else:
             result["cases"].append(run_isolated("train", o, checkpointing=checkpointing))
     return result
-
-
-def train_case(o: Options, checkpointing: bool, c: Components | None = None) -> dict:
-    """Frozen UNet in `dtypes[0]`, trainable fp32 adapter under autocast, AdamW; MSE on the noise."""
-    import copy
-
-    from vidldm.models.video_unet import VideoUNet
-    from vidldm.schedulers import default_scheduler
-
-    c = c or build_components(o.model, o.seed)
-    device, dtype = torch.device(o.device), DTYPES[o.dtypes[0]]
-    unet = nn.Module.to(copy.deepcopy(c.unet), device, dtype).requires_grad_(False)
-    adapter = copy.deepcopy(c.motion_adapter).to(device).train().requires_grad_(True)
-    model = VideoUNet(unet, adapter)
-    model.enable_gradient_checkpointing(checkpointing)
-    optimizer = torch.optim.AdamW(adapter.parameters(), lr=1e-5)
-    scheduler = default_scheduler()
-    s = c.vae_scale_factor
-    g = torch.Generator().manual_seed(o.seed)
-
-    def step(batch: int) -> None:
-        latents = torch.randn(batch, c.latent_channels, o.train_frames, o.train_height // s, o.train_width // s,
-                              generator=g).to(device)
-        context = torch.randn(batch, 77, unet.config.cross_attention_dim, generator=g).to(device, dtype)
-        noise = torch.randn(latents.shape, generator=g).to(device)
-        t = torch.randint(0, scheduler.config.num_train_timesteps, (batch,), generator=g).to(device)
-        noisy = scheduler.add_noise(latents, noise, t).to(dtype)
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
-            pred = model(noisy, t, context)
-        loss = torch.nn.functional.mse_loss(pred.float(), noise)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
-    batch = o.train_batch or (largest_batch(step, o.train_max_batch, device) if device.type == "cuda" else 1)
-    step(batch)  # warm-up (and the optimizer's state)
-    with PeakMemory(device) as memory:
-        seconds = timed(lambda: step(batch), device, o.repeats)
-    s_per_step = median(seconds)
-    return dict(gradient_checkpointing=checkpointing, batch=batch, frames=o.train_frames,
-                height=o.train_height, width=o.train_width, dtype=o.dtypes[0], s_per_step=s_per_step,
-                clips_per_s=batch / s_per_step, peak_memory_bytes=memory.peak_bytes, growth_bytes=memory.growth_bytes)
-
-
-def largest_batch(step, cap: int, device) -> int:
-    """The largest power of two up to `cap` for which `step(batch)` runs without running out of memory."""
-    best, batch = 0, 1
-    while batch <= cap:
-        try:
-            step(batch)
-        except torch.OutOfMemoryError:
-            break
-        finally:
-            free_memory(device)
-        best, batch = batch, batch * 2
-    if best == 0:
-        raise ValueError("even a batch of 1 does not fit in memory; lower --train-frames or the training size")
-    return best
 
 
 # ----------------------------------------------------------------------------- entry point

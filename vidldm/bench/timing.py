@@ -1,4 +1,5 @@
-"""Measuring: synchronised timers, peak memory (CUDA allocator or process RSS), FLOP counts, agreement.
+"""Measuring: synchronised timers, peak memory (CUDA allocator or process RSS), freeing memory between
+cases, FLOP counts, agreement.
 
 On CUDA every timer synchronises before it starts and before it stops, so it measures the GPU's
 work rather than the time to queue it. On CPU, peak memory is the growth of the process's
@@ -8,6 +9,7 @@ own process (see `isolated.py`) so memory freed by an earlier case cannot hide a
 
 from __future__ import annotations
 
+import gc
 import os
 import platform
 import re
@@ -95,6 +97,13 @@ class PeakMemory:
             self.peak_bytes = None if hwm is None else hwm * 1024
         if self.peak_bytes is not None and self._start is not None:
             self.growth_bytes = max(self.peak_bytes - self._start, 0)
+
+
+def free_memory(device: torch.device | str) -> None:
+    """Collect garbage and return CUDA's cached blocks, so the next case starts from what is really in use."""
+    gc.collect()
+    if torch.device(device).type == "cuda":
+        torch.cuda.empty_cache()
 
 
 # ----------------------------------------------------------------------------- FLOPs and agreement

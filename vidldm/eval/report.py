@@ -46,12 +46,12 @@ def _generate(pipe: VideoPipeline, specs, steps: int, guidance: float, batch: in
 @torch.no_grad()
 def _vae_round_trip(pipe: VideoPipeline, clips: list[np.ndarray], batch: int = 8) -> list[np.ndarray]:
     """Clips `(F, H, W, 3)` uint8 -> the same clips encoded (posterior mean) and decoded by the pipeline's VAE."""
-    vvae = VideoVAE(pipe.vae, temporal_decoder=pipe.temporal_decoder)
+    video_vae = VideoVAE(pipe.vae, temporal_decoder=pipe.temporal_decoder)
     out = []
     for start in range(0, len(clips), batch):
         video = torch.stack([frames_to_tensor(c, *c.shape[1:3]) for c in clips[start : start + batch]])
         video = rearrange(video, "b f c h w -> b c f h w").to(pipe.device, pipe.vae.dtype)
-        decoded = tensor_to_frames(vvae.decode(vvae.encode(video)))
+        decoded = tensor_to_frames(video_vae.decode(video_vae.encode(video)))
         out += [(f * 255).round().astype(np.uint8) for f in decoded]
     return out
 

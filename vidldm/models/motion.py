@@ -29,14 +29,14 @@ from vidldm.models.temporal import NormMode, SpatioTemporalTransformer, Temporal
 class MotionModule(nn.Module):
     """The temporal layers that follow one spatial layer: `((B F), C, H, W)` in and out."""
 
-    def __init__(self, channels: int, *, heads: int, num_layers: int, max_len: int, norm_num_groups: int,
+    def __init__(self, channels: int, *, heads: int, num_layers: int, max_seq_length: int, norm_num_groups: int,
                  norm_mode: NormMode, temporal_conv: bool, cross_attention_dim: int | None = None,
                  spatiotemporal: bool = False):
         super().__init__()
         self.channels = channels
         self.temporal_conv = TemporalConvBlock(channels, norm_num_groups=norm_num_groups) if temporal_conv else None
         self.temporal_transformer = TemporalTransformer(
-            channels, heads=heads, num_layers=num_layers, max_len=max_len,
+            channels, heads=heads, num_layers=num_layers, max_seq_length=max_seq_length,
             norm_num_groups=norm_num_groups, norm_mode=norm_mode, cross_attention_dim=cross_attention_dim,
         )
         self.spatiotemporal = SpatioTemporalTransformer(
@@ -106,17 +106,17 @@ class MotionAdapter(ModelMixin, ConfigMixin):
         super().__init__()
         n = len(block_out_channels)
         layers = _per_block(layers_per_block, n, "layers_per_block")
-        st = set(spatiotemporal_levels or ())
-        if not st <= set(range(n)):
-            raise ValueError(f"spatiotemporal_levels must be UNet levels 0..{n - 1}, got {sorted(st)}")
-        common = dict(heads=num_attention_heads, num_layers=transformer_layers, max_len=max_seq_length,
+        spatiotemporal_at = set(spatiotemporal_levels or ())
+        if not spatiotemporal_at <= set(range(n)):
+            raise ValueError(f"spatiotemporal_levels must be UNet levels 0..{n - 1}, got {sorted(spatiotemporal_at)}")
+        common = dict(heads=num_attention_heads, num_layers=transformer_layers, max_seq_length=max_seq_length,
                       norm_num_groups=norm_num_groups, norm_mode=norm_mode, temporal_conv=temporal_conv,
                       cross_attention_dim=cross_attention_dim)
-        self.down_blocks = nn.ModuleList([MotionBlock(c, k, spatiotemporal=i in st, **common)
+        self.down_blocks = nn.ModuleList([MotionBlock(c, k, spatiotemporal=i in spatiotemporal_at, **common)
                                           for i, (c, k) in enumerate(zip(block_out_channels, layers))])
-        self.mid_block = MotionBlock(block_out_channels[-1], 1, spatiotemporal=n - 1 in st, **common) if use_mid_block else None
+        self.mid_block = MotionBlock(block_out_channels[-1], 1, spatiotemporal=n - 1 in spatiotemporal_at, **common) if use_mid_block else None
         self.up_blocks = nn.ModuleList(
-            [MotionBlock(c, k + 1, spatiotemporal=n - 1 - i in st, **common)
+            [MotionBlock(c, k + 1, spatiotemporal=n - 1 - i in spatiotemporal_at, **common)
              for i, (c, k) in enumerate(zip(reversed(block_out_channels), reversed(layers)))]
         )
 

@@ -181,7 +181,7 @@ def infer_config(sd: dict[str, torch.Tensor]) -> dict[str, Any]:
     down: dict[int, dict[int, int]] = {}
     up: dict[int, dict[int, int]] = {}
     mid = False
-    max_len, layers, temporal_conv = None, 0, False
+    max_seq_length, layers, temporal_conv = None, 0, False
     for key, value in sd.items():
         m = re.match(r"(down_blocks|up_blocks)\.(\d+)\.motion_modules\.(\d+)\.temporal_transformer\.norm\.weight$", key)
         if m:
@@ -189,7 +189,7 @@ def infer_config(sd: dict[str, torch.Tensor]) -> dict[str, Any]:
         if key.startswith("mid_block.motion_modules."):
             mid = True
         if key.endswith("pos_encoder.pe"):
-            max_len = value.shape[1]
+            max_seq_length = value.shape[1]
         t = re.search(r"\.transformer_blocks\.(\d+)\.", key)
         if t:
             layers = max(layers, int(t.group(1)) + 1)
@@ -208,7 +208,7 @@ def infer_config(sd: dict[str, torch.Tensor]) -> dict[str, Any]:
         layers_per_block=per_block[0] if len(set(per_block)) == 1 else per_block,
         use_mid_block=mid,
         transformer_layers=max(layers, 1),
-        max_seq_length=max_len or 32,
+        max_seq_length=max_seq_length or 32,
         temporal_conv=temporal_conv,
     )
 
@@ -477,3 +477,22 @@ def _check_no_text_attention(adapter: MotionAdapter, target: str) -> None:
     if adapter.config.get("spatiotemporal_levels"):
         raise CheckpointError(f"{target} has no spatio-temporal attention layers; save this adapter "
                               "with save_pretrained (a vidldm adapter folder) instead")
+
+
+def read_max_seq_length(path: str | os.PathLike) -> int:
+    """The clip length an adapter file or folder was made for (its position table), read from its config or
+    tensor headers without building it (training recipes are checked before any model loads)."""
+    path = Path(path)
+    if path.is_dir():
+        config = json.loads((path / "config.json").read_text())
+        return int(config.get("max_seq_length", config.get("motion_max_seq_length", 32)))
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        with safe_open(str(path), "pt") as f:
+            for key in f.keys():
+                if key.endswith("pos_encoder.pe") or key.endswith("pos_embed.pe"):
+                    return f.get_slice(key).get_shape()[1]
+        return 32
+    sd = read_state_dict(path)
+    return next((v.shape[1] for k, v in sd.items() if k.endswith(("pos_encoder.pe", "pos_embed.pe"))), 32)

@@ -49,12 +49,12 @@ class PositionalEncoding(nn.Module):
     and its length is how a checkpoint tells us the clip length it was trained for.
     """
 
-    def __init__(self, dim: int, max_len: int = 32):
+    def __init__(self, dim: int, max_seq_length: int = 32):
         super().__init__()
-        self.register_buffer("pe", sinusoidal_positions(max_len, dim))
+        self.register_buffer("pe", sinusoidal_positions(max_seq_length, dim))
 
     @property
-    def max_len(self) -> int:
+    def max_seq_length(self) -> int:
         return self.pe.shape[1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -128,9 +128,9 @@ class TemporalAttention(SelfAttention):
     normalised) input, as in AnimateDiff.
     """
 
-    def __init__(self, dim: int, heads: int = 8, max_len: int = 32):
+    def __init__(self, dim: int, heads: int = 8, max_seq_length: int = 32):
         super().__init__(dim, heads)
-        self.pos_encoder = PositionalEncoding(dim, max_len)
+        self.pos_encoder = PositionalEncoding(dim, max_seq_length)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return super().forward(self.pos_encoder(x))
@@ -178,11 +178,11 @@ class TemporalTransformerBlock(nn.Module):
     """Two pre-norm temporal self-attentions, optionally a text cross-attention, and a GEGLU
     feed-forward, on `(N, F, C)` with `N = B*H*W`."""
 
-    def __init__(self, dim: int, heads: int = 8, max_len: int = 32, num_attention_blocks: int = 2,
+    def __init__(self, dim: int, heads: int = 8, max_seq_length: int = 32, num_attention_blocks: int = 2,
                  cross_attention_dim: int | None = None):
         super().__init__()
         self.attention_blocks = nn.ModuleList(
-            [TemporalAttention(dim, heads, max_len) for _ in range(num_attention_blocks)]
+            [TemporalAttention(dim, heads, max_seq_length) for _ in range(num_attention_blocks)]
         )
         self.norms = nn.ModuleList([nn.LayerNorm(dim) for _ in range(num_attention_blocks)])
         self.text_attention, self.text_norm = text_cross_attention(dim, heads, cross_attention_dim)
@@ -223,7 +223,7 @@ class TemporalTransformer(nn.Module):
         channels: int,
         heads: int = 8,
         num_layers: int = 1,
-        max_len: int = 32,
+        max_seq_length: int = 32,
         norm_num_groups: int = 32,
         norm_mode: NormMode = "per_frame",
         zero_init: bool = True,
@@ -236,7 +236,7 @@ class TemporalTransformer(nn.Module):
         self.norm = nn.GroupNorm(norm_num_groups, channels, eps=1e-6, affine=True)
         self.proj_in = nn.Linear(channels, channels)
         self.transformer_blocks = nn.ModuleList(
-            [TemporalTransformerBlock(channels, heads, max_len, cross_attention_dim=cross_attention_dim)
+            [TemporalTransformerBlock(channels, heads, max_seq_length, cross_attention_dim=cross_attention_dim)
              for _ in range(num_layers)]
         )
         self.proj_out = nn.Linear(channels, channels)
@@ -245,8 +245,8 @@ class TemporalTransformer(nn.Module):
             nn.init.zeros_(self.proj_out.bias)
 
     @property
-    def max_len(self) -> int:
-        return self.transformer_blocks[0].attention_blocks[0].pos_encoder.max_len
+    def max_seq_length(self) -> int:
+        return self.transformer_blocks[0].attention_blocks[0].pos_encoder.max_seq_length
 
     def forward(self, x: torch.Tensor, num_frames: int, context: torch.Tensor | None = None) -> torch.Tensor:
         """x `((B F), C, H, W)`; context `((B F), L, D)`, used when the blocks cross-attend to text."""

@@ -58,7 +58,7 @@ class VideoUNet(nn.Module):
         return self.unet.device
 
     @property
-    def max_frames(self) -> int:
+    def max_seq_length(self) -> int:
         return self.motion_adapter.max_seq_length
 
     def enable_gradient_checkpointing(self, enabled: bool = True) -> None:
@@ -72,10 +72,10 @@ class VideoUNet(nn.Module):
         b, c, f = sample.shape[:3]
         if c != self.unet.config.in_channels:
             raise ShapeError(f"latents have {c} channels but the UNet takes {self.unet.config.in_channels}")
-        if f > self.max_frames:
+        if f > self.max_seq_length:
             raise ShapeError(
-                f"{f} frames exceed the motion adapter's position encoding ({self.max_frames} frames); "
-                f"generate longer clips with context windows (the pipeline does this when num_frames > {self.max_frames})"
+                f"{f} frames exceed the motion adapter's position encoding ({self.max_seq_length} frames); "
+                f"generate longer clips with context windows (the pipeline does this when num_frames > {self.max_seq_length})"
             )
         return b, f
 
@@ -146,8 +146,8 @@ class VideoUNet(nn.Module):
         skips = [x]
         for block, motion in zip(unet.down_blocks, adapter.down_blocks):
             attentions = getattr(block, "attentions", None) or [None] * len(block.resnets)
-            for resnet, attn, mm in zip(block.resnets, attentions, motion.motion_modules):
-                x = step(x, resnet, attn, mm)
+            for resnet, attn, motion_module in zip(block.resnets, attentions, motion.motion_modules):
+                x = step(x, resnet, attn, motion_module)
                 skips.append(x)
             for down in block.downsamplers or []:
                 x = down(x)
@@ -156,18 +156,18 @@ class VideoUNet(nn.Module):
         if unet.mid_block is not None:
             mid = unet.mid_block
             x = mid.resnets[0](x, emb)
-            mms = adapter.mid_block.motion_modules if adapter.mid_block is not None else [None] * len(mid.attentions)
-            for attn, resnet, mm in zip(mid.attentions, mid.resnets[1:], mms):
-                x = step(x, None, attn, mm)
+            motion_modules = adapter.mid_block.motion_modules if adapter.mid_block is not None else [None] * len(mid.attentions)
+            for attn, resnet, motion_module in zip(mid.attentions, mid.resnets[1:], motion_modules):
+                x = step(x, None, attn, motion_module)
                 x = resnet(x, emb)
 
         # Sizes not divisible by the total upsampling need the skip's size passed to each upsampler.
         forward_size = any(s % 2**unet.num_upsamplers for s in sample.shape[-2:])
         for i, (block, motion) in enumerate(zip(unet.up_blocks, adapter.up_blocks)):
             attentions = getattr(block, "attentions", None) or [None] * len(block.resnets)
-            for resnet, attn, mm in zip(block.resnets, attentions, motion.motion_modules):
+            for resnet, attn, motion_module in zip(block.resnets, attentions, motion.motion_modules):
                 x = torch.cat([x, skips.pop()], dim=1)
-                x = step(x, resnet, attn, mm)
+                x = step(x, resnet, attn, motion_module)
             upsample_size = skips[-1].shape[2:] if forward_size and i < len(unet.up_blocks) - 1 else None
             for up in block.upsamplers or []:
                 x = up(x, upsample_size)

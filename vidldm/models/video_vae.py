@@ -134,20 +134,20 @@ class VideoVAE(nn.Module):
 
     def _decode_temporal(self, z: torch.Tensor, num_frames: int) -> torch.Tensor:
         """The image decoder's own layers, walked in order, with a temporal layer after each resnet."""
-        vae, dec, td = self.vae, self.vae.decoder, self.temporal_decoder
+        vae, decoder, temporal_decoder = self.vae, self.vae.decoder, self.temporal_decoder
         if vae.post_quant_conv is not None:
             z = vae.post_quant_conv(z)
-        x = dec.conv_in(z)
-        mid, mid_t = dec.mid_block, td.mid_block.temporal_layers
+        x = decoder.conv_in(z)
+        mid, mid_t = decoder.mid_block, temporal_decoder.mid_block.temporal_layers
         x = mid_t[0](mid.resnets[0](x, None), num_frames)
         for attn, resnet, temporal in zip(mid.attentions, mid.resnets[1:], mid_t[1:]):
             if attn is not None:
                 x = attn(x, temb=None)
             x = temporal(resnet(x, None), num_frames)
-        for block, temporal_block in zip(dec.up_blocks, td.up_blocks):
+        for block, temporal_block in zip(decoder.up_blocks, temporal_decoder.up_blocks):
             for resnet, temporal in zip(block.resnets, temporal_block.temporal_layers):
                 x = temporal(resnet(x, temb=None), num_frames)
             for up in block.upsamplers or []:
                 x = up(x)
-        x = dec.conv_act(dec.conv_norm_out(x))
-        return dec.conv_out(x)
+        x = decoder.conv_act(decoder.conv_norm_out(x))
+        return decoder.conv_out(x)

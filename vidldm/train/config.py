@@ -2,7 +2,7 @@
 
     stage: temporal              # temporal | image | vae | decoder
     output_dir: runs/my-run
-    model: {pretrained: tiny, motion_adapter: null, max_frames: 16}
+    model: {pretrained: tiny, motion_adapter: null, max_seq_length: 16}
     data: {root: videos/, num_frames: 16, height: 64, width: 64, stride: 1}
     train: {batch_size: 1, max_steps: 1000, learning_rate: 1.0e-4, ...}
     checkpoint: {every: 500, keep: 3}
@@ -24,7 +24,6 @@ than the motion adapter's position encoding fails at start with one line.
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,7 @@ from vidldm.errors import VidldmError
 from vidldm.sampling_settings import check_generation_defaults
 
 STAGES = ("temporal", "image", "vae", "decoder")
+RENAMED = {"model.max_frames": "model.max_seq_length"}  # old key -> new key
 # What `model.noise_schedule` may change, e.g. zero terminal SNR (Lin et al. 2023):
 # {prediction_type: v_prediction, rescale_betas_zero_snr: true, timestep_spacing: trailing}
 NOISE_SCHEDULE_KEYS = {
@@ -49,7 +49,7 @@ NOISE_SCHEDULE_KEYS = {
 class ModelConfig:
     pretrained: str = "tiny"             # anything load_pipeline takes
     motion_adapter: str | None = None    # start from this adapter (AnimateDiff file or folder)
-    max_frames: int | None = None        # position-encoding length of a fresh adapter (default 32, tiny 16)
+    max_seq_length: int | None = None    # position-encoding length of a fresh adapter (default 32, tiny 16)
     spatiotemporal_levels: list[int] | None = None  # add spatio-temporal attention at these UNet levels (new layers start as identity)
     noise_schedule: dict[str, Any] | None = None  # scheduler overrides for training and the saved model (NOISE_SCHEDULE_KEYS)
 
@@ -150,6 +150,7 @@ def _build(cls, values: Any, where: str, source: str):
     kwargs = {}
     for key, value in values.items():
         name = f"{where}.{key}" if where else key
+        key = RENAMED.get(name, name).rpartition(".")[2]  # recipes written before a key was renamed still load
         if key not in fields:
             raise VidldmError(f"{source}: unknown key '{name}'; known keys here: {', '.join(fields)}")
         sub = fields[key].default_factory if fields[key].default_factory is not dataclasses.MISSING else None
@@ -298,42 +299,26 @@ def check(config: Config, source: str) -> None:
                 f"{source}: train.max_known_frames must be between 1 and data.num_frames - 1 "
                 "(frame conditioning needs frames left to predict)"
             )
-        length = position_encoding_length(config.model)
+        length = adapter_max_seq_length(config.model)
         if d.num_frames > length:
             raise VidldmError(
                 f"{source}: data.num_frames is {d.num_frames} but the motion adapter's position encoding covers "
-                f"{length} frames; lower num_frames or set model.max_frames for a fresh adapter"
+                f"{length} frames; lower num_frames or set model.max_seq_length for a fresh adapter"
             )
 
 
-def position_encoding_length(model: ModelConfig) -> int:
+def adapter_max_seq_length(model: ModelConfig) -> int:
     """The clip length the motion adapter can take, read from configs/headers, not by building a model."""
+    from vidldm.models.motion_formats import read_max_seq_length
+
     if model.motion_adapter is not None:
         path = Path(model.motion_adapter)
         if not path.exists():
             raise VidldmError(f"motion adapter '{path}' does not exist")
-        return _adapter_length(path)
+        return read_max_seq_length(path)
     folder = Path(model.pretrained) / "motion_adapter"
     if folder.is_dir():
-        return _adapter_length(folder)
-    if model.max_frames is not None:
-        return model.max_frames
+        return read_max_seq_length(folder)
+    if model.max_seq_length is not None:
+        return model.max_seq_length
     return 16 if model.pretrained == "tiny" else 32
-
-
-def _adapter_length(path: Path) -> int:
-    if path.is_dir():
-        config = json.loads((path / "config.json").read_text())
-        return int(config.get("max_seq_length", config.get("motion_max_seq_length", 32)))
-    if path.suffix == ".safetensors":
-        from safetensors import safe_open
-
-        with safe_open(str(path), "pt") as f:
-            for key in f.keys():
-                if key.endswith("pos_encoder.pe") or key.endswith("pos_embed.pe"):
-                    return f.get_slice(key).get_shape()[1]
-        return 32
-    from vidldm.models.motion_formats import read_state_dict
-
-    sd = read_state_dict(path)
-    return next((v.shape[1] for k, v in sd.items() if k.endswith(("pos_encoder.pe", "pos_embed.pe"))), 32)

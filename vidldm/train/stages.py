@@ -63,7 +63,7 @@ class Stage(nn.Module):
         self.trainable().requires_grad_(True)
         self.train()
         for m in (self.vae, self.text_encoder):
-            if m is not self.trainable():
+            if m is not None and m is not self.trainable():  # a latent cache needs neither
                 m.eval()
 
     def encode_text(self, captions: list[str], generator: torch.Generator) -> torch.Tensor:
@@ -375,10 +375,10 @@ class DecoderStage(Stage):
 
     def forward(self, batch: dict, generator: torch.Generator) -> torch.Tensor:
         video = batch["pixel_values"].to(self.vae.device, self.vae.dtype)
-        vvae = VideoVAE(self.vae, chunk_size=None, temporal_decoder=self.temporal_decoder)
+        video_vae = VideoVAE(self.vae, chunk_size=None, temporal_decoder=self.temporal_decoder)
         with torch.no_grad():
-            latents = vvae.encode(video, generator=generator, sample=True)
-        recon = vvae.decode(latents).float()
+            latents = video_vae.encode(video, generator=generator, sample=True)
+        recon = video_vae.decode(latents).float()
         target = video.float()
         motion = F.mse_loss(recon.diff(dim=2), target.diff(dim=2)) if video.shape[2] > 1 else 0.0
         return F.mse_loss(recon, target) + motion

@@ -92,10 +92,10 @@ def build_dataset(config: Config):
 def load_base(config: Config, device):
     """The pipeline to train from; a Stable Diffusion base without an adapter gets a fresh one."""
     from vidldm.loading import load_pipeline
-    from vidldm.train.config import position_encoding_length
+    from vidldm.train.config import adapter_max_seq_length
 
     m = config.model
-    pipe = load_pipeline(m.pretrained, m.motion_adapter, device=device, fresh_adapter_frames=position_encoding_length(m))
+    pipe = load_pipeline(m.pretrained, m.motion_adapter, device=device, fresh_max_seq_length=adapter_max_seq_length(m))
     if m.noise_schedule:  # e.g. v-prediction on a zero-terminal-SNR schedule; saved with the trained model
         pipe.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config, **m.noise_schedule)
     if m.spatiotemporal_levels and pipe.motion_adapter is not None:

@@ -458,3 +458,14 @@ def test_a_trained_model_carries_its_recipes_sampling_defaults_and_its_bases(tmp
                                model={"pretrained": str(first)}, sampling={"guidance_scale": 3.0}))).train()
     second = load_pipeline(str(tmp_path / "run2" / "pipeline")).generation_defaults
     assert second == {"num_inference_steps": 7, "temporal_end": 0.5, "guidance_scale": 3.0}
+
+
+def test_tensorboard_logs_go_through_accelerate_trackers(tmp_path, video_folder):
+    path = recipe(tmp_path, video_folder, train={"max_steps": 2}, checkpoint={"every": 100}, log={"every": 1, "tensorboard": True})
+    Trainer(load_config(path)).train()
+    events = list((tmp_path / "run" / "logs").rglob("events.out.tfevents.*"))
+    assert events, "no TensorBoard event file under output_dir/logs"
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    scalars = EventAccumulator(str(events[0].parent)).Reload().Scalars("train/loss")
+    assert [s.step for s in scalars] == [1, 2]

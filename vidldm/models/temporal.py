@@ -281,22 +281,10 @@ def spatiotemporal_positions(frames: int, height: int, width: int, dim: int) -> 
 
 
 class RelativePositionBias(nn.Module):
-    """A learned attention-logit bias per head as a function of the offset between two tokens, in frames,
-    rows and columns: `bias_h(d) = sum_j a_hj cos(w_hj . d) + b_hj sin(w_hj . d)` with learned 3-D
-    frequencies `w` (a relative position bias in Fourier form, like Video Swin's table but for any size).
-
-    Why: "moving right" means "the token two columns to the left, four frames earlier, is what I become".
-    A head whose bias is high along such a ray in space-time pools each frame with the matching pixels of
-    the others: motion-compensated averaging, which a denoiser of moving objects needs, learned from
-    position alone. A frequency that mixes time and space (`w = (-v k, 0, k)`) is such a ray; separate
-    per-axis codes (absolute sines, axial RoPE) can only add a function of time to one of space.
-
-    The bias is a dot product of features of the query's and the key's positions, so attention stays
-    one fused kernel (see `attention`). The weights start at zero: plain attention.
-
-    `gain` scales the learned weights: a bias that makes attention follow a ray is several units of
-    logit, and Adam moves a parameter by about the learning rate per step, so with weights in units
-    of 1 it would take tens of thousands of steps to get there.
+    """A learned attention-logit bias per head as a function of the (frame, row, column) offset between two
+    tokens, in Fourier form: `bias_h(d) = sum_j a_hj cos(w_hj . d) + b_hj sin(w_hj . d)` with learned 3-D
+    frequencies `w`, optionally moved by the prompt. Zero-initialised (plain attention). Why a bias along rays in
+    space-time, and the `gain`: docs/shapes-model.md#spatio-temporal-attention.
     """
 
     gain = 8.0
@@ -351,14 +339,8 @@ class SpatioTemporalTransformer(nn.Module):
     Takes and returns `((B F), C, H, W)`; attention sees `(B, (F H W), C)` with a 3-D relative position
     bias (`RelativePositionBias`, moved by the clip's pooled prompt) and absolute sine/cosine codes, and
     a text cross-attention reads all frames' prompts `(B, (F L), D)`. Zero-initialised output, so a new
-    one is the identity.
-
-    Why: a temporal transformer attends across frames at one pixel, so it cannot move content
-    sideways; where an object goes is left to the frozen spatial layers, which never learned
-    directions, and the start noise ends up picking it (measured: same seed, four direction words,
-    four clips moving the same way). A token here can attend to "two cells to the left, four frames
-    earlier", which is what "moving right" means. Quadratic in F*H*W: at 8x8 latents and 16 frames
-    that is 1024 tokens.
+    one is the identity. It lets content move sideways, which attention at one pixel across frames cannot
+    (measured, and why: docs/shapes-model.md#spatio-temporal-attention). Quadratic in F*H*W.
     """
 
     def __init__(self, channels: int, heads: int = 8, norm_num_groups: int = 32, cross_attention_dim: int | None = None):

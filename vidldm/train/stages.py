@@ -21,6 +21,7 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from diffusers.training_utils import compute_snr
 from einops import rearrange
 from torch import nn
 
@@ -107,14 +108,14 @@ class Stage(nn.Module):
 
         The temporal stage draws the later, noisier timesteps more often: that is where a clip's layout
         and motion are decided, while at low noise each frame is mostly the image model's business."""
-        t = self.config.train
-        if t.timestep_bias_strategy == "none" or t.timestep_bias_multiplier == 1:
+        train = self.config.train
+        if train.timestep_bias_strategy == "none" or train.timestep_bias_multiplier == 1:
             return None
         steps = self.noise_scheduler.config.num_train_timesteps
         weights = torch.ones(steps)
-        biased = max(1, int(t.timestep_bias_portion * steps))
-        part = slice(steps - biased, None) if t.timestep_bias_strategy == "later" else slice(0, biased)
-        weights[part] *= t.timestep_bias_multiplier
+        biased = max(1, int(train.timestep_bias_portion * steps))
+        part = slice(steps - biased, None) if train.timestep_bias_strategy == "later" else slice(0, biased)
+        weights[part] *= train.timestep_bias_multiplier
         return weights / weights.sum()
 
     def target(self, latents: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -138,8 +139,7 @@ class Stage(nn.Module):
         c = self.config.train
         if not c.snr_gamma and not c.snr_floor:
             return torch.ones(t.shape, device=t.device)
-        alphas = self.noise_scheduler.alphas_cumprod.to(t.device)[t]
-        snr = (alphas / (1 - alphas)).clamp(min=1e-6)  # a zero-terminal-SNR schedule reaches 0 at the last step
+        snr = compute_snr(self.noise_scheduler, t).clamp(min=1e-6)  # zero terminal SNR reaches 0 at the last step
         x0_weight = snr
         if c.snr_gamma:
             x0_weight = x0_weight.clamp(max=c.snr_gamma)
@@ -219,15 +219,10 @@ class TemporalStage(Stage):
         return (per_frame * loss_mask).sum() / loss_mask.sum()
 
     def pure_noise(self, latents, noise, t, noisy, target, pure):
-        """Samples `pure` `(B,)` move to the last timestep with an input of noise alone, as the sampler's first step sees.
-
-        At the last training timestep `sqrt(alphas_cumprod)` of the clean clip is still left in the input
-        (0.04 with AnimateDiff's betas): over 16 frames of latents that is enough to read where the object
-        goes, so the adapter learns to take the direction from the input rather than from the prompt. At
-        sampling the first input is pure noise and its chance structure then picks the direction (measured:
-        same seed, four direction words, four clips moving the same way). With no signal left, only the
-        prompt (or known frames) can tell where the clip goes. The target is the one whose implied clean
-        clip is `latents`: epsilon `(x_T - sqrt(a) x0) / sqrt(1 - a)`, or the matching velocity."""
+        """Samples `pure` `(B,)` move to the last timestep with an input of noise alone, as the sampler's first step
+        sees, so only the prompt (or known frames) can say where the clip goes; the target is the one whose
+        implied clean clip is `latents`. Why (the last training timestep still shows the clip):
+        docs/shapes-model.md#training-notes."""
         last = self.noise_scheduler.config.num_train_timesteps - 1
         a = self.noise_scheduler.alphas_cumprod[last].to(latents)
         eps = (noise - a.sqrt() * latents) / (1 - a).sqrt()
@@ -266,25 +261,11 @@ class ImageStage(Stage):
 
 
 class VaeStage(Stage):
-    """Trains the VAE on frames: reconstruction (L1 + MSE) plus a small KL term.
+    """Trains the VAE on frames: reconstruction (L1 + MSE) plus a small KL term, from the posterior mean.
 
-    Reconstructs from the posterior mean: from scratch, sampling at the initial unit variance
-    buries the signal in noise for many steps, and the KL term alone keeps the latents bounded.
-    (No perceptual or adversarial loss: enough for small procedural data, not for photos.)
-
-    Small objects on plain backgrounds are a few percent of the pixels, so a plain loss learns the
-    background first and the object's hue last. `foreground_weight` adds weight to pixels that
-    differ from the frame's border (the background there), and `crop_size` trains on crops that are
-    mostly centred on those pixels: the convolutional VAE sees more object per FLOP. (Measured on the
-    shapes data: the oracle reads 99% of colours right in reconstructions after 800 steps on 32 px
-    crops with weight 10, about 3 minutes on 2 CPU cores; 33% after 900 steps on whole frames.)
-
-    When training ends, `on_finish` sets the VAE's `scaling_factor` to 1 / std of the latents,
-    as Stable Diffusion did, so the diffusion stages see unit-variance latents.
-
-    `freeze_encoder` trains the decoder alone (as Stable Diffusion's ft-MSE VAE was made): the
-    latents do not change, so image models and latent caches made with this VAE stay valid and
-    the decoder can keep improving while they train.
+    `foreground_weight` and `crop_size` put the loss on small objects on plain backgrounds; `on_finish` sets
+    `scaling_factor` to 1 / std of the latents (as Stable Diffusion did); `freeze_encoder` trains the decoder
+    alone, so latents and latent caches stay valid. Why and what each measured: docs/shapes-model.md#training-notes.
     """
 
     part = "vae"

@@ -25,7 +25,11 @@ from vidldm.errors import CheckpointError, VidldmError
 
 
 class EMA:
-    """Exponential moving average of parameters, with the usual warm-up `min(decay, (1 + n) / (10 + n))`."""
+    """Exponential moving average of parameters, with the usual warm-up `min(decay, (1 + n) / (10 + n))`.
+
+    Not diffusers' `EMAModel` (same formula): its state is Python scalars plus a list of tensors meant for
+    `torch.save`, a pickle; this one is a flat tensor dict saved as safetensors, so a resume never unpickles,
+    and it keeps fp32 shadows of fp16/bf16 parameters."""
 
     def __init__(self, params: Iterable[nn.Parameter], decay: float):
         self.params = list(params)

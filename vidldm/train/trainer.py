@@ -107,6 +107,19 @@ def load_base(config: Config, device):
     return pipe
 
 
+def _trackers(config: Config) -> list[str] | None:
+    """accelerate's TensorBoard tracker when the recipe asks for it and tensorboard is installed (log.jsonl is
+    written either way)."""
+    if not config.log.tensorboard:
+        return None
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        log.warning("TensorBoard logs off: pip install tensorboard (log.jsonl is written anyway)")
+        return None
+    return ["tensorboard"]
+
+
 def flush_denormals() -> None:
     """Treat subnormal floats as zero on the CPU.
 
@@ -138,7 +151,8 @@ class Trainer:
         t = config.train
         flush_denormals()  # before any model runs, so the CPU worker threads inherit it
         self.out = Path(config.output_dir)
-        self.accelerator = Accelerator(mixed_precision=t.mixed_precision, gradient_accumulation_steps=t.gradient_accumulation_steps)
+        self.accelerator = Accelerator(mixed_precision=t.mixed_precision, gradient_accumulation_steps=t.gradient_accumulation_steps,
+                                       log_with=_trackers(config), project_dir=str(self.out))
         acc = self.accelerator
         self.main = acc.is_main_process
         self.stop_after = stop_after
@@ -214,7 +228,8 @@ class Trainer:
         cfg, acc = self.config, self.accelerator
         t = cfg.train
         self.out.mkdir(parents=True, exist_ok=True)
-        writer = self._writer()
+        if acc.log_with:  # TensorBoard (or any accelerate tracker) under output_dir/logs
+            acc.init_trackers("logs", config={"stage": cfg.stage, "max_steps": t.max_steps, "learning_rate": t.learning_rate})
         if self.main:
             self._truncate_log()
         log_file = (self.out / "log.jsonl").open("a") if self.main else None
@@ -251,10 +266,7 @@ class Trainer:
                 record = {"step": self.step, "loss": loss_value, "lr": self.lr_scheduler.get_last_lr()[0], "clips_per_s": rate}
                 log_file.write(json.dumps(record) + "\n")
                 log_file.flush()
-                if writer is not None:
-                    for k, v in record.items():
-                        if k != "step":
-                            writer.add_scalar(f"train/{k}", v, self.step)
+                acc.log({f"train/{k}": v for k, v in record.items() if k != "step"}, step=self.step)
             if self.step % cfg.checkpoint.every == 0 or self.step == last:
                 self.save_checkpoint()
             if cfg.validation.every and self.step % cfg.validation.every == 0:
@@ -267,8 +279,7 @@ class Trainer:
             self.finish()
         if log_file is not None:
             log_file.close()
-        if writer is not None:
-            writer.close()
+        acc.end_training()
         return summary
 
     def _truncate_log(self) -> None:
@@ -285,16 +296,6 @@ class Trainer:
             except (json.JSONDecodeError, KeyError, TypeError):  # a line cut by a kill mid-write
                 continue
         atomic.write_text(path, "".join(f"{line}\n" for line in kept))
-
-    def _writer(self):
-        if not (self.main and self.config.log.tensorboard):
-            return None
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            log.warning("TensorBoard logs off: pip install tensorboard (log.jsonl is written anyway)")
-            return None
-        return SummaryWriter(str(self.out / "logs"))
 
     # ------------------------------------------------------------------ saving
     def save_checkpoint(self) -> None:

@@ -69,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", default=None, help="where to write (default: the sidecar's output with '-replay')")
     p.add_argument("-q", "--quiet", action="store_true")
     p.add_argument("--device", help="override the device")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output and its sidecar (never the sidecar replayed)")
     p = sub.add_parser("train", help="finetune temporal layers (or another stage) from a YAML recipe",
                        description="Train from a YAML recipe (see configs/). Many GPUs: accelerate launch -m vidldm train CONFIG.yaml")
     p.add_argument("config", help="YAML recipe")
@@ -144,14 +145,35 @@ def check_media(path: str, kind: str) -> None:
 
 
 def resolve_output(args: argparse.Namespace, seed: int) -> Path:
+    """Where the clip goes, checked before any work: never onto an input, never over an existing clip or sidecar
+    unless `--overwrite`. Without `-o`, `outputs/<prompt>-<seed>.mp4`, or the next free `-2`, `-3`... name."""
+    from vidldm.io import check_output_path
+
     if args.output is None:
         slug = re.sub(r"[^a-z0-9]+", "-", str(args.prompt).lower()).strip("-")[:48] or "clip"
         folder = Path("outputs")
         folder.mkdir(exist_ok=True)  # our own default folder; a user-given one must exist
-        return folder / f"{slug}-{seed}.mp4"
-    from vidldm.io import check_output_path
+        out, n = folder / f"{slug}-{seed}.mp4", 1
+        while _taken(out):
+            n += 1
+            out = folder / f"{slug}-{seed}-{n}.mp4"
+        return out
+    out = check_output_path(args.output)
+    inputs = [getattr(args, k, None) for k in ("image", "video")] + list(getattr(args, "protected", []))
+    for given in filter(None, inputs):
+        for written in (out, sidecar_path(out)):
+            if written.exists() and Path(given).exists() and written.resolve() == Path(given).resolve():
+                raise VidldmError(f"'{written}' is the input '{given}'; vidldm never writes over an input: choose another -o")
+    if _taken(out) and not args.overwrite:
+        raise VidldmError(f"'{out}' or its sidecar '{sidecar_path(out).name}' exists; pass --overwrite to replace both, "
+                          "or choose another -o")
+    return out
 
-    return check_output_path(args.output)
+
+def _taken(out: Path) -> bool:
+    """A clip, a frames folder that holds frames, or the sidecar they would share, is already there."""
+    frames = out.is_dir() and any(out.glob("frame_*.png"))
+    return (out.is_file() or frames) or sidecar_path(out).exists()
 
 
 # ----------------------------------------------------------------------------- running
@@ -228,7 +250,10 @@ def replay(args: argparse.Namespace) -> Path:
     argv = [command, *(saved[k] for k in ("image", "video") if k in saved), _prompt_text(saved["prompt"])]
     argv += settings.replay_argv(saved, command)
     argv += ["-o", out] + (["-q"] if args.quiet else []) + (["--device", args.device] if args.device else [])
-    return run_mode(build_parser().parse_args(argv))
+    argv += ["--overwrite"] if args.overwrite else []
+    again = build_parser().parse_args(argv)
+    again.protected = [str(path)]  # the sidecar being replayed is an input too
+    return run_mode(again)
 
 
 def _prompt_text(prompt: Any) -> str:

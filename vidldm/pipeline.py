@@ -251,6 +251,10 @@ class VideoPipeline(DiffusionPipeline):
             if name == "num_frames" and not isinstance(value, int):
                 raise VidldmError(f"num_frames must be at least 1, got {value}")
             settings.BY_NAME[name].check(value, name)
+        trained = self.scheduler.config.num_train_timesteps
+        if numbers["num_inference_steps"] > trained:
+            raise VidldmError(f"num_inference_steps must be at most {trained} (the steps the model was trained with), "
+                              f"got {numbers['num_inference_steps']}")
         s = self.vae_scale_factor
         for name, v in (("height", height), ("width", width)):
             if not isinstance(v, int) or v < s or v % s:

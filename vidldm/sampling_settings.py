@@ -51,6 +51,7 @@ class Setting:
     is_path: bool = False  # recorded resolved, so a replay from another folder finds the file
     recorded: bool = True
     to_pipeline: bool = True  # a keyword of VideoPipeline.__call__ (the model's and output's settings are not)
+    flag_only: bool = False  # a switch (`--overwrite`), no value
     metavar: str | None = None
 
     @property
@@ -139,8 +140,11 @@ SETTINGS: list[Setting] = [
     Setting("context_overlap", "--context-overlap", int, "frames shared by neighbouring context windows in long clips",
             low=0),
     # output
-    Setting("fps", "--fps", float, "frames per second of the output (default: 8)", default=8.0, above=0.0, group="output",
-            to_pipeline=False),
+    # Rates are stored as fractions with denominators up to 1000 (io.write), and players drop frames past 240
+    Setting("fps", "--fps", float, "frames per second of the output, 0.001 to 240 (default: 8)", default=8.0,
+            low=0.001, high=240.0, group="output", to_pipeline=False),
+    Setting("overwrite", "--overwrite", bool, "replace an existing output and its sidecar (never an input)",
+            default=False, group="output", to_pipeline=False, recorded=False, flag_only=True),
 ]
 BY_NAME = {s.name: s for s in SETTINGS}
 BY_KEY = {s.key: s for s in SETTINGS}
@@ -179,9 +183,11 @@ def add_flags(parser: argparse.ArgumentParser, command: str, *, model_default: s
         default = model_default if s.name == "model" else s.default
         help_text = f"{s.help} (default: {model_default})" if s.name == "model" else s.help
         kwargs = dict(type=s.type, default=default, help=help_text, dest=s.key)
-        if s.choices is not None:
+        if s.flag_only:
+            kwargs = dict(action="store_true", help=help_text, dest=s.key)
+        elif s.choices is not None:
             kwargs["choices"] = s.choices
-        if s.metavar:
+        if s.metavar and not s.flag_only:
             kwargs["metavar"] = s.metavar
         groups[s.group].add_argument(s.flag, **kwargs)
     return groups

@@ -338,10 +338,31 @@ def write_clip(frames: Any, path: str | os.PathLike[str], fps: float = 8) -> Pat
     return write_video(frames, path, fps=fps)
 
 
+def _is_special(target: Path) -> bool:
+    """A device, a pipe, or a name in /dev, /proc or /sys (`/dev/stdout` may lead to a regular file, and the atomic
+    rename would then replace the link itself): never an output."""
+    system = ("/dev", "/proc", "/sys")
+    named = os.path.abspath(target)
+    if any(named == p or named.startswith(p + "/") for p in system):
+        return True
+    real = os.path.realpath(target)
+    if any(real == p or real.startswith(p + "/") for p in system):
+        return True
+    return target.exists() and not (target.is_file() or target.is_dir())
+
+
 def check_output_path(path: str | os.PathLike[str]) -> Path:
-    """Before any work is done: `write_clip` can write `path` (a known suffix or a folder, in a folder that exists)."""
+    """Before any work is done: `write_clip` can write `path` (a known suffix or a folder, in a writable folder
+    that exists), and `path` is not a device, a pipe or a folder named like a file."""
     target = Path(path).expanduser()
+    if _is_special(target):
+        raise MediaError(f"cannot write a clip to '{target}': it is a device or a pipe, not a file; give a file name "
+                         f"ending in {', '.join(OUTPUT_SUFFIXES)}")
+    if target.is_dir() and target.suffix.lower() in OUTPUT_SUFFIXES and not os.fspath(path).endswith(("/", os.sep)):
+        raise MediaError(f"cannot write '{target}': it is a folder; give another file name, or '{target}/' for PNG frames")
     if not _is_folder_target(path) and target.suffix.lower() not in OUTPUT_SUFFIXES:
         raise MediaError(f"cannot write '{target.name}': use {_SUPPORTED_WRITE}")
     check_output_folder(target)
+    if not os.access(target.parent, os.W_OK | os.X_OK):
+        raise MediaError(f"cannot write into '{target.parent}': the folder is read-only for this user")
     return target

@@ -29,8 +29,16 @@ MODES = settings.MODES
 
 # ----------------------------------------------------------------------------- arguments
 
+class Parser(argparse.ArgumentParser):
+    """argparse, but a mistake is one line (argparse prints the usage block first), exit status 2."""
+
+    def error(self, message: str):
+        where = self.prog.removeprefix("vidldm").strip()
+        self.exit(2, f"vidldm: error: {where + ': ' if where else ''}{message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="vidldm",
         description="Video latent diffusion: make clips from prompts, animate stills, restyle and extend videos.",
         epilog="Examples:\n"

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from vidldm import __version__
+from vidldm import __version__, prompt_travel
 from vidldm.errors import VidldmError
 
 
@@ -148,14 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 # ----------------------------------------------------------------------------- checks before loading
 
-def parse_prompt(text: str) -> str | dict[int, str]:
-    """'0:a red circle | 12:a blue circle' -> {0: ..., 12: ...} (prompt travel); anything else as is."""
-    parts = [p.strip() for p in text.split("|")]
-    if len(parts) > 1 and all(re.match(r"^\d+\s*:", p) for p in parts):
-        return {int(p.split(":", 1)[0]): p.split(":", 1)[1].strip() for p in parts}
-    if not text.strip():
-        raise VidldmError("the prompt is empty; describe the clip you want")
-    return text
+def parse_prompt(text: str, num_frames: int | None = None) -> str | dict[int, str]:
+    """A plain prompt, or prompt travel '0:a red circle | 12:a blue circle' -> {0: ..., 12: ...} (see vidldm.prompt_travel)."""
+    return prompt_travel.parse_prompt(text, num_frames)
 
 
 def check_media(path: str, kind: str) -> None:
@@ -258,8 +253,8 @@ def settings_of(args: argparse.Namespace, seed: int) -> dict[str, Any]:
 def run_mode(args: argparse.Namespace) -> Path:
     import torch
 
-    prompt = parse_prompt(args.prompt)
-    check_numbers(args)
+    check_numbers(args)  # first: the prompt's frames are checked against a valid --frames
+    prompt = parse_prompt(args.prompt, args.frames)
     for kind in ("image", "video"):
         if getattr(args, kind, None) is not None:
             check_media(getattr(args, kind), kind)

@@ -169,3 +169,75 @@ def test_the_zygotes_children_are_the_cli(tmp_path, zygote):
     assert (tmp_path / "bad.log").read_text().strip() == "vidldm: error: --steps must be at least 1, got 0"
     assert [p.name for p in tmp_path.iterdir()] == ["bad.log"]
 
+
+# ----------------------------------------------------------------------------- a kill at each point of publish
+
+class Killed(BaseException):
+    """What kill -9 does to the Python code running: it stops there, and no cleanup runs after."""
+
+
+CHECKPOINT_FILES = ("ema.safetensors", "optimizer.pt", "rng-0.safetensors", "scheduler.pt", "state.json", "weights.safetensors")
+
+
+def fake_checkpoint(folder: Path, step: int) -> Path:
+    folder.mkdir(parents=True)
+    for name in CHECKPOINT_FILES:
+        (folder / name).write_text(json.dumps({"step": step}) if name == "state.json" else f"step {step}")
+    return folder
+
+
+def complete(folder: Path) -> bool:
+    return sorted(p.name for p in folder.iterdir()) == list(CHECKPOINT_FILES)
+
+
+class KillAfter:
+    """Let `budget` file-system changes (a file deleted, a folder renamed) happen, then raise `Killed`."""
+
+    def __init__(self, budget: int):
+        self.budget = budget
+
+    def spend(self) -> None:
+        if self.budget == 0:
+            raise Killed
+        self.budget -= 1
+
+    def rmtree(self, path, ignore_errors=False):
+        for p in sorted(Path(path).rglob("*"), key=lambda p: (-len(p.parts), p.name)):  # files first, in name order
+            self.spend()
+            p.rmdir() if p.is_dir() else p.unlink()
+        self.spend()
+        Path(path).rmdir()
+
+    def rename(self, real):
+        def rename(path, target):
+            self.spend()
+            return real(path, target)
+        return rename
+
+
+@pytest.mark.parametrize("budget", range(0, 18))  # publish makes 17 changes here: the last budget completes
+def test_a_kill_at_any_point_of_publish_leaves_latest_complete_and_the_next_publish_tidies(tmp_path, monkeypatch, budget):
+    """Publish step 6 over an existing step-000006 (a run resumed from an older checkpoint) while step 2 and 4
+    are kept: a kill after `budget` file-system changes must leave --resume latest a whole checkpoint."""
+    from vidldm.train import state
+
+    out = tmp_path / "run"
+    for step in (2, 4, 6):
+        fake_checkpoint(state.checkpoint_dir(out, step), step)
+    fake_checkpoint(state.staging_dir(out, 6), 6)
+    kill = KillAfter(budget)
+    with monkeypatch.context() as m:
+        m.setattr(state.shutil, "rmtree", kill.rmtree)
+        m.setattr(Path, "rename", kill.rename(Path.rename))
+        try:
+            state.publish(out, 6, keep=2)
+            assert budget == 17, "publish made fewer changes than counted"
+        except Killed:
+            assert budget < 17
+    latest = state.find_checkpoint(out, "latest")
+    assert complete(latest), (latest.name, sorted(p.name for p in latest.iterdir()))
+    # the run resumes from `latest` and publishes its next checkpoint: exactly the newest two remain, nothing else
+    fake_checkpoint(state.staging_dir(out, 8), 8)
+    state.publish(out, 8, keep=2)
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [latest.name, "step-000008"]
+    assert all(complete(p) for p in (out / "checkpoints").iterdir())

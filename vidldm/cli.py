@@ -18,10 +18,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from vidldm import __version__
+from vidldm import __version__, prompt_travel
 from vidldm import sampling_settings as settings
 from vidldm.builtin_names import default_model
 from vidldm.errors import VidldmError
+from vidldm.seeds import normalize_seed
 
 DEFAULT_MODEL = default_model()
 MODES = settings.MODES
@@ -134,14 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 # ----------------------------------------------------------------------------- checks before loading
 
-def parse_prompt(text: str) -> str | dict[int, str]:
-    """'0:a red circle | 12:a blue circle' -> {0: ..., 12: ...} (prompt travel); anything else as is."""
-    parts = [p.strip() for p in text.split("|")]
-    if len(parts) > 1 and all(re.match(r"^\d+\s*:", p) for p in parts):
-        return {int(p.split(":", 1)[0]): p.split(":", 1)[1].strip() for p in parts}
-    if not text.strip():
-        raise VidldmError("the prompt is empty; describe the clip you want")
-    return text
+def parse_prompt(text: str, num_frames: int | None = None) -> str | dict[int, str]:
+    """A plain prompt, or prompt travel '0:a red circle | 12:a blue circle' -> {0: ..., 12: ...} (see vidldm.prompt_travel)."""
+    return prompt_travel.parse_prompt(text, num_frames)
 
 
 def check_media(path: str, kind: str) -> None:
@@ -197,12 +193,12 @@ def resolve_sampling(pipe, args: argparse.Namespace) -> None:
 def run_mode(args: argparse.Namespace) -> Path:
     import torch
 
-    prompt = parse_prompt(args.prompt)
-    settings.check_args(args)
+    settings.check_args(args)  # first: the prompt's frames are checked against a valid --frames
+    prompt = parse_prompt(args.prompt, args.frames)
     for kind in ("image", "video"):
         if getattr(args, kind, None) is not None:
             check_media(getattr(args, kind), kind)
-    args.seed = args.seed if args.seed is not None else random.randrange(2**31)
+    args.seed = normalize_seed(args.seed) if args.seed is not None else random.randrange(2**31)
     output = resolve_output(args, args.seed)
 
     from vidldm.io import write_clip

@@ -168,15 +168,31 @@ def write_main_state(folder: Path, *, weights: dict[str, torch.Tensor], optimize
 
 
 def publish(output_dir: Path, step: int, keep: int) -> Path:
-    """Rename the staged checkpoint into place and delete all but the newest `keep`."""
+    """Rename the staged checkpoint into place, delete all but the newest `keep`, and what killed runs left.
+
+    A checkpoint is deleted by renaming it aside (`.old-step-N`) first: a kill in the middle of deleting
+    must not leave a half-deleted `step-*` that still holds `state.json`, which `--resume latest` would
+    pick and fail on. So at every moment each `step-*` is whole or absent."""
+    root = output_dir / "checkpoints"
     final = checkpoint_dir(output_dir, step)
-    if final.exists():
-        shutil.rmtree(final)
+    if final.exists():  # a run resumed from an older checkpoint passes this step again
+        _discard(final)
     staging_dir(output_dir, step).rename(final)
-    done = sorted(p for p in (output_dir / "checkpoints").glob("step-*") if p.is_dir())
+    done = sorted(p for p in root.glob("step-*") if p.is_dir())
     for old in done[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+        _discard(old)
+    # Left by killed runs: folders put aside but not yet deleted, staging of steps that were never published.
+    for leftover in [*root.glob(".old-step-*"), *root.glob(".tmp-step-*")]:
+        shutil.rmtree(leftover, ignore_errors=True)
     return final
+
+
+def _discard(folder: Path) -> None:
+    aside = folder.with_name(f".old-{folder.name}")
+    if aside.exists():
+        shutil.rmtree(aside)
+    folder.rename(aside)
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def find_checkpoint(output_dir: Path, resume: str) -> Path:

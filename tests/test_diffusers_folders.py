@@ -4,6 +4,7 @@ files end in one line and exit 2."""
 
 import copy
 import json
+import os
 import shutil
 
 import numpy as np
@@ -292,3 +293,23 @@ def test_broken_input_is_one_line_and_exit_2(folders, base, tmp_path, capsys, ca
     assert len(err) == 1, err
     assert err[0].startswith("vidldm: error: ") and message in err[0] and "Traceback" not in err[0]
     assert set(tmp_path.iterdir()) == before  # no clip, no sidecar
+
+
+class _RunsCode:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_single_file_model_that_would_run_code_runs_nothing(folders, tmp_path, capsys):
+    """diffusers reads .ckpt single files with weights_only=True: the pickle is refused before it runs."""
+    marker = tmp_path / "code-ran"
+    torch.save({"state_dict": {"model.diffusion_model.x": _RunsCode(marker)}}, tmp_path / "evil.ckpt")
+    argv = ["generate", "x", "--model", tmp_path / "evil.ckpt", "--config", folders["sd-plain"],
+            "--motion-adapter", folders["adapter-plain"], "-q", "-o", tmp_path / "clip.mp4"]
+    assert main([str(a) for a in argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "evil.ckpt" in err[0], err
+    assert not marker.exists() and not (tmp_path / "clip.mp4").exists()

@@ -211,6 +211,7 @@ def run_mode(args: argparse.Namespace) -> Path:
                          variant=args.variant)
     pipe.set_progress_bar_config(disable=args.quiet)
     resolve_sampling(pipe, args)
+    check_memory(pipe, args, device)
     inputs = {"image": getattr(args, "image", None), "video": getattr(args, "video", None),
               "extend": args.command == "extend"}
     frames = pipe(prompt, **settings.pipeline_kwargs(args), **inputs, output_type="np",
@@ -220,6 +221,19 @@ def run_mode(args: argparse.Namespace) -> Path:
     print(f"wrote {output} ({frames.shape[0]} frames, {frames.shape[2]}x{frames.shape[1]}, seed {args.seed}) "
           f"in {time.perf_counter() - start:.1f}s")
     return output
+
+
+def check_memory(pipe, args: argparse.Namespace, device: str) -> None:
+    """Refuse in one line, before sampling, a clip that needs more memory than is free (vidldm.memory)."""
+    from vidldm.io import probe_video
+    from vidldm.memory import check_fits
+
+    frames = args.frames
+    if frames is None and args.command == "restyle":
+        frames = probe_video(args.video)["frames"]  # restyle keeps the input's length
+    frames = frames or min(16, pipe.max_seq_length)
+    side = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    check_fits(pipe, frames, args.height or side, args.width or side, guidance=args.guidance, device=device)
 
 
 def inputs_recorded(args: argparse.Namespace) -> dict[str, str]:

@@ -131,3 +131,14 @@ def test_numbers_out_of_range_are_one_line(tmp_path, capsys, flags, message):
 def test_output_written_then_read_is_the_clip(tmp_path):
     assert cli("generate", "a red circle", *FAST, "-o", tmp_path / "clip.gif") == 0
     assert read_video(tmp_path / "clip.gif")[0].shape == (2, 16, 16, 3)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--height", "100000", "--width", "100000"], "needs about"),
+    (["--frames", "100000000"], "Lower --frames"),
+    (["--seed", str(2**70)], "the seed must be between -2**63 and 2**64-1"),
+])
+def test_impossible_requests_are_refused_before_sampling(tmp_path, capsys, flags, message):
+    argv = [a for a in FAST if a not in ("--frames", "2")] if "--frames" in flags else FAST
+    assert cli("generate", "a red circle", *argv, *flags, "-o", tmp_path / "x.gif") == 2
+    assert message in one_line_error(capsys) and list(tmp_path.iterdir()) == []

@@ -265,13 +265,17 @@ def test_replace_folder_is_all_or_nothing(tmp_path):
 
 
 @pytest.mark.parametrize("where", ["sampling", "writing"])
-def test_sigterm_ends_with_one_line_143_and_no_files(tmp_path, capsys, monkeypatch, where):
+@pytest.mark.parametrize("signum, code, line", [
+    (signal.SIGTERM, 143, "vidldm: stopped by SIGTERM; nothing half-written was left"),
+    (signal.SIGINT, 130, "vidldm: interrupted (Ctrl-C); nothing half-written was left"),
+])
+def test_signals_end_with_one_line_and_no_files(tmp_path, capsys, monkeypatch, where, signum, code, line):
     import vidldm.sampling
 
     def terminate(*args, **kwargs):
-        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signum)
         time.sleep(5)  # the handler raises before this returns
-        raise AssertionError("SIGTERM was not handled")
+        raise AssertionError(f"signal {signum} was not handled")
 
     before = signal.getsignal(signal.SIGTERM)
     if where == "sampling":
@@ -279,8 +283,8 @@ def test_sigterm_ends_with_one_line_143_and_no_files(tmp_path, capsys, monkeypat
         monkeypatch.setattr("vidldm.pipeline.denoise", terminate)
     else:
         monkeypatch.setattr("vidldm.io.write._write_gif", terminate)
-    assert cli("generate", "a red circle", *FAST, "--frames", 4, "-o", tmp_path / "clip.gif") == 143
-    assert capsys.readouterr().err.strip() == "vidldm: stopped by SIGTERM; nothing half-written was left"
+    assert cli("generate", "a red circle", *FAST, "--frames", 4, "-o", tmp_path / "clip.gif") == code
+    assert capsys.readouterr().err.strip() == line
     assert list(tmp_path.iterdir()) == []
     assert signal.getsignal(signal.SIGTERM) is before  # restored for the rest of the process
 

@@ -118,7 +118,7 @@ def test_help_lists_commands(capsys):
         (["generate", "x", "--model", "no-such-model"], "unknown model"),
         (["animate", "missing.png", "x"], "does not exist"),
         (["animate", "{notmedia}", "x"], "cannot read"),
-        (["restyle", "{notmedia}", "x"], "cannot read"),
+        (["restyle", "{notmedia}", "x"], "not a decodable video"),  # probed before sampling, for the memory check
         (["generate", "x", "-o", "{tmp}/no/such/folder/clip.mp4"], "does not exist; create it first"),
         (["generate", "x", "-o", "{tmp}/clip.avi"], "cannot write"),
         (["replay", "{tmp}/nothing.json"], "does not exist"),

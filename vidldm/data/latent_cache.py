@@ -22,8 +22,6 @@ from __future__ import annotations
 import bisect
 import json
 import os
-import secrets
-import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -31,6 +29,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch.utils.data import Dataset
 
+from vidldm import atomic
 from vidldm.errors import VidldmError
 from vidldm.models.video_vae import VideoVAE
 
@@ -86,15 +85,10 @@ def build_latent_cache(
     generator = torch.Generator(device=device).manual_seed(generator_seed)
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _make_temp_dir(out_dir)
-    try:
+    with atomic.replace_folder(out_dir) as tmp:  # the old cache stays whole until the new one is
         index = _encode_into(tmp, dataset, video_vae, encode_text, batch_size, shard_size, device, generator,
                              sample, dtype)
         (tmp / _INDEX).write_text(json.dumps(index, indent=1))
-        _move_into_place(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir
 
 
@@ -162,29 +156,6 @@ def _check_target(out_dir: Path, overwrite: bool) -> None:
             f"latent cache folder '{out_dir}' already exists and is not empty; "
             "choose another folder, or replace it: vidldm cache --overwrite (overwrite=True in Python)"
         )
-
-
-def _make_temp_dir(out_dir: Path) -> Path:
-    # Next to the target, so the final rename stays on one filesystem.
-    while True:
-        tmp = out_dir.parent / f"{out_dir.name}.tmp-{secrets.token_hex(4)}"
-        try:
-            tmp.mkdir()
-            return tmp
-        except FileExistsError:
-            continue
-
-
-def _move_into_place(tmp: Path, out_dir: Path) -> None:
-    if out_dir.is_dir() and any(out_dir.iterdir()):
-        # A rename cannot replace a non-empty folder: move the old cache aside first, and
-        # delete it only once the new one is in place.
-        old = out_dir.parent / f"{out_dir.name}.old-{secrets.token_hex(4)}"
-        os.replace(out_dir, old)
-        os.replace(tmp, out_dir)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out_dir)  # replaces an empty folder, or creates the name
 
 
 class LatentCacheDataset(Dataset):

@@ -22,6 +22,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from vidldm.errors import CheckpointError, VidldmError
+from vidldm.io.media import one_line
 
 
 class EMA:
@@ -122,7 +123,7 @@ def load_pickle(path: Path) -> Any:
             f"'{path}' holds Python objects other than tensors and numbers; vidldm does not unpickle them "
             "(that could run code hidden in the file). Use a checkpoint written by vidldm") from err
     except (RuntimeError, EOFError, OSError, ValueError) as err:  # truncated or not a torch file
-        raise CheckpointError(f"'{path}' is damaged or not a PyTorch file ({_one_line(err)})") from err
+        raise CheckpointError(f"'{path}' is damaged or not a PyTorch file ({one_line(err)})") from err
 
 
 def _load_legacy_rng(path: Path) -> dict[str, Any]:
@@ -133,10 +134,6 @@ def _load_legacy_rng(path: Path) -> dict[str, Any]:
     allowed = [np._core.multiarray._reconstruct, np.ndarray, np.dtype, numpy.dtypes.UInt32DType]
     with torch.serialization.safe_globals(allowed):
         return load_pickle(path)
-
-
-def _one_line(err: BaseException) -> str:
-    return " ".join(str(err).split())[:200] or type(err).__name__
 
 
 def checkpoint_dir(output_dir: Path, step: int) -> Path:
@@ -229,7 +226,7 @@ def read_checkpoint(folder: Path, rank: int) -> dict[str, Any]:
         try:
             rng = _rng_from_safetensors(rng_file)
         except Exception as err:  # safetensors raises its own error types for damaged files
-            raise CheckpointError(f"'{rng_file}' is damaged ({_one_line(err)})") from err
+            raise CheckpointError(f"'{rng_file}' is damaged ({one_line(err)})") from err
     return {
         "weights": _load_safetensors(folder / "weights.safetensors"),
         "optimizer": load_pickle(folder / "optimizer.pt"),
@@ -247,4 +244,4 @@ def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(path))
     except Exception as err:  # SafetensorError and OSError on damaged files
-        raise CheckpointError(f"'{path}' is damaged or not safetensors ({_one_line(err)})") from err
+        raise CheckpointError(f"'{path}' is damaged or not safetensors ({one_line(err)})") from err

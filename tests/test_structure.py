@@ -13,6 +13,7 @@ LAYERS = [
     ("errors", "atomic", "builtin_names", "sampling_settings", "schedulers", "io", "sampling", "denoisers", "frames",
      "prompt_travel", "seeds", "memory"),
     ("models",),
+    ("lora",),
     ("pipeline",),
     ("builtins", "loading"),
     ("data",),

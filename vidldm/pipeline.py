@@ -45,6 +45,7 @@ from vidldm import sampling_settings as settings
 from vidldm.denoisers import GuidedDenoiser, temporal_steps
 from vidldm.errors import VidldmError
 from vidldm.frames import frames_to_tensor, load_frames, tensor_to_frames
+from vidldm.lora import VideoLoraLoaderMixin
 from vidldm.models import fast
 from vidldm.models.motion import MotionAdapter
 from vidldm.models.text import encode_text
@@ -88,8 +89,9 @@ class VideoPipelineOutput(BaseOutput):
     frames: Any
 
 
-class VideoPipeline(DiffusionPipeline):
-    """Image model (VAE, text encoder, UNet) + `MotionAdapter` + scheduler, as in AnimateDiff."""
+class VideoPipeline(DiffusionPipeline, VideoLoraLoaderMixin):
+    """Image model (VAE, text encoder, UNet) + `MotionAdapter` + scheduler, as in AnimateDiff; LoRAs with
+    diffusers' methods (`load_lora_weights`, `set_adapters`, `fuse_lora`..., see `vidldm/lora.py`)."""
 
     model_cpu_offload_seq = "text_encoder->unet->vae"
     _optional_components = ["temporal_decoder"]

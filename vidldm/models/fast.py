@@ -87,6 +87,8 @@ def fuse_qkv_projections(module: nn.Module) -> int:
     count = 0
     for m in module.modules():
         if isinstance(m, SelfAttention):
+            if not all(type(getattr(m, n)) is nn.Linear for n in ("to_q", "to_k", "to_v")):
+                continue  # a LoRA wrapper: a snapshot of the base weights would drop the LoRA
             m.fuse_projections(True)
             count += 1
         elif isinstance(m, Attention):

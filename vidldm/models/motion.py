@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.loaders.peft import PeftAdapterMixin
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
@@ -69,8 +70,11 @@ def _per_block(value: int | Sequence[int], n: int, name: str) -> tuple[int, ...]
     return tuple(int(v) for v in value)
 
 
-class MotionAdapter(ModelMixin, ConfigMixin):
+class MotionAdapter(ModelMixin, ConfigMixin, PeftAdapterMixin):
     """Temporal layers laid out for a UNet with `block_out_channels` and `layers_per_block`.
+
+    `PeftAdapterMixin` gives it diffusers' LoRA methods (`load_lora_adapter`, `set_adapters`, `fuse_lora`...):
+    motion LoRAs are injected by peft, as into diffusers' `UNetMotionModel` (see `motion_lora.py`).
 
     Down block `i` gets `layers_per_block[i]` modules at `block_out_channels[i]` channels; up
     block `i` (reversed order) gets `layers_per_block + 1`, matching the UNet's extra up resnet.

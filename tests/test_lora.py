@@ -148,3 +148,135 @@ def test_two_loras_with_weights_then_fuse_and_unfuse_match_diffusers(tmp_path):
         p.unfuse_lora()
         p.set_adapters(["style", "zoom"], [1.0, 0.0])
     assert pipeline_diff(pipe, theirs)[0] <= 1e-4
+
+
+# ----------------------------------------------------------------------------- the CLI
+
+FAST = ["--frames", "4", "--steps", "2", "--model", "tiny", "--height", "16", "--width", "16", "-q", "--seed", "5"]
+
+
+@pytest.fixture(scope="module")
+def lora_files(tmp_path_factory):
+    """Files for the built-in tiny model: an image LoRA (diffusers' writer), an AnimateDiff motion LoRA as a
+    pickle (.ckpt, like guoyww's), one for another base model, and broken ones."""
+    folder = tmp_path_factory.mktemp("loras")
+    tiny = tiny_pipeline()
+    files = {"image": image_lora_file(tiny, folder / "style.safetensors"), "motion": folder / "zoom.ckpt"}
+    torch.save({"state_dict": animatediff_motion_lora(tiny)}, files["motion"])
+    other = tiny_pipeline()
+    other.register_modules(unet=type(tiny.unet)(**{**tiny.unet.config, "block_out_channels": (16, 32), "norm_num_groups": 8}))
+    files["other_base"] = image_lora_file(other, folder / "other.safetensors", text=False)
+    files["corrupt"] = folder / "corrupt.safetensors"
+    files["corrupt"].write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{not json")
+    files["truncated"] = folder / "truncated.safetensors"
+    files["truncated"].write_bytes(files["image"].read_bytes()[:-100])
+    return files
+
+
+def run(*argv):
+    from vidldm.cli import main
+
+    return main([str(a) for a in argv])
+
+
+def frames_of(folder):
+    from PIL import Image
+
+    return np.stack([np.asarray(Image.open(p)) for p in sorted(folder.glob("frame_*.png"))])
+
+
+def test_cli_loras_with_weights_are_recorded_and_replayed(tmp_path, lora_files):
+    import json
+
+    assert run("generate", "a red circle", *FAST, "-o", tmp_path / "plain/") == 0
+    out = tmp_path / "clip/"
+    assert run("generate", "a red circle", *FAST, "--lora", f"{lora_files['image']}:0.7",
+               "--motion-lora", lora_files["motion"], "-o", out) == 0
+    side = json.loads((tmp_path / "clip.json").read_text())
+    assert side["lora"] == [f"{lora_files['image'].resolve()}:0.7"]
+    assert side["motion_lora"] == [f"{lora_files['motion'].resolve()}:1.0"]
+    assert np.abs(frames_of(out).astype(int) - frames_of(tmp_path / "plain")).max() > 0  # the LoRAs act
+    assert run("replay", tmp_path / "clip.json", "-o", tmp_path / "again/", "-q") == 0
+    assert np.array_equal(frames_of(out), frames_of(tmp_path / "again"))
+    replayed = json.loads((tmp_path / "again.json").read_text())
+    assert (replayed["lora"], replayed["motion_lora"]) == (side["lora"], side["motion_lora"])
+
+
+def test_cli_two_image_loras_and_every_mode_takes_the_flags(tmp_path, lora_files):
+    from vidldm.cli import build_parser
+
+    for mode, inputs in (("generate", ["p"]), ("animate", ["i.png", "p"]), ("restyle", ["v.mp4", "p"]), ("extend", ["v.mp4", "p"])):
+        args = build_parser().parse_args([mode, *inputs, "--lora", "a.safetensors", "--lora", "b:c.safetensors:0.5",
+                                          "--motion-lora", "m.ckpt:-1"])
+        assert args.lora == ["a.safetensors", "b:c.safetensors:0.5"] and args.motion_lora == ["m.ckpt:-1"]
+    image = tmp_path / "still.png"
+    from PIL import Image
+
+    Image.fromarray(np.full((16, 16, 3), 200, np.uint8)).save(image)
+    assert run("animate", image, "a red circle", *FAST, "--lora", f"{lora_files['image']}:0.5",
+               "--lora", f"{lora_files['image']}:0.5", "-o", tmp_path / "anim.gif") == 0
+
+
+def test_lcm_lora_with_the_lcm_scheduler_makes_a_clip(tmp_path, lora_files):
+    """An LCM / AnimateLCM LoRA is an image LoRA on the UNet, sampled with --scheduler lcm in 4-8 steps."""
+    out = tmp_path / "lcm.mp4"
+    argv = [a for a in FAST if a not in ("--steps", "2")]
+    assert run("generate", "a red circle", *argv, "--lora", lora_files["image"], "--scheduler", "lcm", "--steps", 4,
+               "--guidance", 1.5, "-o", out) == 0
+    assert out.stat().st_size > 0
+
+
+def test_parse_lora_spec_splits_on_the_last_colon_before_a_number():
+    from vidldm.sampling_settings import parse_lora_spec
+
+    assert parse_lora_spec("zoom.ckpt") == ("zoom.ckpt", 1.0)
+    assert parse_lora_spec("a:b.safetensors:0.8") == ("a:b.safetensors", 0.8)
+    assert parse_lora_spec("a:b.safetensors") == ("a:b.safetensors", 1.0)
+    assert parse_lora_spec("x.safetensors:-1e-1") == ("x.safetensors", -0.1)
+    with pytest.raises(VidldmError, match="finite"):
+        parse_lora_spec("x.safetensors:nan")
+
+
+class Exploit:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.parametrize("flag, name, message", [
+    ("--lora", "other_base", "does not fit this model"),
+    ("--lora", "corrupt", "not a valid safetensors file"),
+    ("--lora", "truncated", "not a valid safetensors file"),
+    ("--lora", "motion", "is an AnimateDiff motion LoRA (motion-module keys); pass it with --motion-lora"),
+    ("--motion-lora", "image", "it is an image LoRA; pass it with --lora"),
+    ("--lora", "image:abc", "the weight 'abc' after the last ':' is not a number"),
+    ("--lora", "image:inf", "LoRA weight must be a finite number"),
+    ("--motion-lora", "missing.ckpt", "does not exist"),
+    ("--motion-lora", "exploit", "needs arbitrary code to unpickle"),
+])
+def test_bad_lora_is_one_line_exit_2_and_no_file(tmp_path, capsys, lora_files, flag, name, message):
+    marker = tmp_path / "pwned"
+    key, _, weight = name.partition(":")
+    if key == "exploit":
+        path = tmp_path / "evil.ckpt"
+        torch.save({"state_dict": {"x.lora.down.weight": torch.zeros(1)}, "payload": Exploit(marker)}, path)
+    else:
+        path = lora_files.get(key, tmp_path / key)
+    out = tmp_path / "out.mp4"
+    code = run("generate", "a red circle", *FAST, flag, f"{path}:{weight}" if weight else path, "-o", out)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("vidldm: error: ") and message in err[0], err
+    assert not out.exists() and not out.with_suffix(".json").exists() and not marker.exists()
+
+
+def test_python_api_refuses_a_lora_for_another_base_and_keeps_the_pipeline(lora_files):
+    pipe = tiny_pipeline()
+    with pytest.raises(VidldmError, match="does not fit this model"):
+        pipe.load_lora_weights(str(lora_files["other_base"]))
+    assert pipe.get_list_adapters() == {} or not any(pipe.get_list_adapters().values())
+    pipe.load_lora_weights(str(lora_files["image"]))  # the failed load left nothing in the way
+    assert "default_0" in pipe.get_list_adapters()["unet"]

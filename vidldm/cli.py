@@ -202,13 +202,14 @@ def run_mode(args: argparse.Namespace) -> Path:
     output = resolve_output(args, args.seed)
 
     from vidldm.io import write_clip
-    from vidldm.loading import load_pipeline
+    from vidldm.loading import apply_loras, load_pipeline
 
     start = time.perf_counter()
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = args.dtype or ("fp16" if str(device).startswith("cuda") else "fp32")
     pipe = load_pipeline(args.model, args.motion_adapter, config=args.config, device=device, dtype=dtype,
                          variant=args.variant)
+    apply_loras(pipe, args.lora, args.motion_lora)
     pipe.set_progress_bar_config(disable=args.quiet)
     resolve_sampling(pipe, args)
     check_memory(pipe, args, device)

@@ -331,3 +331,36 @@ def _from_hub(repo_id: str, adapter: MotionAdapter | None, variant: str | None =
             f"could not fetch '{repo_id}' from the Hugging Face Hub ({type(err).__name__}); "
             "check the id and your connection, or pass a local folder"
         ) from err
+
+
+def apply_loras(pipe: VideoPipeline, loras: list[str] | None = None, motion_loras: list[str] | None = None) -> list[str]:
+    """Load `--lora` / `--motion-lora` values (`PATH[:WEIGHT]`) into `pipe` and weight them (`set_adapters`);
+    returns the adapter names. A motion LoRA given as an image LoRA (or the reverse) is refused: the flags say
+    which part of the model a file is meant for, and a mix-up would load nothing or the wrong thing."""
+    from vidldm.lora import read_lora
+    from vidldm.models.motion_lora import is_motion_lora
+    from vidldm.sampling_settings import parse_lora_spec
+
+    names, weights = [], []
+    for flag, specs in (("--lora", loras or []), ("--motion-lora", motion_loras or [])):
+        for i, spec in enumerate(specs):
+            path, weight = parse_lora_spec(spec)
+            try:
+                sd = read_lora(path)
+            except VidldmError as err:  # the reader's message names the file already
+                raise VidldmError(f"{flag}: {err}") from err
+            try:
+                motion = is_motion_lora(sd)
+                if flag == "--lora" and motion:
+                    raise VidldmError("it is an AnimateDiff motion LoRA (motion-module keys); pass it with --motion-lora")
+                if flag == "--motion-lora" and not motion:
+                    raise VidldmError("it has no motion-module keys, so it is an image LoRA; pass it with --lora")
+                name = f"{flag.strip('-').replace('-', '_')}_{i}"
+                pipe.load_lora_weights(sd, adapter_name=name)
+            except VidldmError as err:
+                raise VidldmError(f"{flag} '{path}': {err}") from err
+            names.append(name)
+            weights.append(weight)
+    if names:
+        pipe.set_adapters(names, weights)
+    return names

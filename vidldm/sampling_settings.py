@@ -53,14 +53,26 @@ class Setting:
     to_pipeline: bool = True  # a keyword of VideoPipeline.__call__ (the model's and output's settings are not)
     flag_only: bool = False  # a switch (`--overwrite`), no value
     metavar: str | None = None
+    repeatable: bool = False  # the flag may be given many times (`--lora A --lora B`): a list, recorded as one
+    record: Callable[[Any], Any] | None = None  # how one value is written in a sidecar (default: as given, paths resolved)
 
     @property
     def key(self) -> str:
         return self.flag.lstrip("-").replace("-", "_")
 
     def check(self, value: Any, label: str | None = None) -> Any:
-        """`value` if it is in range; else a one-line VidldmError naming `label` (the flag or the Python name)."""
+        """`value` if it is in range (each value of a repeatable setting); else a one-line VidldmError naming
+        `label` (the flag or the Python name)."""
         label = label or self.name
+        if self.repeatable and value is not None:
+            if not isinstance(value, (list, tuple)):
+                raise VidldmError(f"{label} takes a list, got {value!r}")
+            for item in value:
+                self._check_one(item, label)
+            return value
+        return self._check_one(value, label)
+
+    def _check_one(self, value: Any, label: str) -> Any:
         if value is None:
             return value
         if self.type in (int, float):
@@ -75,6 +87,19 @@ class Setting:
             raise VidldmError(f"{label} must be one of {', '.join(self.choices)}, got {value!r}")
         if self.validate is not None:
             self.validate(value)
+        return value
+
+    def record_value(self, value: Any) -> Any:
+        """`value` as a sidecar records it: paths resolved, so a replay from another folder finds the file."""
+        if self.repeatable:
+            return [self._record_one(v) for v in value]
+        return self._record_one(value)
+
+    def _record_one(self, value: Any) -> Any:
+        if self.record is not None:
+            return self.record(value)
+        if self.is_path and Path(value).exists():
+            return str(Path(value).resolve())
         return value
 
     def _check_range(self, value: float, label: str) -> None:
@@ -94,6 +119,39 @@ def _check_scheduler(name: str) -> None:
     check_scheduler_name(name)
 
 
+def parse_lora_spec(spec: str) -> tuple[str, float]:
+    """`PATH[:WEIGHT]` -> (PATH, WEIGHT), weight 1 when left out. Paths may hold colons, so the text is split
+    on the last colon only when what follows parses as a number (`a:b.safetensors:0.8` -> `a:b.safetensors`, 0.8)."""
+    head, sep, tail = spec.rpartition(":")
+    if sep and head:
+        try:
+            weight = float(tail)
+        except ValueError:
+            return spec, 1.0
+        if not math.isfinite(weight):
+            raise VidldmError(f"LoRA weight must be a finite number, got '{tail}' in '{spec}'")
+        return head, weight
+    return spec, 1.0
+
+
+def _check_lora_spec(flag: str) -> Callable[[str], None]:
+    def check(spec: str) -> None:
+        path, _ = parse_lora_spec(spec)
+        if Path(path).is_file():
+            return
+        head, sep, tail = spec.rpartition(":")
+        if sep and Path(head).is_file():
+            raise VidldmError(f"{flag} '{spec}': the weight '{tail}' after the last ':' is not a number")
+        raise VidldmError(f"{flag} '{path}' does not exist or is not a file; check the path")
+    return check
+
+
+def _record_lora(spec: str) -> str:
+    """`PATH[:WEIGHT]` with the path resolved and the weight written out: `/abs/zoom.ckpt:0.8`."""
+    path, weight = parse_lora_spec(spec)
+    return f"{Path(path).resolve()}:{weight!r}"
+
+
 WITH_KNOWN_FRAMES = ("animate", "extend")
 SETTINGS: list[Setting] = [
     # the model
@@ -109,6 +167,12 @@ SETTINGS: list[Setting] = [
             to_pipeline=False),
     Setting("dtype", "--dtype", str, "weights dtype (default: fp16 on GPU, fp32 on CPU)", group="model",
             choices=("fp32", "fp16", "bf16"), to_pipeline=False),
+    Setting("lora", "--lora", str, "image LoRA (UNet/text encoder; diffusers, peft or kohya/A1111 .safetensors, or a "
+            "pickle) with an optional weight, PATH[:WEIGHT]; repeat the flag for several", group="model", to_pipeline=False,
+            repeatable=True, metavar="PATH[:WEIGHT]", validate=_check_lora_spec("--lora"), record=_record_lora),
+    Setting("motion_lora", "--motion-lora", str, "AnimateDiff motion LoRA (original or diffusers layout), PATH[:WEIGHT]; "
+            "repeatable", group="model", to_pipeline=False, repeatable=True, metavar="PATH[:WEIGHT]",
+            validate=_check_lora_spec("--motion-lora"), record=_record_lora),
     # what each mode takes
     Setting("image_conditioning", "--image-conditioning", str,
             "clean: known frames enter as clean frames at t=0 (adapters trained with frame conditioning); "
@@ -183,6 +247,8 @@ def add_flags(parser: argparse.ArgumentParser, command: str, *, model_default: s
         default = model_default if s.name == "model" else s.default
         help_text = f"{s.help} (default: {model_default})" if s.name == "model" else s.help
         kwargs = dict(type=s.type, default=default, help=help_text, dest=s.key)
+        if s.repeatable:
+            kwargs["action"] = "append"
         if s.flag_only:
             kwargs = dict(action="store_true", help=help_text, dest=s.key)
         elif s.choices is not None:
@@ -207,9 +273,7 @@ def recorded(args: argparse.Namespace) -> dict[str, Any]:
         value = getattr(args, s.key, None)
         if value is None or not s.recorded:
             continue
-        if s.is_path and Path(value).exists():
-            value = str(Path(value).resolve())
-        out[s.key] = value
+        out[s.key] = s.record_value(value)
     return out
 
 
@@ -220,8 +284,10 @@ def replay_argv(saved: dict[str, Any], command: str) -> list[str]:
         if command not in s.commands:
             continue
         value = saved.get(s.key, None if s.legacy is _UNSET else s.legacy)
-        if value is not None and s.recorded:
-            argv.append(f"{s.flag}={value}")  # '=': a value that starts with '-' is not read as a flag
+        if value is None or not s.recorded:
+            continue
+        for item in value if s.repeatable else [value]:  # a repeatable setting is recorded as a list
+            argv.append(f"{s.flag}={item}")  # '=': a value that starts with '-' is not read as a flag
     return argv
 
 

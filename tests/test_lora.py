@@ -280,3 +280,47 @@ def test_python_api_refuses_a_lora_for_another_base_and_keeps_the_pipeline(lora_
     assert pipe.get_list_adapters() == {} or not any(pipe.get_list_adapters().values())
     pipe.load_lora_weights(str(lora_files["image"]))  # the failed load left nothing in the way
     assert "default_0" in pipe.get_list_adapters()["unet"]
+
+
+# ----------------------------------------------------------------------------- trained motion LoRAs
+
+from tests.test_train import recipe, video_folder  # noqa: E402,F401  (the tiny training data and recipe of test_train)
+
+
+def test_trained_motion_lora_export_loads_in_diffusers_and_in_vidldm(tmp_path, video_folder):  # noqa: F811
+    from pathlib import Path
+
+    from vidldm.loading import load_pipeline
+    from vidldm.train.config import load_config
+    from vidldm.train.trainer import Trainer
+
+    adapter = tmp_path / "adapter"  # per-clip normalisation: an adapter diffusers runs exactly
+    tiny_motion_adapter(tiny_pipeline().unet, randomize=True, norm_mode="per_clip").save_pretrained(adapter)
+    config = load_config(recipe(tmp_path, video_folder, model={"motion_adapter": str(adapter)}, checkpoint={"every": 100},
+                                train={"max_steps": 2, "lora_rank": 4, "learning_rate": 1e-2, "frame_conditioning": 0}))
+    Trainer(config).train()
+    out = Path(config.output_dir)
+    exported = load_file(str(out / "motion_lora.safetensors"))
+    assert exported and all(k.startswith("unet.") and (".attn1." in k or ".attn2." in k) for k in exported)
+    assert all(".processor.to_" in k for k in load_file(str(out / "motion_lora_animatediff.safetensors")))
+
+    def fresh():
+        pipe = load_pipeline("tiny", adapter, device="cpu")
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
+
+    pipe, plain = fresh(), fresh()
+    theirs = pipe.to_diffusers()
+    theirs.load_lora_weights(str(out / "motion_lora.safetensors"))  # diffusers' own loader reads the export
+    pipe.load_lora_weights(str(out / "motion_lora.safetensors"))
+    assert unet_diff(pipe, theirs) <= 1e-4
+    x, ctx = unet_inputs()
+    with torch.no_grad():
+        ours, base = pipe.video_unet(x, 321, ctx), plain.video_unet(x, 321, ctx)
+        merged = load_pipeline(str(out / "pipeline"), device="cpu").video_unet(x, 321, ctx)
+        plain.load_lora_weights(str(out / "motion_lora_animatediff.safetensors"))
+        animatediff = plain.video_unet(x, 321, ctx)
+    assert (ours - base).abs().max() > 1e-5  # the LoRA trained and acts
+    assert (ours - merged).abs().max() <= 1e-4  # the export is the model the run saved, merged
+    assert (ours - animatediff).abs().max() <= 1e-6  # and both layouts are the same LoRA
+    assert set(motion_lora.to_vidldm(exported)) == set(motion_lora.to_vidldm(load_file(str(out / "motion_lora_animatediff.safetensors"))))

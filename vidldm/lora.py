@@ -121,3 +121,31 @@ class VideoLoraLoaderMixin(StableDiffusionLoraLoaderMixin):
 def _first_line(err: BaseException) -> str:
     text = str(err).strip()
     return text.splitlines()[0][:200] if text else type(err).__name__
+
+
+def save_motion_lora(sd: dict[str, torch.Tensor], folder: str | os.PathLike) -> tuple[Path, Path]:
+    """Write a motion LoRA trained on vidldm's `MotionAdapter` (peft keys, `lora_alpha = r`) in the two layouts
+    other tools read, atomically:
+
+    - `motion_lora.safetensors`: diffusers' (`unet.` + `UNetMotionModel` names, peft `lora_A`/`lora_B`), written by
+      diffusers' own `save_lora_weights`; `AnimateDiffPipeline.load_lora_weights` and vidldm load it;
+    - `motion_lora_animatediff.safetensors`: AnimateDiff's original (`processor.to_q_lora.down`), as its motion
+      LoRAs (v2_lora_*.ckpt) are, for tools that read those.
+    Returns both paths."""
+    from vidldm import atomic
+
+    ours = {k.removeprefix("base_model.model."): v.detach().contiguous().cpu() for k, v in sd.items()}
+    folder = Path(folder)
+    diffusers_path, animatediff_path = folder / "motion_lora.safetensors", folder / "motion_lora_animatediff.safetensors"
+    animatediff = motion_lora.to_animatediff(ours)  # first: it refuses LoRAs its layout cannot hold, before any write
+
+    def write_diffusers(tmp: Path) -> None:
+        StableDiffusionLoraLoaderMixin.save_lora_weights(tmp.parent, unet_lora_layers=motion_lora.to_diffusers(ours),
+                                                         weight_name=tmp.name)
+
+    def write_animatediff(tmp: Path) -> None:
+        from safetensors.torch import save_file
+
+        save_file(animatediff, str(tmp), metadata={"format": "pt"})
+
+    return atomic.write_file(diffusers_path, write_diffusers), atomic.write_file(animatediff_path, write_animatediff)

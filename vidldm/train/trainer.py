@@ -314,16 +314,16 @@ class Trainer:
         acc.wait_for_everyone()
 
     def _final_weights(self):
-        """Swap EMA weights in (the final model is the average), merge a LoRA into the adapter."""
+        """Swap EMA weights in (the final model is the average); a LoRA is saved on its own, then merged into the adapter."""
         if self.ema is not None:
             self.ema.copy_to()
         if self.peft_model is not None:
             from peft import get_peft_model_state_dict
-            from safetensors.torch import save_file
 
-            lora = {k: v.detach().contiguous().cpu() for k, v in get_peft_model_state_dict(self.peft_model).items()}
-            if self.main:
-                atomic.write_file(self.out / "motion_lora.safetensors", lambda tmp: save_file(lora, str(tmp)))
+            from vidldm.lora import save_motion_lora
+
+            if self.main:  # diffusers' layout and AnimateDiff's, which other tools load (and vidldm too)
+                save_motion_lora(get_peft_model_state_dict(self.peft_model), self.out)
             self.pipe.motion_adapter = self.peft_model.merge_and_unload()
 
     def finish(self) -> None:

@@ -108,12 +108,39 @@ def test_image_lora_unet_and_text_encoder_match_diffusers(tmp_path, plain_frames
     path = image_lora_file(pipe, tmp_path / "style.safetensors")
     pipe.load_lora_weights(str(path), adapter_name="style")
     theirs.load_lora_weights(str(path), adapter_name="style")
+    assert pipe.get_list_adapters() == {"unet": ["style"], "text_encoder": ["style"]}
     assert unet_diff(pipe, theirs) <= 1e-4
     diff, frames = pipeline_diff(pipe, theirs)
     assert diff <= 1e-4
     assert np.abs(frames - plain_frames).max() > 1e-3  # the LoRA acts
     pipe.unload_lora_weights()
     assert pipeline_diff(pipe, base_model()[1])[0] <= 1e-4  # and unloading gives the base model back
+
+
+def kohya(sd: dict[str, torch.Tensor], prefix: str, alpha: float) -> dict[str, torch.Tensor]:
+    """peft keys as kohya's sd-scripts / A1111 write them: `lora_unet_<module_path_with_underscores>.lora_down.weight`,
+    `.lora_up.weight` and a per-module `.alpha`."""
+    out = {}
+    for key, value in sd.items():
+        module, side = key.rsplit(".lora_", 1)
+        name = f"{prefix}_{module.replace('.', '_')}"
+        out[f"{name}.lora_{'down' if side.startswith('A') else 'up'}.weight"] = value
+        out[f"{name}.alpha"] = torch.tensor(alpha)
+    return out
+
+
+def test_kohya_image_lora_matches_diffusers(tmp_path, plain_frames):
+    pipe, theirs = base_model()
+    unet = random_lora(pipe.unet, ["to_q", "to_k", "to_v", "to_out.0"], seed=4)
+    te = random_lora(pipe.text_encoder, ["q_proj", "k_proj", "v_proj", "out_proj"], seed=5)
+    path = tmp_path / "kohya.safetensors"
+    save_file({**kohya(unet, "lora_unet", 2.0), **kohya(te, "lora_te", 2.0)}, str(path))  # alpha 2, rank 4: scale 0.5
+    pipe.load_lora_weights(str(path))
+    theirs.load_lora_weights(str(path))
+    assert {k for k, v in pipe.get_list_adapters().items() if v} == {"unet", "text_encoder"}
+    assert unet_diff(pipe, theirs) <= 1e-4
+    diff, frames = pipeline_diff(pipe, theirs)
+    assert diff <= 1e-4 and np.abs(frames - plain_frames).max() > 1e-3
 
 
 @pytest.mark.parametrize("layout", ["animatediff", "diffusers"])

@@ -193,6 +193,9 @@ def lora_files(tmp_path_factory):
     other = tiny_pipeline()
     other.register_modules(unet=type(tiny.unet)(**{**tiny.unet.config, "block_out_channels": (16, 32), "norm_num_groups": 8}))
     files["other_base"] = image_lora_file(other, folder / "other.safetensors", text=False)
+    alphas = {k.replace(".down.weight", ".alpha"): torch.tensor(2.0) for k in animatediff_motion_lora(tiny) if ".down." in k}
+    files["motion_alpha"] = folder / "alpha.safetensors"
+    save_file({**animatediff_motion_lora(tiny), **alphas}, str(files["motion_alpha"]))
     files["corrupt"] = folder / "corrupt.safetensors"
     files["corrupt"].write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{not json")
     files["truncated"] = folder / "truncated.safetensors"
@@ -283,6 +286,7 @@ class Exploit:
     ("--lora", "image:abc", "the weight 'abc' after the last ':' is not a number"),
     ("--lora", "image:inf", "LoRA weight must be a finite number"),
     ("--motion-lora", "missing.ckpt", "does not exist"),
+    ("--motion-lora", "motion_alpha", "carries per-layer alphas"),
     ("--motion-lora", "exploit", "needs arbitrary code to unpickle"),
 ])
 def test_bad_lora_is_one_line_exit_2_and_no_file(tmp_path, capsys, lora_files, flag, name, message):
@@ -305,8 +309,26 @@ def test_python_api_refuses_a_lora_for_another_base_and_keeps_the_pipeline(lora_
     with pytest.raises(VidldmError, match="does not fit this model"):
         pipe.load_lora_weights(str(lora_files["other_base"]))
     assert pipe.get_list_adapters() == {} or not any(pipe.get_list_adapters().values())
-    pipe.load_lora_weights(str(lora_files["image"]))  # the failed load left nothing in the way
+    pipe.load_lora_weights(lora_files["image"].parent, weight_name=lora_files["image"].name)  # nothing left in the way
     assert "default_0" in pipe.get_list_adapters()["unet"]
+    with pytest.raises(VidldmError, match="is loaded already"):
+        pipe.load_lora_weights(lora_files["image"], adapter_name="default_0")
+
+
+@torch.no_grad()
+def test_fused_then_unloaded_loras_export_to_diffusers_merged(lora_files):
+    pipe, _ = base_model()
+    pipe.load_lora_weights(str(lora_files["image"]))
+    pipe.load_lora_weights(str(lora_files["motion"]))
+    with pytest.raises(VidldmError, match="has LoRAs loaded"):
+        pipe.to_diffusers()
+    x, ctx = unet_inputs()
+    with_loras = pipe.video_unet(x, 321, ctx)
+    pipe.fuse_lora()
+    pipe.unload_lora_weights()  # diffusers' way to keep them merged
+    assert not any(pipe.get_list_adapters().values())
+    assert (pipe.video_unet(x, 321, ctx) - with_loras).abs().max() <= 1e-4
+    assert unet_diff(pipe, pipe.to_diffusers()) <= 1e-4
 
 
 # ----------------------------------------------------------------------------- trained motion LoRAs

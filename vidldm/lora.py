@@ -28,12 +28,28 @@ from vidldm.models.motion_formats import read_state_dict
 LORA_COMPONENTS = ["unet", "text_encoder", "motion_adapter"]
 
 
+def lora_file(source: str | os.PathLike, weight_name: str | None = None) -> Path:
+    """The LoRA file `source` names: a file; `weight_name` in a folder (default diffusers'
+    `pytorch_lora_weights.safetensors`); or that file of a Hugging Face Hub repo, fetched only because it was named."""
+    path = Path(source)
+    name = weight_name or "pytorch_lora_weights.safetensors"
+    if path.is_file() or path.is_dir():
+        return path if path.is_file() else path / name
+    from huggingface_hub import hf_hub_download
+
+    try:
+        return Path(hf_hub_download(str(source), name))
+    except Exception as err:  # offline, no such repo or file: one line
+        raise CheckpointError(f"'{source}' is not a LoRA file or folder, and fetching {name} from the Hugging Face Hub "
+                              f"failed ({_first_line(err)})") from err
+
+
 def read_lora(source: str | os.PathLike | dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """A LoRA file's tensors (`.safetensors`, or a pickle read without running code), or a copy of a dict."""
     if isinstance(source, dict):
         return dict(source)
     sd = read_state_dict(source)
-    if not sd or not any("lora" in k or k.startswith("lora_") for k in sd):
+    if not any("lora" in k for k in sd):
         raise CheckpointError(f"'{source}' holds no LoRA weights (no lora_A/lora_B, lora_down/lora_up keys)")
     return sd
 
@@ -45,15 +61,12 @@ class VideoLoraLoaderMixin(StableDiffusionLoraLoaderMixin):
 
     def load_lora_weights(self, pretrained_model_name_or_path_or_dict, adapter_name: str | None = None, **kwargs):
         """Load a LoRA (a file, a `{key: tensor}` dict, or a folder / hub id diffusers resolves with
-        `weight_name=`) as adapter `adapter_name` (default `default_{i}`): image keys into the UNet and the
+        `weight_name=`; pickles are read without running code) as adapter `adapter_name` (default `default_{i}`): image keys into the UNet and the
         text encoder, motion-module keys into the motion adapter. A LoRA that does not fit raises a `VidldmError`
         and leaves the pipeline as it was."""
         source = pretrained_model_name_or_path_or_dict
-        if isinstance(source, (dict, os.PathLike)) or (isinstance(source, str) and Path(source).is_file()):
-            sd = read_lora(source)
-        else:  # a folder or a hub id: diffusers finds the weights file (`weight_name=`)
-            sd = self.lora_state_dict(source, **kwargs)[0]
-            kwargs = {}
+        weight_name = kwargs.pop("weight_name", None)
+        sd = read_lora(source if isinstance(source, dict) else lora_file(source, weight_name))
         self._check_unfused()
         adapter_name = adapter_name or self._free_adapter_name()
         if adapter_name in self._adapter_names():

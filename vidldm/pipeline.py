@@ -149,6 +149,9 @@ class VideoPipeline(DiffusionPipeline, VideoLoraLoaderMixin):
         if self.temporal_decoder is not None:
             raise VidldmError("this model decodes with temporal decoder layers, which diffusers' AnimateDiffPipeline "
                               "has no place for (it decodes each frame on its own)")
+        if any(getattr(m, "peft_config", None) for m in (self.unet, self.motion_adapter, self.text_encoder)):
+            raise VidldmError("this pipeline has LoRAs loaded; to export them merged, call pipe.fuse_lora() and then "
+                              "pipe.unload_lora_weights() (diffusers' way), or export first and load them into both")
         check_diffusers_can_run(self.motion_adapter, self.unet, lossy)
         adapter = to_diffusers(self.motion_adapter)
         unet = UNetMotionModel.from_unet2d(self.unet, adapter)

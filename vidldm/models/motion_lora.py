@@ -36,7 +36,10 @@ def to_vidldm(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Motion-module LoRA keys of either layout -> peft keys on vidldm's `MotionAdapter` (tensors shared)."""
     from diffusers.utils.state_dict_utils import convert_unet_state_dict_to_peft
 
-    sd = {k.removeprefix("unet."): v for k, v in sd.items() if not k.endswith(".alpha")}
+    if any(k.endswith(".alpha") for k in sd):  # neither AnimateDiff nor diffusers writes them for motion LoRAs
+        raise CheckpointError("this motion LoRA carries per-layer alphas (kohya-style), which vidldm does not read for "
+                              "motion modules; convert it to AnimateDiff's or diffusers' layout")
+    sd = {k.removeprefix("unet."): v for k, v in sd.items()}
     if not any(".temporal_transformer." in k for k in sd):  # diffusers' module names
         sd = diffusers_to_animatediff(sd)
     sd = convert_unet_state_dict_to_peft(sd)  # `.processor.to_q_lora.down` -> `.to_q.lora_A`, `.lora.up` -> `.lora_B`

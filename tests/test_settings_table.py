@@ -34,6 +34,26 @@ def test_a_new_setting_reaches_the_cli_validation_sidecar_and_replay(with_new_se
     assert "--shimmer" in build_parser()._subparsers._group_actions[0].choices["animate"].format_help()
 
 
+def test_a_repeatable_setting_is_a_list_checked_item_by_item_recorded_and_replayed(monkeypatch):
+    """`repeatable=True` (as --lora): the flag may be given many times; each value is checked and recorded
+    (through `record`), the sidecar holds the list and replay gives the flag once per value."""
+    new = settings.Setting("sparkle", "--sparkle", float, "sparkles, repeatable", low=0.0, to_pipeline=False,
+                           repeatable=True, record=lambda v: v * 2)
+    monkeypatch.setattr(settings, "SETTINGS", [*settings.SETTINGS, new])
+    monkeypatch.setitem(settings.BY_NAME, "sparkle", new)
+    monkeypatch.setitem(settings.BY_KEY, "sparkle", new)
+    args = build_parser().parse_args(["extend", "v.mp4", "x", "--sparkle", "1", "--sparkle", "2.5"])
+    assert args.sparkle == [1.0, 2.5]
+    settings.check_args(args)
+    assert settings.recorded(args)["sparkle"] == [2.0, 5.0]
+    argv = settings.replay_argv({"sparkle": [2.0, 5.0]}, "generate")
+    assert [a for a in argv if a.startswith("--sparkle")] == ["--sparkle=2.0", "--sparkle=5.0"]
+    assert build_parser().parse_args(["generate", "x", *argv]).sparkle == [2.0, 5.0]
+    assert "sparkle" not in settings.recorded(build_parser().parse_args(["generate", "x"]))  # left out: nothing recorded
+    with pytest.raises(VidldmError, match="--sparkle must be at least 0, got -1.0"):
+        settings.check_args(build_parser().parse_args(["generate", "x", "--sparkle", "1", "--sparkle", "-1"]))
+
+
 def test_every_flag_of_every_mode_is_in_the_table():
     """No mode grows a flag outside the table (only -o, -q and --help are not settings)."""
     sub = build_parser()._subparsers._group_actions[0].choices

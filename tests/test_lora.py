@@ -373,3 +373,20 @@ def test_trained_motion_lora_export_loads_in_diffusers_and_in_vidldm(tmp_path, v
     assert (ours - merged).abs().max() <= 1e-4  # the export is the model the run saved, merged
     assert (ours - animatediff).abs().max() <= 1e-6  # and both layouts are the same LoRA
     assert set(motion_lora.to_vidldm(exported)) == set(motion_lora.to_vidldm(load_file(str(out / "motion_lora_animatediff.safetensors"))))
+
+
+@torch.no_grad()
+def test_fast_paths_and_loras(lora_files):
+    """Fused q/k/v projections are snapshots of the weights: loading a LoRA under them is refused, and fusing
+    after loading leaves the LoRA layers unfused, so the output keeps the LoRA."""
+    pipe = tiny_pipeline()
+    pipe.enable_fast_paths(channels_last=False)
+    with pytest.raises(VidldmError, match="unfuse_qkv_projections"):
+        pipe.load_lora_weights(lora_files["motion"])
+    pipe.disable_fast_paths()
+    pipe.load_lora_weights(lora_files["motion"])
+    pipe.load_lora_weights(lora_files["image"])
+    x, ctx = unet_inputs()
+    plain = pipe.video_unet(x, 321, ctx)
+    pipe.enable_fast_paths(channels_last=False)
+    assert (pipe.video_unet(x, 321, ctx) - plain).abs().max() <= 1e-5

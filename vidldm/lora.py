@@ -60,10 +60,10 @@ class VideoLoraLoaderMixin(StableDiffusionLoraLoaderMixin):
     _lora_loadable_modules = LORA_COMPONENTS
 
     def load_lora_weights(self, pretrained_model_name_or_path_or_dict, adapter_name: str | None = None, **kwargs):
-        """Load a LoRA (a file, a `{key: tensor}` dict, or a folder / hub id diffusers resolves with
-        `weight_name=`; pickles are read without running code) as adapter `adapter_name` (default `default_{i}`): image keys into the UNet and the
-        text encoder, motion-module keys into the motion adapter. A LoRA that does not fit raises a `VidldmError`
-        and leaves the pipeline as it was."""
+        """Load a LoRA (a file, a `{key: tensor}` dict, or `weight_name=` in a folder or a named hub repo; pickles
+        are read without running code) as adapter `adapter_name` (default `default_{i}`): image keys into the UNet
+        and the text encoder, motion-module keys into the motion adapter. A LoRA that does not fit raises a
+        `VidldmError` and leaves the pipeline as it was."""
         source = pretrained_model_name_or_path_or_dict
         weight_name = kwargs.pop("weight_name", None)
         sd = read_lora(source if isinstance(source, dict) else lora_file(source, weight_name))

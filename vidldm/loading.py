@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -114,7 +115,30 @@ def _builtin(name: str, frames: int | None) -> VideoPipeline:
 def _adapter(motion_adapter, variant: str | None = None) -> MotionAdapter | None:
     if motion_adapter is None or isinstance(motion_adapter, MotionAdapter):
         return motion_adapter
-    return load_motion_adapter(motion_adapter, variant=_adapter_variant(Path(motion_adapter), variant))
+    name = str(motion_adapter)
+    path = Path(name).expanduser()
+    if not path.exists() and _looks_like_hub_id(name) and not path.suffix:  # a local path always wins
+        return _adapter_from_hub(name, variant)
+    return load_motion_adapter(motion_adapter, variant=_adapter_variant(path, variant))
+
+
+def _adapter_from_hub(repo_id: str, variant: str | None) -> MotionAdapter:
+    """A diffusers `MotionAdapter` repo (e.g. guoyww/animatediff-motion-adapter-v1-5-2), fetched only because the
+    user named it; offline or missing it is one line, as for `--model`."""
+    from diffusers import MotionAdapter as DiffusersMotionAdapter
+
+    from vidldm.models.motion_formats import from_diffusers
+
+    try:
+        with warnings.catch_warnings():  # diffusers passes huggingface_hub a deprecated argument: noise, not news
+            warnings.simplefilter("ignore")
+            theirs = DiffusersMotionAdapter.from_pretrained(repo_id, variant=variant)
+    except Exception as err:  # network, auth, missing repo or variant: all mean "could not get it"
+        raise VidldmError(
+            f"could not fetch motion adapter '{repo_id}' from the Hugging Face Hub ({type(err).__name__}); "
+            "check the id and your connection, or pass a local file or folder"
+        ) from err
+    return from_diffusers(theirs)
 
 
 def _adapter_variant(path: Path, variant: str | None) -> str | None:

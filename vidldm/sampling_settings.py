@@ -99,7 +99,8 @@ SETTINGS: list[Setting] = [
     # the model
     Setting("model", "--model", str, "built-in name, pipeline/SD folder, single file or hub id", group="model",
             is_path=True, metavar="MODEL", to_pipeline=False),
-    Setting("motion_adapter", "--motion-adapter", str, "AnimateDiff .ckpt/.safetensors or an adapter folder (for SD models)",
+    Setting("motion_adapter", "--motion-adapter", str, "AnimateDiff .ckpt/.safetensors, an adapter folder or a hub id "
+            "(owner/name, diffusers MotionAdapter; fetched only when named)",
             group="model", is_path=True, to_pipeline=False),
     Setting("config", "--config", str, "local diffusers SD folder giving configs for a single-file --model",
             group="model", is_path=True, to_pipeline=False),

@@ -156,6 +156,9 @@ class VideoPipeline(DiffusionPipeline):
 
         from vidldm.models.motion_formats import check_diffusers_can_run, to_diffusers
 
+        if self.is_sdxl:
+            raise VidldmError("exporting an SDXL model is not supported yet: its diffusers folder is an "
+                              "AnimateDiffSDXLPipeline, which vidldm does not write; keep the SDXL folder and the motion module")
         if self.temporal_decoder is not None:
             raise VidldmError("this model decodes with temporal decoder layers, which diffusers' AnimateDiffPipeline "
                               "has no place for (it decodes each frame on its own)")

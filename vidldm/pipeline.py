@@ -121,7 +121,8 @@ class VideoPipeline(DiffusionPipeline):
         self.register_to_config(generation_defaults=check_generation_defaults(generation_defaults or {}))
         if text_encoder_2 is not None:
             self.register_to_config(force_zeros_for_empty_prompt=force_zeros_for_empty_prompt)
-        sdxl.check_parts(unet, text_encoder_2, tokenizer_2)
+        if unet is not None:
+            sdxl.check_parts(unet, text_encoder_2, tokenizer_2)
 
     # ------------------------------------------------------------------ the model's own settings
     @property

@@ -114,7 +114,7 @@ def test_help_lists_commands(capsys):
         (["generate", "x", "--frames", "0"], "--frames must be at least 1"),
         (["generate", "x", "--steps", "0"], "--steps must be at least 1"),
         (["generate", "x", "--temporal-end", "1.5"], "--temporal-end must be between 0 and 1"),
-        (["generate", "x", "--scheduler", "plms"], "unknown scheduler"),
+        (["generate", "x", "--scheduler", "bogus"], "unknown scheduler"),
         (["generate", "x", "--model", "no-such-model"], "unknown model"),
         (["animate", "missing.png", "x"], "does not exist"),
         (["animate", "{notmedia}", "x"], "cannot read"),

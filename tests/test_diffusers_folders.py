@@ -273,17 +273,17 @@ def broken(folders, base, tmp_path, case):
     if case == "empty folder":
         model.mkdir()
         return ["generate", "x", "--model", model, "-q", "-o", tmp_path / "clip.mp4"], "has no model_index.json"
-    if case == "sdxl folder":
-        shutil.copytree(folders["animatediff-plain"], model)
-        index = json.loads((model / "model_index.json").read_text())
-        (model / "model_index.json").write_text(json.dumps({**index, "_class_name": "AnimateDiffSDXLPipeline"}))
-        return ["info", model], "SDXL"
+    if case == "sdxl motion module":  # SDXL folders load now (tests/test_sdxl.py); a module of the other family does not
+        from vidldm.models import MotionAdapter, save_animatediff
+
+        save_animatediff(MotionAdapter(block_out_channels=(32, 64, 64), use_mid_block=False), tmp_path / "mm_sdxl.ckpt")
+        return ["info", folders["sd-plain"], "--motion-adapter", tmp_path / "mm_sdxl.ckpt"], "made for a SDXL (3-level) UNet"
     raise AssertionError(case)
 
 
 @pytest.mark.parametrize("case", [
     "truncated unet", "truncated text encoder", "truncated adapter", "unet config not json", "adapter config not json",
-    "model_index not json", "unet and vae only single file", "mismatched norm groups", "empty folder", "sdxl folder",
+    "model_index not json", "unet and vae only single file", "mismatched norm groups", "empty folder", "sdxl motion module",
 ])
 def test_broken_input_is_one_line_and_exit_2(folders, base, tmp_path, capsys, case):
     argv, message = broken(folders, base, tmp_path, case)

@@ -102,3 +102,38 @@ def test_sd_folder_keeps_a_zero_terminal_snr_schedule(sd_folder, tmp_path):
     assert config.beta_schedule == "linear"
     plain = load_pipeline(folder, motion_adapter=adapter, device="cpu").scheduler.config
     assert (plain.prediction_type, plain.rescale_betas_zero_snr, plain.timestep_spacing) == ("epsilon", False, "linspace")
+
+
+def test_motion_adapter_hub_id_offline_is_one_line_and_writes_nothing(tmp_path):
+    """Only a named hub id reaches for the hub; offline (HF_HUB_OFFLINE=1, as the tests run) that is one line, exit 2."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "clip.gif"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "vidldm", "generate", "x", "--model", "tiny", "--motion-adapter",
+                           "someone/some-adapter", "--frames", "2", "--steps", "1", "-o", str(out), "-q"],
+                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+    err = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(err) == 1, done.stderr
+    assert "could not fetch motion adapter 'someone/some-adapter' from the Hugging Face Hub" in err[0]
+    assert not out.exists()
+
+
+def test_a_local_adapter_path_that_looks_like_a_hub_id_is_read_as_a_path(tmp_path, monkeypatch, unet):
+    import huggingface_hub
+
+    def no_hub(*args, **kwargs):
+        raise AssertionError("the hub was asked for a local path")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", no_hub)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", no_hub)
+    adapter = tiny_motion_adapter(unet, randomize=True)
+    adapter.save_pretrained(tmp_path / "owner" / "adapter")
+    monkeypatch.chdir(tmp_path)
+    pipe = load_pipeline("tiny", motion_adapter="owner/adapter", device="cpu")
+    theirs = pipe.motion_adapter.state_dict()
+    assert all(torch.equal(v, theirs[k]) for k, v in adapter.state_dict().items())
+    with pytest.raises(VidldmError, match="does not exist"):  # a file name is never a hub id
+        load_pipeline("tiny", motion_adapter="owner/missing.ckpt", device="cpu")

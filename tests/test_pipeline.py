@@ -9,7 +9,6 @@ from vidldm.errors import VidldmError
 from vidldm.models import VideoVAE
 from vidldm.models.tiny import tiny_motion_adapter
 from vidldm.pipeline import VideoPipeline
-from vidldm.schedulers import SCHEDULERS
 
 SMALL = dict(height=16, width=16, num_inference_steps=3, output_type="np")
 
@@ -146,7 +145,7 @@ def test_long_clip_is_blended_across_windows(pipe):
     assert torch.isfinite(out).all() and out.shape[2] == 24
 
 
-@pytest.mark.parametrize("name", list(SCHEDULERS))
+@pytest.mark.parametrize("name", ["ddim", "euler", "euler_a", "dpm++", "unipc", "lcm"])  # every name: test_schedulers.py
 def test_every_scheduler_runs(pipe, name):
     before = pipe.scheduler
     frames = run(pipe, scheduler=name, num_frames=2)
@@ -219,7 +218,7 @@ def test_bad_generation_defaults_are_one_line(pipe, settings, match):
         (dict(num_frames=0), "at least 1"),
         (dict(num_inference_steps=0), "at least 1"),
         (dict(strength=1.5, video=np.zeros((4, 16, 16, 3), np.uint8)), "strength"),
-        (dict(scheduler="plms"), "unknown scheduler"),
+        (dict(scheduler="bogus"), "unknown scheduler"),
         (dict(output_type="gif"), "output_type"),
         (dict(context_frames=64), "context_frames"),
         (dict(temporal_end=1.5), "temporal_end"),

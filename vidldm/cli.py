@@ -113,7 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="cpu, cuda, ...")
     p.add_argument("-o", "--output", default="docs/evaluation.md", help="markdown report (default: docs/evaluation.md)")
     p = sub.add_parser("info", help="describe a model or a motion adapter", description="Describe a model (pipeline folder, built-in name) or a motion-adapter file/folder.")
-    p.add_argument("model")
+    p.add_argument("model", nargs="?", help="the model or adapter to describe (not needed with --schedulers)")
+    p.add_argument("--schedulers", action="store_true", help="list the names --scheduler takes")
     p.add_argument("--motion-adapter", help="describe the model with this adapter")
     p.add_argument("--variant", help="weights variant of diffusers folders, e.g. fp16 (default: plain, or the only one there)")
     p = sub.add_parser("export", help="write a model as a diffusers AnimateDiffPipeline folder",
@@ -284,6 +285,12 @@ def _prompt_text(prompt: Any) -> str:
 def info(args: argparse.Namespace) -> None:
     from vidldm.models.motion_formats import load_motion_adapter
 
+    if args.schedulers:
+        _print_schedulers()
+        return
+    if args.model is None:
+        raise VidldmError("info needs a model or motion adapter to describe, or --schedulers")
+
     target = Path(args.model)
     if target.is_file() or (target.is_dir() and (target / "config.json").exists() and not (target / "model_index.json").exists()):
         adapter = load_motion_adapter(target, variant=args.variant)
@@ -380,6 +387,15 @@ def make_shapes(args: argparse.Namespace) -> None:
     start = time.perf_counter()
     out = make_shapes_dataset(args.output, args.n, seed=args.seed)
     print(f"wrote {args.n} clips and captions.csv to {out} in {time.perf_counter() - start:.1f}s")
+
+
+def _print_schedulers() -> None:
+    from vidldm.schedulers import CLASS_NAMES, SCHEDULERS, describe
+
+    print("--scheduler names (case-insensitive; _karras: Karras sigmas):")
+    for name in SCHEDULERS:
+        print(f"  {describe(name)}")
+    print("and any of these diffusers classes by name: " + ", ".join(CLASS_NAMES))
 
 
 def _print_adapter(adapter) -> None:

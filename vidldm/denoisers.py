@@ -17,13 +17,16 @@ class GuidedDenoiser:
     `context`: text embeddings `(2B, L, D)` (unconditional half first) or per frame `(2B, F, L, D)`;
     without guidance (`guidance_scale <= 1`) only the conditional `(B, ...)`. `temporal_steps`: the
     number of loop steps that run the temporal layers (`temporal_end` of the steps, see
-    `temporal_steps`); later steps refine each frame with the image model alone."""
+    `temporal_steps`); later steps refine each frame with the image model alone. `added_cond` (SDXL): the
+    UNet's `added_cond_kwargs` in the batch order of `context`, a tensor with a frame axis (`(2B, F, P)`) sliced
+    to the window as the context is."""
 
     def __init__(self, model, context: torch.Tensor, guidance_scale: float, guidance_rescale: float = 0.0,
-                 temporal_steps: int | None = None):
+                 temporal_steps: int | None = None, added_cond: dict[str, torch.Tensor] | None = None):
         self.model, self.context = model, context
         self.guidance_scale, self.guidance_rescale = guidance_scale, guidance_rescale
         self.temporal_steps = temporal_steps
+        self.added_cond = added_cond
 
     @property
     def guided(self) -> bool:
@@ -31,11 +34,14 @@ class GuidedDenoiser:
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor, frames: slice, step: int) -> torch.Tensor:
         context = self.context[:, frames] if self.context.ndim == 4 else self.context
-        temporal = self.temporal_steps is None or step < self.temporal_steps
+        kwargs = {"temporal": self.temporal_steps is None or step < self.temporal_steps}
+        if self.added_cond is not None:
+            kwargs["added_cond_kwargs"] = {k: v[:, frames] if k == "text_embeds" and v.ndim == 3 else v
+                                           for k, v in self.added_cond.items()}
         if not self.guided:
-            return self.model(x, t, context, temporal=temporal)
+            return self.model(x, t, context, **kwargs)
         # Both halves in one model call: one pass over the weights instead of two.
-        uncond, cond = self.model(torch.cat([x, x]), torch.cat([t, t]), context, temporal=temporal).chunk(2)
+        uncond, cond = self.model(torch.cat([x, x]), torch.cat([t, t]), context, **kwargs).chunk(2)
         guided = uncond + self.guidance_scale * (cond - uncond)
         return rescale_guidance(guided, cond, self.guidance_rescale) if self.guidance_rescale else guided
 

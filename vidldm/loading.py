@@ -6,7 +6,9 @@
 - a local diffusers Stable Diffusion folder (1.x / 2.x) + `motion_adapter=` (an AnimateDiff
   `.ckpt`/`.safetensors`, a diffusers `MotionAdapter` folder or a vidldm adapter folder);
 - a folder written by diffusers' `AnimateDiffPipeline.save_pretrained`: its `UNetMotionModel` splits
-  into the image UNet and the adapter (SDXL folders are refused until vidldm runs SDXL);
+  into the image UNet and the adapter;
+- a diffusers SDXL folder (`StableDiffusionXLPipeline`, `AnimateDiffSDXLPipeline`): two text encoders, run
+  with an SDXL motion module (AnimateDiff's `mm_sdxl_v10_beta.ckpt` or diffusers' SDXL `MotionAdapter`);
 - any of these folders in a weights variant (`variant="fp16"`, what `save_pretrained(variant=...)`
   writes), found by itself when a folder holds only one;
 - a single-file SD checkpoint (`.safetensors`/`.ckpt`) + `config=` a local diffusers folder for its configs;
@@ -21,6 +23,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -38,6 +41,7 @@ from vidldm.models.motion_formats import (
     split_motion_unet,
     weight_variants,
 )
+from vidldm.models.sdxl import is_sdxl
 from vidldm.pipeline import VideoPipeline
 from vidldm.schedulers import base_model_schedule, default_scheduler
 
@@ -87,6 +91,7 @@ def load_pipeline(
         )
     if adapter is not None and not isinstance(motion_adapter, MotionAdapter):
         _check_norm_groups(Path(motion_adapter), pipe.unet)
+    pipe.motion_adapter.check_fits(pipe.unet)  # an SDXL module with an SD 1.5 model (or the reverse): say so now
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
         # One dtype for all parts: from an fp16 variant diffusers loads fp32 but transformers keeps the file's fp16.
@@ -110,7 +115,30 @@ def _builtin(name: str, frames: int | None) -> VideoPipeline:
 def _adapter(motion_adapter, variant: str | None = None) -> MotionAdapter | None:
     if motion_adapter is None or isinstance(motion_adapter, MotionAdapter):
         return motion_adapter
-    return load_motion_adapter(motion_adapter, variant=_adapter_variant(Path(motion_adapter), variant))
+    name = str(motion_adapter)
+    path = Path(name).expanduser()
+    if not path.exists() and _looks_like_hub_id(name) and not path.suffix:  # a local path always wins
+        return _adapter_from_hub(name, variant)
+    return load_motion_adapter(motion_adapter, variant=_adapter_variant(path, variant))
+
+
+def _adapter_from_hub(repo_id: str, variant: str | None) -> MotionAdapter:
+    """A diffusers `MotionAdapter` repo (e.g. guoyww/animatediff-motion-adapter-v1-5-2), fetched only because the
+    user named it; offline or missing it is one line, as for `--model`."""
+    from diffusers import MotionAdapter as DiffusersMotionAdapter
+
+    from vidldm.models.motion_formats import from_diffusers
+
+    try:
+        with warnings.catch_warnings():  # diffusers passes huggingface_hub a deprecated argument: noise, not news
+            warnings.simplefilter("ignore")
+            theirs = DiffusersMotionAdapter.from_pretrained(repo_id, variant=variant)
+    except Exception as err:  # network, auth, missing repo or variant: all mean "could not get it"
+        raise VidldmError(
+            f"could not fetch motion adapter '{repo_id}' from the Hugging Face Hub ({type(err).__name__}); "
+            "check the id and your connection, or pass a local file or folder"
+        ) from err
+    return from_diffusers(theirs)
 
 
 def _adapter_variant(path: Path, variant: str | None) -> str | None:
@@ -180,13 +208,13 @@ def _from_folder(path: Path, adapter: MotionAdapter | None, fresh: int | None = 
         with _reading(f"the vidldm pipeline in '{path}'"):
             pipe = VideoPipeline.from_pretrained(str(path), local_files_only=True, variant=_pipeline_variant(path, variant))
         return _with_adapter(pipe, adapter)
-    if "XL" in str(kind):
-        raise VidldmError(f"'{path}' holds an SDXL model ({kind}); vidldm runs Stable Diffusion 1.x/2.x only until "
-                          "SDXL support lands")
-    if kind in ("StableDiffusionPipeline", "AnimateDiffPipeline"):
+    if kind in _DIFFUSERS_KINDS:
         return _from_diffusers_parts(str(path), adapter, kind, fresh=fresh, variant=variant)
-    raise VidldmError(f"'{path}' holds a {kind}; vidldm loads VideoPipeline, AnimateDiffPipeline and Stable "
-                      "Diffusion 1.x/2.x folders")
+    raise VidldmError(f"'{path}' holds a {kind}; vidldm loads VideoPipeline, AnimateDiffPipeline, AnimateDiffSDXLPipeline, "
+                      "Stable Diffusion 1.x/2.x and SDXL folders")
+
+
+_DIFFUSERS_KINDS = ("StableDiffusionPipeline", "AnimateDiffPipeline", "StableDiffusionXLPipeline", "AnimateDiffSDXLPipeline")
 
 
 def _pipeline_variant(path: Path, variant: str | None) -> str | None:
@@ -221,14 +249,12 @@ def _from_diffusers_parts(path: str, adapter: MotionAdapter | None, kind: str, f
 
     with _reading(f"unet/config.json of '{path}'"):
         unet_config = dict(UNet2DConditionModel.load_config(path, subfolder="unet", **local, **hub))
-    if unet_config.get("addition_embed_type") == "text_time":
-        raise VidldmError(f"'{path}' holds an SDXL UNet; vidldm runs Stable Diffusion 1.x/2.x only until SDXL support lands")
     if unet_config.get("_class_name") == "UNetMotionModel":  # AnimateDiffPipeline.save_pretrained writes this
         unet, own_adapter = split_motion_unet(part(UNetMotionModel, "unet"))
         adapter = adapter or own_adapter
     else:
         unet = part(UNet2DConditionModel, "unet")
-    if adapter is None and kind == "AnimateDiffPipeline":  # an AnimateDiff folder with a plain UNet beside its adapter
+    if adapter is None and kind.startswith("AnimateDiff"):  # an AnimateDiff folder with a plain UNet beside its adapter
         adapter = _folder_adapter(path, variant, hub, part)
         if not hub:
             _check_norm_groups(Path(path) / "motion_adapter", unet)
@@ -240,10 +266,22 @@ def _from_diffusers_parts(path: str, adapter: MotionAdapter | None, kind: str, f
         vae=part(AutoencoderKL, "vae"),
         text_encoder=part(CLIPTextModel, "text_encoder"),
         tokenizer=part(AutoTokenizer, "tokenizer", weights=False),
-        unet=unet, motion_adapter=adapter,
+        unet=unet, motion_adapter=adapter, **_sdxl_parts(path, unet, part, hub),
         # AnimateDiff samples with DDIM over linear betas; keep what the base model was trained for.
         scheduler=default_scheduler(**base_model_schedule(_scheduler_config(path, local, hub))),
     )
+
+
+def _sdxl_parts(path: str, unet, part, hub: dict) -> dict:
+    """An SDXL folder's second text encoder and tokenizer, and its negative-prompt rule (model_index.json)."""
+    if not is_sdxl(unet.config):
+        return {}
+    from transformers import AutoTokenizer, CLIPTextModelWithProjection
+
+    index = {} if hub else read_config(Path(path) / "model_index.json", "a pipeline folder")
+    return dict(text_encoder_2=part(CLIPTextModelWithProjection, "text_encoder_2"),
+                tokenizer_2=part(AutoTokenizer, "tokenizer_2", weights=False),
+                force_zeros_for_empty_prompt=index.get("force_zeros_for_empty_prompt", True))
 
 
 def _folder_adapter(path: str, variant: str | None, hub: dict, part) -> MotionAdapter:

@@ -15,6 +15,10 @@ Every mode is a choice of inputs to `__call__`:
 - long clips: `num_frames` beyond the motion adapter's length uses context windows;
 - precomputed text: `prompt_embeds=` / `negative_prompt_embeds=` instead of strings (diffusers' names).
 
+An SDXL model (`text_encoder_2` / `tokenizer_2` set, a UNet with `addition_embed_type="text_time"`) encodes
+with both encoders and passes the pooled text and size ids to the UNet (`models/sdxl.py`), as diffusers'
+`AnimateDiffSDXLPipeline` does; everything else is the same path.
+
 `temporal_end` < 1 runs the motion modules only for that first fraction of the steps (as
 diffusers' `control_guidance_end` does for ControlNet): motion is settled at high noise, and the
 last, low-noise steps refine every frame with the image model alone.
@@ -46,7 +50,7 @@ from vidldm.denoisers import GuidedDenoiser, temporal_steps
 from vidldm.errors import VidldmError
 from vidldm.frames import frames_to_tensor, load_frames, tensor_to_frames
 from vidldm.lora import VideoLoraLoaderMixin
-from vidldm.models import fast
+from vidldm.models import fast, sdxl
 from vidldm.models.motion import MotionAdapter
 from vidldm.models.text import encode_text
 from vidldm.models.video_unet import VideoUNet
@@ -94,7 +98,7 @@ class VideoPipeline(DiffusionPipeline, VideoLoraLoaderMixin):
     diffusers' methods (`load_lora_weights`, `set_adapters`, `fuse_lora`..., see `vidldm/lora.py`)."""
 
     model_cpu_offload_seq = "text_encoder->unet->vae"
-    _optional_components = ["temporal_decoder"]
+    _optional_components = ["temporal_decoder", "text_encoder_2", "tokenizer_2"]
 
     def __init__(
         self,
@@ -106,13 +110,21 @@ class VideoPipeline(DiffusionPipeline, VideoLoraLoaderMixin):
         scheduler,
         temporal_decoder: TemporalDecoder | None = None,
         generation_defaults: dict | None = None,  # e.g. {"num_inference_steps": 20, "temporal_end": 0.7}
+        text_encoder_2=None,  # SDXL: the second, projecting text encoder and its tokenizer
+        tokenizer_2=None,
+        force_zeros_for_empty_prompt: bool = True,  # SDXL: no negative prompt -> zero embeddings (diffusers' rule)
     ):
         super().__init__()
         self.register_modules(
             vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
             motion_adapter=motion_adapter, scheduler=scheduler, temporal_decoder=temporal_decoder,
+            text_encoder_2=text_encoder_2, tokenizer_2=tokenizer_2,
         )
         self.register_to_config(generation_defaults=check_generation_defaults(generation_defaults or {}))
+        if text_encoder_2 is not None:
+            self.register_to_config(force_zeros_for_empty_prompt=force_zeros_for_empty_prompt)
+        if unet is not None:
+            sdxl.check_parts(unet, text_encoder_2, tokenizer_2)
 
     # ------------------------------------------------------------------ the model's own settings
     @property
@@ -131,7 +143,8 @@ class VideoPipeline(DiffusionPipeline, VideoLoraLoaderMixin):
 
     def with_parts(self, **parts) -> VideoPipeline:
         """A new pipeline sharing these modules and sampling defaults, with `parts` replaced (e.g. `motion_adapter=`)."""
-        return VideoPipeline(**{**self.components, **parts}, generation_defaults=self.generation_defaults)
+        return VideoPipeline(**{**self.components, **parts}, generation_defaults=self.generation_defaults,
+                             force_zeros_for_empty_prompt=self.config.get("force_zeros_for_empty_prompt", True))
 
     def to_diffusers(self, lossy: bool = False):
         """This model as diffusers' `AnimateDiffPipeline`: a new `UNetMotionModel` made from the UNet and the
@@ -146,6 +159,9 @@ class VideoPipeline(DiffusionPipeline, VideoLoraLoaderMixin):
 
         from vidldm.models.motion_formats import check_diffusers_can_run, to_diffusers
 
+        if self.is_sdxl:
+            raise VidldmError("exporting an SDXL model is not supported yet: its diffusers folder is an "
+                              "AnimateDiffSDXLPipeline, which vidldm does not write; keep the SDXL folder and the motion module")
         if self.temporal_decoder is not None:
             raise VidldmError("this model decodes with temporal decoder layers, which diffusers' AnimateDiffPipeline "
                               "has no place for (it decodes each frame on its own)")
@@ -180,26 +196,34 @@ class VideoPipeline(DiffusionPipeline, VideoLoraLoaderMixin):
         return self.motion_adapter.max_seq_length
 
     # ------------------------------------------------------------------ text
+    @property
+    def is_sdxl(self) -> bool:
+        return self.text_encoder_2 is not None
+
     def encode_text(self, texts: list[str]) -> torch.Tensor:
         """`N` strings -> token embeddings `(N, L, D)` in the UNet's dtype."""
-        return encode_text(self.tokenizer, self.text_encoder, texts).to(self.unet.dtype)
+        return self.encode_text_pooled(texts)[0]
+
+    def encode_text_pooled(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """`N` strings -> token embeddings `(N, L, D)` and, for SDXL, the pooled text `(N, P)` (else None)."""
+        if not self.is_sdxl:
+            return encode_text(self.tokenizer, self.text_encoder, texts).to(self.unet.dtype), None
+        embeds, pooled = sdxl.encode_sdxl((self.tokenizer, self.tokenizer_2), (self.text_encoder, self.text_encoder_2), texts)
+        return embeds.to(self.unet.dtype), pooled.to(self.unet.dtype)
 
     def prompt_embeddings(self, prompt, num_frames: int) -> torch.Tensor:
         """`(B, L, D)` for a str or a list; `(1, F, L, D)` for prompt travel `{frame: prompt}`,
         linearly interpolated between the keyed frames and held before the first / after the last."""
+        return self.prompt_conditioning(prompt, num_frames)[0]
+
+    def prompt_conditioning(self, prompt, num_frames: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """`prompt_embeddings` and, for SDXL, the pooled text: `(B, P)`, or `(1, F, P)` for prompt travel
+        (interpolated as the token embeddings are)."""
         if isinstance(prompt, dict):
             keys = sorted(prompt)
-            embeds = self.encode_text([prompt[k] for k in keys])
-            frames = []
-            for f in range(num_frames):
-                j = int(np.searchsorted(keys, f, side="right"))  # first key after f
-                if j == 0 or j == len(keys):
-                    frames.append(embeds[max(j - 1, 0)])
-                else:
-                    w = (f - keys[j - 1]) / (keys[j] - keys[j - 1])
-                    frames.append(torch.lerp(embeds[j - 1], embeds[j], w))
-            return torch.stack(frames)[None]
-        return self.encode_text([prompt] if isinstance(prompt, str) else list(prompt))
+            embeds, pooled = self.encode_text_pooled([prompt[k] for k in keys])
+            return _travel(embeds, keys, num_frames), None if pooled is None else _travel(pooled, keys, num_frames)
+        return self.encode_text_pooled([prompt] if isinstance(prompt, str) else list(prompt))
 
     # ------------------------------------------------------------------ fast paths
     def fuse_qkv_projections(self) -> None:
@@ -315,11 +339,12 @@ class VideoPipeline(DiffusionPipeline, VideoLoraLoaderMixin):
         decode_chunk_size: int | None = 8, output_type: OutputType = "pil",
         callback_on_step_end=None, callback_on_step_end_tensor_inputs: tuple[str, ...] = ("latents",),
         prompt_embeds: torch.Tensor | None = None, negative_prompt_embeds: torch.Tensor | None = None,
+        pooled_prompt_embeds: torch.Tensor | None = None, negative_pooled_prompt_embeds: torch.Tensor | None = None,
     ) -> VideoPipelineOutput:
         """Make clips. Shapes: `latents` `(B, C, F, h, w)`; `prompt_embeds` `(B, L, D)` or per frame
         `(B, F, L, D)` instead of `prompt`; `negative_prompt_embeds` `(B, L, D)` or `(1, L, D)` instead of
-        `negative_prompt`. See `VideoPipelineOutput` for the result. Sampling settings left as None take
-        the model's `sampling_defaults()`."""
+        `negative_prompt`; SDXL also takes their pooled text `(B, P)` (diffusers' names). See
+        `VideoPipelineOutput` for the result. Sampling settings left as None take the model's `sampling_defaults()`."""
         # 0. settings: the call's, else the model's own, else diffusers'; all checked before any work
         sampling = self.sampling_defaults(num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
                                           guidance_rescale=guidance_rescale, temporal_end=temporal_end)
@@ -333,9 +358,10 @@ class VideoPipeline(DiffusionPipeline, VideoLoraLoaderMixin):
         sched = self.scheduler if scheduler is None else make_scheduler(scheduler, self.scheduler.config)
         device = self._execution_device
 
-        # 1. text: conditional (and unconditional, batched into the same model call) embeddings
-        context = self._text_context(prompt, negative_prompt, prompt_embeds, negative_prompt_embeds, num_frames,
-                                     sampling["guidance_scale"] > 1.0, device)
+        # 1. text: conditional (and unconditional, batched into the same model call) embeddings; SDXL's pooled text
+        context, added = self._text_context(prompt, negative_prompt, prompt_embeds, negative_prompt_embeds, num_frames,
+                                            sampling["guidance_scale"] > 1.0, device, (height, width),
+                                            (pooled_prompt_embeds, negative_pooled_prompt_embeds))
         batch = context.shape[0] // (2 if sampling["guidance_scale"] > 1.0 else 1)
 
         # 2. where the loop starts: noise (or the noised input video), the timesteps left, the known frames
@@ -347,7 +373,7 @@ class VideoPipeline(DiffusionPipeline, VideoLoraLoaderMixin):
 
         # 3. the loop
         denoiser = GuidedDenoiser(self.video_unet, context, sampling["guidance_scale"], sampling["guidance_rescale"],
-                                  temporal_steps(sampling["temporal_end"], len(start.timesteps)))
+                                  temporal_steps(sampling["temporal_end"], len(start.timesteps)), added)
         with self.progress_bar(total=len(start.timesteps)) as bar:
             x = denoise(denoiser, sched, start.latents, start.timesteps, known=start.known, window=context_frames,
                         overlap=context_overlap, generator=generator, progress=bar.update,
@@ -369,28 +395,49 @@ class VideoPipeline(DiffusionPipeline, VideoLoraLoaderMixin):
         return num_frames, height, width, context_frames, context_overlap
 
     def _text_context(self, prompt, negative_prompt, prompt_embeds, negative_prompt_embeds, num_frames: int,
-                      guided: bool, device) -> torch.Tensor:
+                      guided: bool, device, size: tuple[int, int], pooled=(None, None)) -> tuple[torch.Tensor, dict | None]:
         """Text embeddings `(B, L, D)` or per frame `(B, F, L, D)`; under guidance the unconditional ones
-        first, concatenated along the batch: `(2B, ...)`."""
+        first, concatenated along the batch: `(2B, ...)`. For SDXL also the UNet's `added_cond_kwargs` in the
+        same order: pooled text `text_embeds` `(2B, P)` (per frame `(2B, F, P)`) and `time_ids` `(2B, 6)`; else None."""
         if prompt_embeds is not None:
-            cond = prompt_embeds.to(device, self.unet.dtype)
+            cond, cond_pooled = prompt_embeds.to(device, self.unet.dtype), self._given_pooled(pooled[0], "pooled_prompt_embeds")
         else:
-            cond = self.prompt_embeddings(prompt, num_frames).to(device)
-        if not guided:
-            return cond
+            cond, cond_pooled = self.prompt_conditioning(prompt, num_frames)
+        cond, cond_pooled = cond.to(device), None if cond_pooled is None else cond_pooled.to(device)
+        if guided:
+            uncond, uncond_pooled = self._uncond_text(negative_prompt, negative_prompt_embeds, pooled[1], cond, cond_pooled)
+            cond = torch.cat([_per_frame_like(uncond, cond), cond])
+            cond_pooled = None if cond_pooled is None else torch.cat([_per_frame_like(uncond_pooled, cond_pooled), cond_pooled])
+        if cond_pooled is None:
+            return cond, None
+        ids = sdxl.time_ids(self.unet.config, self.text_encoder_2.config.projection_dim, size, cond_pooled.shape[0],
+                            cond.dtype, device)
+        return cond, {"text_embeds": cond_pooled.to(self.unet.dtype), "time_ids": ids}
+
+    def _given_pooled(self, pooled: torch.Tensor | None, name: str) -> torch.Tensor | None:
+        """The pooled text given with precomputed SDXL embeddings (required there, as diffusers requires it)."""
+        if not self.is_sdxl:
+            return None
+        if not isinstance(pooled, torch.Tensor):
+            raise VidldmError(f"an SDXL model needs {name} (B, P) with precomputed embeddings, as diffusers' SDXL pipelines do")
+        return pooled.to(self.unet.dtype)
+
+    def _uncond_text(self, negative_prompt, negative_prompt_embeds, negative_pooled, cond: torch.Tensor,
+                     cond_pooled: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The unconditional half `(B, L, D)` (and SDXL's pooled `(B, P)`): given embeddings, the negative prompt,
+        or for SDXL without a negative prompt zeros (diffusers' `force_zeros_for_empty_prompt`), else ""."""
         batch = cond.shape[0]
         if negative_prompt_embeds is not None:
-            uncond = negative_prompt_embeds.to(device, self.unet.dtype)
-            uncond = uncond.expand(batch, *uncond.shape[1:]) if uncond.shape[0] == 1 else uncond
-        else:
-            neg = negative_prompt if negative_prompt is not None else ""
-            neg = [neg] * batch if isinstance(neg, str) else list(neg)
-            if len(neg) != batch:
-                raise VidldmError(f"{len(neg)} negative prompts for {batch} prompts; give one or one per prompt")
-            uncond = self.encode_text(neg).to(device)
-        if cond.ndim == 4 and uncond.ndim == 3:
-            uncond = uncond[:, None].expand(-1, num_frames, -1, -1)
-        return torch.cat([uncond, cond])
+            uncond = negative_prompt_embeds.to(cond.device, self.unet.dtype)
+            pooled = self._given_pooled(negative_pooled, "negative_pooled_prompt_embeds")
+            return _batch(uncond, batch), None if pooled is None else _batch(pooled, batch)
+        if self.is_sdxl and negative_prompt is None and self.config.get("force_zeros_for_empty_prompt", True):
+            return torch.zeros_like(cond), torch.zeros_like(cond_pooled)
+        neg = negative_prompt if negative_prompt is not None else ""
+        neg = [neg] * batch if isinstance(neg, str) else list(neg)
+        if len(neg) != batch:
+            raise VidldmError(f"{len(neg)} negative prompts for {batch} prompts; give one or one per prompt")
+        return self.encode_text_pooled(neg)
 
     def _start_and_known(self, video_vae: VideoVAE, sched, shape: tuple[int, ...], num_inference_steps: int, generator,
                          latents, image, image_conditioning, video_frames, extend: bool, strength: float,
@@ -495,3 +542,28 @@ def default_known_frames(num_frames: int) -> int:
 
 def _first(generator):
     return generator[0] if isinstance(generator, list) else generator
+
+
+def _travel(embeds: torch.Tensor, keys: list[int], num_frames: int) -> torch.Tensor:
+    """Per-key embeddings `(K, ...)` -> per frame `(1, F, ...)`: linear between keyed frames, held outside them."""
+    frames = []
+    for f in range(num_frames):
+        j = int(np.searchsorted(keys, f, side="right"))  # first key after f
+        if j == 0 or j == len(keys):
+            frames.append(embeds[max(j - 1, 0)])
+        else:
+            w = (f - keys[j - 1]) / (keys[j] - keys[j - 1])
+            frames.append(torch.lerp(embeds[j - 1], embeds[j], w))
+    return torch.stack(frames)[None]
+
+
+def _batch(x: torch.Tensor, batch: int) -> torch.Tensor:
+    """A `(1, ...)` tensor repeated to `(batch, ...)`; others as they are."""
+    return x.expand(batch, *x.shape[1:]) if x.shape[0] == 1 else x
+
+
+def _per_frame_like(uncond: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+    """The unconditional half made per frame `(B, F, ...)` when the conditional one is (prompt travel)."""
+    if cond.ndim == uncond.ndim + 1:
+        return uncond[:, None].expand(-1, cond.shape[1], *uncond.shape[1:]).to(cond.device)
+    return uncond.to(cond.device)

@@ -157,7 +157,8 @@ SETTINGS: list[Setting] = [
     # the model
     Setting("model", "--model", str, "built-in name, pipeline/SD folder, single file or hub id", group="model",
             is_path=True, metavar="MODEL", to_pipeline=False),
-    Setting("motion_adapter", "--motion-adapter", str, "AnimateDiff .ckpt/.safetensors or an adapter folder (for SD models)",
+    Setting("motion_adapter", "--motion-adapter", str, "AnimateDiff .ckpt/.safetensors, an adapter folder or a hub id "
+            "(owner/name, diffusers MotionAdapter; fetched only when named)",
             group="model", is_path=True, to_pipeline=False),
     Setting("config", "--config", str, "local diffusers SD folder giving configs for a single-file --model",
             group="model", is_path=True, to_pipeline=False),
@@ -198,7 +199,8 @@ SETTINGS: list[Setting] = [
     Setting("temporal_end", "--temporal-end", float, "0-1: fraction of the steps that run the temporal layers; the "
             "last steps refine each frame with the image model alone (default: the model's, 1)", low=0.0, high=1.0,
             fallback=1.0, legacy=1.0, commands=(*MODES, "eval")),
-    Setting("scheduler", "--scheduler", str, "ddim, euler, euler_a, dpm++, unipc, lcm (default: ddim)", default="ddim",
+    Setting("scheduler", "--scheduler", str, "ddim, euler, euler_a, dpm++, unipc, lcm, A1111/ComfyUI names (dpmpp_2m_karras, "
+            "euler_karras, dpmpp_sde, ...) or a diffusers class name; all: vidldm info --schedulers (default: ddim)", default="ddim",
             validate=_check_scheduler),
     Setting("seed", "--seed", int, "random seed (printed when not given)", to_pipeline=False),
     Setting("context_overlap", "--context-overlap", int, "frames shared by neighbouring context windows in long clips",

@@ -187,6 +187,11 @@ class MotionAdapter(ModelMixin, ConfigMixin, PeftAdapterMixin):
                 f"motion adapter does not fit the UNet: its temporal layers read {text_dim}-d text embeddings but the "
                 f"UNet's text encoder gives {unet.config.cross_attention_dim}-d; use an adapter made for this base model"
             )
+        if len(self.down_blocks) != len(unet.down_blocks):
+            raise ShapeError(
+                f"motion adapter does not fit the UNet: it is made for a {_family(len(self.down_blocks))} UNet but the "
+                f"model is {_family(len(unet.down_blocks))}; use a motion module made for this base model"
+            )
         expected = {f"down_blocks.{i}": spatial(b) for i, b in enumerate(unet.down_blocks)}
         if unet.mid_block is not None:
             expected["mid_block"] = spatial(unet.mid_block)
@@ -209,3 +214,9 @@ class MotionAdapter(ModelMixin, ConfigMixin, PeftAdapterMixin):
         missing = [name for name in expected if name not in ours and not name.startswith("mid")]
         if missing:
             raise ShapeError(f"motion adapter does not fit the UNet: it has no motion modules for {missing[0]}")
+
+
+def _family(levels: int) -> str:
+    """What a UNet with `levels` down blocks is, in the words users know (SD 1.x/2.x have 4, SDXL 3)."""
+    known = {4: "Stable Diffusion 1.x/2.x (4-level)", 3: "SDXL (3-level)"}
+    return known.get(levels, f"{levels}-level")

@@ -102,6 +102,18 @@ class VideoUNet(nn.Module):
             f"encoder_hidden_states must be ({b}, L, D) or ({b}, {f}, L, D) per frame; got {tuple(states.shape)}"
         )
 
+    @staticmethod
+    def frame_added(name: str, value: torch.Tensor, b: int, f: int) -> torch.Tensor:
+        """An SDXL `added_cond_kwargs` tensor as `((B F), ...)`: shared by the frames `(B, ...)`, or the pooled text
+        per frame `(B, F, P)` (prompt travel)."""
+        if name == "text_embeds" and value.ndim == 3:
+            if value.shape[:2] != (b, f):
+                raise ShapeError(f"per-frame text_embeds must be ({b}, {f}, P); got {tuple(value.shape)}")
+            return rearrange(value, "b f p -> (b f) p")
+        if value.shape[0] != b:
+            raise ShapeError(f"added_cond_kwargs['{name}'] must have batch {b}; got shape {tuple(value.shape)}")
+        return repeat(value, "b ... -> (b f) ...", f=f)
+
     # ------------------------------------------------------------------ forward
     def forward(
         self,
@@ -115,7 +127,8 @@ class VideoUNet(nn.Module):
         """Predict noise (or v) for a clip.
 
         sample: `(B, C, F, H, W)`; timestep: scalar, `(B,)` or `(B, F)`; encoder_hidden_states:
-        `(B, L, D)` or `(B, F, L, D)`; added_cond_kwargs (SDXL): tensors with leading dim B.
+        `(B, L, D)` or `(B, F, L, D)`; added_cond_kwargs (SDXL): `text_embeds` `(B, P)` or per frame `(B, F, P)`,
+        `time_ids` `(B, 6)`.
         `temporal=False` skips the motion modules: the image UNet alone, every frame on its own.
         Returns `(B, C, F, H, W)`.
         """
@@ -125,7 +138,7 @@ class VideoUNet(nn.Module):
         t = self.frame_timesteps(timestep, b, f, x.device)
         context = self.frame_embeddings(encoder_hidden_states, b, f)
         if added_cond_kwargs:
-            added_cond_kwargs = {k: repeat(v, "b ... -> (b f) ...", f=f) for k, v in added_cond_kwargs.items()}
+            added_cond_kwargs = {k: self.frame_added(k, v, b, f) for k, v in added_cond_kwargs.items()}
 
         emb = unet.time_embedding(unet.get_time_embed(sample=x, timestep=t), None)
         class_emb = unet.get_class_embed(sample=x, class_labels=None)

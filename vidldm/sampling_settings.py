@@ -52,6 +52,7 @@ class Setting:
     recorded: bool = True
     to_pipeline: bool = True  # a keyword of VideoPipeline.__call__ (the model's and output's settings are not)
     flag_only: bool = False  # a switch (`--overwrite`), no value
+    negatable: bool = False  # a yes/no switch with a `--no-` form (`--free-noise/--no-free-noise`); None: the default
     metavar: str | None = None
 
     @property
@@ -95,6 +96,12 @@ def _check_scheduler(name: str) -> None:
 
 
 WITH_KNOWN_FRAMES = ("animate", "extend")
+# Kept here rather than imported: no torch in this module (sampling.py and free_init.py check they agree).
+WEIGHTING_SCHEMES = ("ramp", "flat", "pyramid", "delayed_reverse_sawtooth")
+NOISE_TYPES = ("shuffle_context", "repeat_context", "random")
+FREE_INIT_METHODS = ("butterworth", "ideal", "gaussian")
+MAX_FREE_INIT = 10
+FROM_NOISE = ("generate", "animate", "extend")  # FreeInit restarts from noise; restyle starts from the input video
 SETTINGS: list[Setting] = [
     # the model
     Setting("model", "--model", str, "built-in name, pipeline/SD folder, single file or hub id", group="model",
@@ -137,8 +144,47 @@ SETTINGS: list[Setting] = [
     Setting("scheduler", "--scheduler", str, "ddim, euler, euler_a, dpm++, unipc, lcm (default: ddim)", default="ddim",
             validate=_check_scheduler),
     Setting("seed", "--seed", int, "random seed (printed when not given)", to_pipeline=False),
-    Setting("context_overlap", "--context-overlap", int, "frames shared by neighbouring context windows in long clips",
-            low=0),
+    # long clips (README "Long clips"): context windows, FreeNoise, FreeInit
+    Setting("context_frames", "--context-frames", int, "frames the UNet sees at once in longer clips (default: 16, or "
+            "the adapter's length if smaller)", low=1, group="long clips"),
+    Setting("context_stride", "--context-stride", int, "frames between the starts of neighbouring context windows "
+            "(default: three quarters of a window; or give --context-overlap)", low=1, group="long clips"),
+    Setting("context_overlap", "--context-overlap", int, "frames shared by neighbouring context windows in long clips "
+            "(default: a quarter of a window)", low=1, group="long clips"),
+    Setting("closed_loop", "--closed-loop", bool, "windows wrap around the clip's end, so its last frame leads into "
+            "its first (looping clips; needs more frames than --context-frames)", default=False, flag_only=True,
+            group="long clips"),
+    Setting("weighting_scheme", "--context-weighting", str, "how overlapping windows are blended: ramp (default), or "
+            "diffusers' flat, pyramid, delayed_reverse_sawtooth", choices=WEIGHTING_SCHEMES, group="long clips"),
+    Setting("free_noise", "--free-noise", bool, "FreeNoise: later windows start from reshuffled noise of the first "
+            "(default: on)", negatable=True, group="long clips"),
+    Setting("noise_type", "--noise-type", str, "FreeNoise's noise: shuffle_context (default), repeat_context, random",
+            choices=NOISE_TYPES, group="long clips"),
+    Setting("free_init", "--free-init", int, f"FreeInit: sample N times, each restarting from the last result's low "
+            f"frequencies (1-{MAX_FREE_INIT}; off when not given; N times the time)", low=1, high=MAX_FREE_INIT,
+            group="long clips", commands=FROM_NOISE),
+    Setting("free_init_method", "--free-init-method", str, "FreeInit's low-pass filter (default: butterworth)",
+            choices=FREE_INIT_METHODS, group="long clips", commands=FROM_NOISE),
+    Setting("free_init_order", "--free-init-order", int, "the Butterworth filter's order (default: 4)", low=1,
+            group="long clips", commands=FROM_NOISE),
+    Setting("free_init_spatial_stop_frequency", "--free-init-spatial-stop", float, "FreeInit's spatial stop "
+            "frequency, 0-1 (default: 0.25)", low=0.0, high=1.0, group="long clips",
+            commands=FROM_NOISE),
+    Setting("free_init_temporal_stop_frequency", "--free-init-temporal-stop", float, "FreeInit's temporal stop "
+            "frequency, 0-1 (default: 0.25)", low=0.0, high=1.0, group="long clips",
+            commands=FROM_NOISE),
+    Setting("free_init_fast_sampling", "--free-init-fast", bool, "FreeInit coarse-to-fine: iteration i of N runs "
+            "i/N of the steps", default=False, flag_only=True, group="long clips",
+            commands=FROM_NOISE),
+    # memory
+    Setting("offload", "--offload", str, "keep weights in CPU memory and move each model to the GPU when it runs: "
+            "model (whole models) or sequential (layer by layer: least memory, slowest); no effect on a CPU "
+            "(default: none)", default="none", choices=("none", "model", "sequential"), group="memory", recorded=False,
+            to_pipeline=False),
+    Setting("vae_tiling", "--vae-tiling", bool, "decode each frame in overlapping tiles (large frames in little "
+            "memory)", default=False, flag_only=True, group="memory", to_pipeline=False),
+    Setting("decode_chunk_size", "--decode-chunk", int, "frames the VAE decodes at once (default: 8)", low=1,
+            group="memory"),
     # output
     # Rates are stored as fractions with denominators up to 1000 (io.write), and players drop frames past 240
     Setting("fps", "--fps", float, "frames per second of the output, 0.001 to 240 (default: 8)", default=8.0,
@@ -185,6 +231,8 @@ def add_flags(parser: argparse.ArgumentParser, command: str, *, model_default: s
         kwargs = dict(type=s.type, default=default, help=help_text, dest=s.key)
         if s.flag_only:
             kwargs = dict(action="store_true", help=help_text, dest=s.key)
+        elif s.negatable:
+            kwargs = dict(action=argparse.BooleanOptionalAction, default=None, help=help_text, dest=s.key)
         elif s.choices is not None:
             kwargs["choices"] = s.choices
         if s.metavar and not s.flag_only:
@@ -220,7 +268,9 @@ def replay_argv(saved: dict[str, Any], command: str) -> list[str]:
         if command not in s.commands:
             continue
         value = saved.get(s.key, None if s.legacy is _UNSET else s.legacy)
-        if value is not None and s.recorded:
+        if isinstance(value, bool) and s.recorded:  # switches take no value: `--closed-loop`, `--no-free-noise`
+            argv += [s.flag] if value else ([f"--no-{s.flag[2:]}"] if s.negatable else [])
+        elif value is not None and s.recorded:
             argv.append(f"{s.flag}={value}")  # '=': a value that starts with '-' is not read as a flag
     return argv
 

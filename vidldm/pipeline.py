@@ -183,7 +183,7 @@ class VideoPipeline(DiffusionPipeline):
     def encode_text(self, texts: list[str]) -> torch.Tensor:
         """`N` strings -> token embeddings `(N, L, D)` in the UNet's dtype."""
         self._offload("text")
-        return encode_text(self.tokenizer, self.text_encoder, texts).to(self.unet.dtype)
+        return encode_text(self.tokenizer, self.text_encoder, texts, self._execution_device).to(self.unet.dtype)
 
     def prompt_embeddings(self, prompt, num_frames: int) -> torch.Tensor:
         """`(B, L, D)` for a str or a list; `(1, F, L, D)` for prompt travel `{frame: prompt}`,

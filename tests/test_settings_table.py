@@ -55,11 +55,12 @@ def test_a_repeatable_setting_is_a_list_checked_item_by_item_recorded_and_replay
 
 
 def test_every_flag_of_every_mode_is_in_the_table():
-    """No mode grows a flag outside the table (only -o, -q and --help are not settings)."""
+    """No mode grows a flag outside the table (only -o, -q and --help are not settings; a yes/no switch has its --no- form)."""
     sub = build_parser()._subparsers._group_actions[0].choices
     for mode in settings.MODES:
         flags = {opt for action in sub[mode]._actions for opt in action.option_strings if opt.startswith("--")}
-        assert flags - {"--help", "--output", "--quiet"} == {s.flag for s in settings.SETTINGS if mode in s.commands}
+        negated = {f"--no-{s.flag[2:]}" for s in settings.SETTINGS if s.negatable and mode in s.commands}
+        assert flags - {"--help", "--output", "--quiet"} == {s.flag for s in settings.SETTINGS if mode in s.commands} | negated
 
 
 def test_pipeline_and_cli_share_the_ranges(pipe):

@@ -208,9 +208,14 @@ def run_mode(args: argparse.Namespace) -> Path:
     start = time.perf_counter()
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = args.dtype or ("fp16" if str(device).startswith("cuda") else "fp32")
-    pipe = load_pipeline(args.model, args.motion_adapter, config=args.config, device=device, dtype=dtype,
-                         variant=args.variant)
-    apply_loras(pipe, args.lora, args.motion_lora)
+    offload = memory_options(args, device)
+    pipe = load_pipeline(args.model, args.motion_adapter, config=args.config, device="cpu" if offload else device,
+                         dtype=dtype, variant=args.variant)
+    apply_loras(pipe, args.lora, args.motion_lora)  # before offload: peft wraps the layers the hooks then move
+    if offload is not None:
+        offload(pipe, device)
+    if args.vae_tiling:
+        pipe.enable_vae_tiling()
     pipe.set_progress_bar_config(disable=args.quiet)
     resolve_sampling(pipe, args)
     check_memory(pipe, args, device)
@@ -225,6 +230,21 @@ def run_mode(args: argparse.Namespace) -> Path:
     return output
 
 
+def memory_options(args: argparse.Namespace, device: str):
+    """`--offload`'s pipeline method, or None. On a CPU it is a no-op, said in one line: offload moves weights between
+    GPU and CPU memory, and there every weight already is in CPU memory; the frames are the same either way, so a
+    command written for a GPU machine still runs here."""
+    if args.offload == "none":
+        return None
+    if not str(device).startswith("cuda"):
+        print(f"vidldm: --offload {args.offload} has no effect on {device}: the weights are in CPU memory already",
+              file=sys.stderr)
+        return None
+    if args.offload == "model":
+        return lambda pipe, dev: pipe.enable_model_cpu_offload(device=dev)
+    return lambda pipe, dev: pipe.enable_sequential_cpu_offload(device=dev)
+
+
 def check_memory(pipe, args: argparse.Namespace, device: str) -> None:
     """Refuse in one line, before sampling, a clip that needs more memory than is free (vidldm.memory)."""
     from vidldm.io import probe_video
@@ -235,7 +255,9 @@ def check_memory(pipe, args: argparse.Namespace, device: str) -> None:
         frames = probe_video(args.video)["frames"]  # restyle keeps the input's length
     frames = frames or min(16, pipe.max_seq_length)
     side = pipe.unet.config.sample_size * pipe.vae_scale_factor
-    check_fits(pipe, frames, args.height or side, args.width or side, guidance=args.guidance, device=device)
+    window = min(frames, args.context_frames or min(16, pipe.max_seq_length))
+    check_fits(pipe, frames, args.height or side, args.width or side, guidance=args.guidance, device=device,
+               context_frames=window, decode_chunk=args.decode_chunk or 8)
 
 
 def inputs_recorded(args: argparse.Namespace) -> dict[str, str]:

@@ -49,17 +49,21 @@ from vidldm import sampling_settings as settings
 from vidldm.denoisers import GuidedDenoiser, temporal_steps
 from vidldm.errors import VidldmError
 from vidldm.frames import frames_to_tensor, load_frames, tensor_to_frames
+from vidldm.free_init import FreeInit
+from vidldm.long_clips import LongClip, long_clip_options
 from vidldm.lora import VideoLoraLoaderMixin
 from vidldm.models import fast, sdxl
 from vidldm.models.motion import MotionAdapter
 from vidldm.models.text import encode_text
 from vidldm.models.video_unet import VideoUNet
 from vidldm.models.video_vae import TemporalDecoder, VideoVAE
+from vidldm.offload import ModelOffload
 from vidldm.sampling import KnownFrames, denoise, freenoise_noise
 from vidldm.sampling_settings import SAMPLING_DEFAULTS, check_generation_defaults
 from vidldm.schedulers import make_scheduler
 
 OutputType = Literal["pil", "np", "pt", "latent"]
+LONG_CLIP_ARGS = ("closed_loop", "weighting_scheme", "noise_type")  # with context_* and free_*: vidldm.long_clips
 
 
 @dataclass
@@ -69,6 +73,7 @@ class Start:
     latents: torch.Tensor
     timesteps: torch.Tensor
     known: KnownFrames | None
+    num_inference_steps: int = 0
 
 
 def check_prompt(prompt, num_frames: int) -> None:
@@ -206,8 +211,9 @@ class VideoPipeline(DiffusionPipeline, VideoLoraLoaderMixin):
 
     def encode_text_pooled(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor | None]:
         """`N` strings -> token embeddings `(N, L, D)` and, for SDXL, the pooled text `(N, P)` (else None)."""
+        self._offload("text")
         if not self.is_sdxl:
-            return encode_text(self.tokenizer, self.text_encoder, texts).to(self.unet.dtype), None
+            return encode_text(self.tokenizer, self.text_encoder, texts, self._execution_device).to(self.unet.dtype), None
         embeds, pooled = sdxl.encode_sdxl((self.tokenizer, self.tokenizer_2), (self.text_encoder, self.text_encoder_2), texts)
         return embeds.to(self.unet.dtype), pooled.to(self.unet.dtype)
 
@@ -265,8 +271,112 @@ class VideoPipeline(DiffusionPipeline, VideoLoraLoaderMixin):
             fast.uncompile_regions(model)
             model.to(memory_format=torch.contiguous_format)
 
+    # ------------------------------------------------------------------ long clips: diffusers' switches
+    def enable_free_noise(self, context_length: int | None = 16, context_stride: int = 4,
+                          weighting_scheme: str = "pyramid", noise_type: str = "shuffle_context",
+                          prompt_interpolation_callback=None) -> None:
+        """diffusers' FreeNoise switch (same names and defaults): later calls cut clips longer than `context_length`
+        (None: the adapter's length) into windows `context_stride` apart, blended by `weighting_scheme`, from
+        noise of `noise_type`. A call's own `context_frames`, `context_stride`, ... still win. vidldm windows
+        the whole UNet call, where diffusers windows the motion modules' attention (README, "Long clips").
+        Prompt travel is interpolated linearly; another `prompt_interpolation_callback` is not supported."""
+        if prompt_interpolation_callback is not None:
+            raise VidldmError("prompt_interpolation_callback is not supported: vidldm interpolates prompt travel "
+                              "linearly between its keyed frames")
+        enabled = dict(context_length=context_length or self.max_seq_length, context_stride=context_stride,
+                       weighting_scheme=weighting_scheme, noise_type=noise_type)
+        long_clip_options(enabled["context_length"] + 1, self.max_seq_length, {}, enabled, None)  # checks them
+        self.__dict__["_free_noise"] = enabled
+
+    def disable_free_noise(self) -> None:
+        """FreeNoise's noise rescheduling off: every frame its own noise. Clips longer than the adapter's window
+        are still cut into windows (its positions stop there); pass `free_noise=True` to a call to turn it on."""
+        self.__dict__["_free_noise"] = {"noise_type": "random"}
+
+    @property
+    def free_noise_enabled(self) -> bool:
+        return (self.__dict__.get("_free_noise") or {}).get("noise_type", "shuffle_context") != "random"
+
+    def enable_free_init(self, num_iters: int = 3, use_fast_sampling: bool = False, method: str = "butterworth",
+                         order: int = 4, spatial_stop_frequency: float = 0.25, temporal_stop_frequency: float = 0.25):
+        """diffusers' FreeInit switch (same names, defaults and results): later calls sample `num_iters` times
+        (see `vidldm.free_init`); a call's `free_init=`, `free_init_method=`, ... still win."""
+        try:
+            self.__dict__["_free_init"] = FreeInit(num_iters, use_fast_sampling, method, order, spatial_stop_frequency,
+                                                   temporal_stop_frequency)
+        except ValueError as e:
+            raise VidldmError(str(e)) from None
+
+    def disable_free_init(self) -> None:
+        self.__dict__["_free_init"] = None
+
+    @property
+    def free_init_enabled(self) -> bool:
+        return self.__dict__.get("_free_init") is not None
+
+    # ------------------------------------------------------------------ memory
+    def enable_vae_slicing(self) -> None:
+        """Decode one frame at a time inside each decode chunk (diffusers' `AutoencoderKL.enable_slicing`)."""
+        self.vae.enable_slicing()
+
+    def disable_vae_slicing(self) -> None:
+        self.vae.disable_slicing()
+
+    def enable_vae_tiling(self) -> None:
+        """Decode (and encode) each frame in overlapping tiles, blended (diffusers' `AutoencoderKL.enable_tiling`):
+        large frames in little memory, slightly different pixels at tile seams. A temporal decoder ignores it."""
+        self.vae.enable_tiling()
+
+    def disable_vae_tiling(self) -> None:
+        self.vae.disable_tiling()
+
+    @property
+    def model_offload(self) -> ModelOffload | None:
+        """The model offload `enable_model_cpu_offload` set up (None when off)."""
+        return self.__dict__.get("_model_offload")
+
+    @model_offload.setter
+    def model_offload(self, offload: ModelOffload | None) -> None:
+        self.__dict__["_model_offload"] = offload
+
+    def offload_groups(self) -> dict[str, list]:
+        """The models each phase of a call runs: text encoding, the loop (UNet + adapter), VAE encode/decode."""
+        return {"text": [self.text_encoder], "denoise": [self.unet, self.motion_adapter],
+                "vae": [self.vae, self.temporal_decoder]}
+
+    def enable_model_cpu_offload(self, gpu_id: int | None = None, device: torch.device | str | None = None) -> None:
+        """Keep every model in CPU memory and move each phase's models to `device` (default `cuda:gpu_id`) just
+        before they run (`vidldm.offload`: diffusers' hooks on `forward` would miss the UNet and the adapter,
+        which `VideoUNet` calls block by block). Outputs are unchanged."""
+        if device is None:
+            if not torch.cuda.is_available():
+                raise VidldmError("model CPU offload moves models to a GPU and none is available; give device=")
+            device = f"cuda:{gpu_id or 0}"
+        self.remove_all_hooks()
+        self.model_offload = ModelOffload(self.offload_groups(), device)
+
+    def remove_all_hooks(self) -> None:
+        super().remove_all_hooks()
+        self.model_offload = None
+
+    def maybe_free_model_hooks(self) -> None:
+        """After a call: every offloaded model back in CPU memory."""
+        super().maybe_free_model_hooks()
+        if self.model_offload is not None:
+            self.model_offload.offload_all()
+
+    @property
+    def _execution_device(self) -> torch.device:
+        if self.model_offload is not None:
+            return self.model_offload.device
+        return super()._execution_device
+
+    def _offload(self, phase: str) -> None:
+        if self.model_offload is not None:
+            self.model_offload.load(phase)
+
     # ------------------------------------------------------------------ checks
-    def check_inputs(self, prompt, height, width, num_frames, image, video, output_type, context_frames,
+    def check_inputs(self, prompt, height, width, num_frames, image, video, output_type,
                      prompt_embeds=None, negative_prompt_embeds=None, negative_prompt=None, **numbers):
         """Every input of `__call__` before any work; `numbers` are checked against the settings table
         (`vidldm.sampling_settings`: the ranges the CLI checks too), by their Python names."""
@@ -292,12 +402,6 @@ class VideoPipeline(DiffusionPipeline, VideoLoraLoaderMixin):
             raise VidldmError("give either image= (animate a still) or video= (restyle / extend), not both")
         if output_type not in ("pil", "np", "pt", "latent"):
             raise VidldmError(f"output_type must be 'pil', 'np', 'pt' or 'latent', got {output_type!r}")
-        if context_frames > self.max_seq_length or context_frames < 1:
-            raise VidldmError(
-                f"context_frames must be between 1 and {self.max_seq_length} (the motion adapter's length)"
-            )
-        if not 0 <= numbers["context_overlap"] < context_frames:
-            raise VidldmError(f"context_overlap must be between 0 and {context_frames - 1}")
 
     def check_embeddings(self, prompt, prompt_embeds, negative_prompt, negative_prompt_embeds, num_frames):
         """Precomputed text: `prompt_embeds` `(B, L, D)` or per frame `(B, F, L, D)`;
@@ -335,7 +439,11 @@ class VideoPipeline(DiffusionPipeline, VideoLoraLoaderMixin):
         generator: torch.Generator | list[torch.Generator] | None = None, latents: torch.Tensor | None = None,
         image=None, image_conditioning: Literal["auto", "clean", "replace"] = "auto",
         video=None, strength: float = 0.6, extend: bool = False, num_known_frames: int | None = None,
-        context_frames: int | None = None, context_overlap: int | None = None,
+        context_frames: int | None = None, context_stride: int | None = None, context_overlap: int | None = None,
+        closed_loop: bool = False, weighting_scheme: str | None = None, free_noise: bool | None = None,
+        noise_type: str | None = None, free_init: int | None = None, free_init_method: str | None = None,
+        free_init_order: int | None = None, free_init_spatial_stop_frequency: float | None = None,
+        free_init_temporal_stop_frequency: float | None = None, free_init_fast_sampling: bool = False,
         decode_chunk_size: int | None = 8, output_type: OutputType = "pil",
         callback_on_step_end=None, callback_on_step_end_tensor_inputs: tuple[str, ...] = ("latents",),
         prompt_embeds: torch.Tensor | None = None, negative_prompt_embeds: torch.Tensor | None = None,
@@ -343,17 +451,19 @@ class VideoPipeline(DiffusionPipeline, VideoLoraLoaderMixin):
     ) -> VideoPipelineOutput:
         """Make clips. Shapes: `latents` `(B, C, F, h, w)`; `prompt_embeds` `(B, L, D)` or per frame
         `(B, F, L, D)` instead of `prompt`; `negative_prompt_embeds` `(B, L, D)` or `(1, L, D)` instead of
-        `negative_prompt`; SDXL also takes their pooled text `(B, P)` (diffusers' names). See
-        `VideoPipelineOutput` for the result. Sampling settings left as None take the model's `sampling_defaults()`."""
+        `negative_prompt`; SDXL also takes their pooled text `(B, P)` (diffusers' names). See `VideoPipelineOutput`
+        for the result. Sampling settings left as None take the model's `sampling_defaults()`; long-clip settings
+        (`context_*`, FreeNoise, FreeInit) are resolved by `vidldm.long_clips` (README, "Long clips")."""
+        long = {k: v for k, v in locals().items() if k.startswith(("context_", "free_")) or k in LONG_CLIP_ARGS}
         # 0. settings: the call's, else the model's own, else diffusers'; all checked before any work
         sampling = self.sampling_defaults(num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
                                           guidance_rescale=guidance_rescale, temporal_end=temporal_end)
         video_frames = load_frames(video) if video is not None else None
-        num_frames, height, width, context_frames, context_overlap = self._sizes(
-            video_frames, extend, num_frames, height, width, context_frames, context_overlap)
-        self.check_inputs(prompt, height, width, num_frames, image, video, output_type, context_frames, prompt_embeds,
+        num_frames, height, width = self._sizes(video_frames, extend, num_frames, height, width)
+        self.check_inputs(prompt, height, width, num_frames, image, video, output_type, prompt_embeds,
                           negative_prompt_embeds, negative_prompt, strength=strength, num_known_frames=num_known_frames,
-                          context_overlap=context_overlap, **sampling)
+                          decode_chunk_size=decode_chunk_size, **sampling)
+        long = self.long_clip(num_frames, video is not None and not extend, long)
         # A named scheduler is for this call only: `pipe.scheduler` stays what the user set.
         sched = self.scheduler if scheduler is None else make_scheduler(scheduler, self.scheduler.config)
         device = self._execution_device
@@ -369,30 +479,52 @@ class VideoPipeline(DiffusionPipeline, VideoLoraLoaderMixin):
         shape = (batch, self.unet.config.in_channels, num_frames, height // self.vae_scale_factor, width // self.vae_scale_factor)
         start = self._start_and_known(video_vae, sched, shape, sampling["num_inference_steps"], generator, latents, image,
                                       image_conditioning, video_frames, extend, strength, num_known_frames,
-                                      (height, width), (context_frames, context_overlap), device)
+                                      (height, width), long, device)
 
-        # 3. the loop
-        denoiser = GuidedDenoiser(self.video_unet, context, sampling["guidance_scale"], sampling["guidance_rescale"],
-                                  temporal_steps(sampling["temporal_end"], len(start.timesteps)), added)
-        with self.progress_bar(total=len(start.timesteps)) as bar:
-            x = denoise(denoiser, sched, start.latents, start.timesteps, known=start.known, window=context_frames,
-                        overlap=context_overlap, generator=generator, progress=bar.update,
-                        on_step=self._step_callback(callback_on_step_end, callback_on_step_end_tensor_inputs))
+        # 3. the loop (with FreeInit, again from restarts that keep the last result's low frequencies)
+        x = self._sample(context, added, sampling, sched, start, long, generator,
+                         self._step_callback(callback_on_step_end, callback_on_step_end_tensor_inputs))
 
         # 4. decode (extension: the input clip, then the new frames)
         before = video_frames if extend else None
         return self._to_output(x, video_vae, output_type, before, start.known, (height, width))
 
-    def _sizes(self, video_frames, extend: bool, num_frames, height, width, context_frames, context_overlap):
+    def _sizes(self, video_frames, extend: bool, num_frames, height, width):
         """The sizes a call leaves out: restyle keeps the input's length, other modes take the adapter's (16 at
-        most); the UNet's sample size; context windows of the adapter's length overlapping by a quarter."""
+        most); the UNet's sample size."""
         if num_frames is None:
             num_frames = len(video_frames) if video_frames is not None and not extend else min(16, self.max_seq_length)
         height = height or self.unet.config.sample_size * self.vae_scale_factor
         width = width or self.unet.config.sample_size * self.vae_scale_factor
-        context_frames = context_frames or self.max_seq_length
-        context_overlap = context_frames // 4 if context_overlap is None else context_overlap
-        return num_frames, height, width, context_frames, context_overlap
+        return num_frames, height, width
+
+    def long_clip(self, num_frames: int, restyle: bool, given: dict[str, Any]) -> LongClip:
+        """The call's long-clip settings (`given`, its arguments) over `enable_free_noise`/`enable_free_init`'s."""
+        long = long_clip_options(num_frames, self.max_seq_length, given, self.__dict__.get("_free_noise"),
+                                 self.__dict__.get("_free_init"))
+        if long.free_init is not None and restyle:
+            raise VidldmError("FreeInit restarts sampling from noise; video-to-video starts from the input video: "
+                              "drop free_init (or disable_free_init()) for it")
+        return long
+
+    def _sample(self, text, added, sampling: dict, sched, start: Start, long: LongClip, generator, on_step) -> torch.Tensor:
+        """The one loop (`sampling.denoise`), run once, or `free_init.num_iters` times (FreeInit): each later run
+        starts from `FreeInit.restart` of the last result, with the first run's noise, on a fresh schedule.
+        `added`: SDXL's `added_cond_kwargs` (None otherwise)."""
+        self._offload("denoise")
+        x, noise = start.latents, start.latents.clone()
+        for iteration in range(long.free_init.num_iters if long.free_init else 1):
+            timesteps = start.timesteps
+            if long.free_init is not None:
+                x = long.free_init.restart(x, noise, sched, generator) if iteration else x
+                sched.set_timesteps(long.free_init.steps(start.num_inference_steps, iteration), device=x.device)
+                timesteps = sched.timesteps
+            denoiser = GuidedDenoiser(self.video_unet, text, sampling["guidance_scale"], sampling["guidance_rescale"],
+                                      temporal_steps(sampling["temporal_end"], len(timesteps)), added)
+            with self.progress_bar(total=len(timesteps)) as bar:
+                x = denoise(denoiser, sched, x, timesteps, known=start.known, context=long.windows,
+                            generator=generator, progress=bar.update, on_step=on_step)
+        return x
 
     def _text_context(self, prompt, negative_prompt, prompt_embeds, negative_prompt_embeds, num_frames: int,
                       guided: bool, device, size: tuple[int, int], pooled=(None, None)) -> tuple[torch.Tensor, dict | None]:
@@ -441,7 +573,7 @@ class VideoPipeline(DiffusionPipeline, VideoLoraLoaderMixin):
 
     def _start_and_known(self, video_vae: VideoVAE, sched, shape: tuple[int, ...], num_inference_steps: int, generator,
                          latents, image, image_conditioning, video_frames, extend: bool, strength: float,
-                         num_known_frames, size: tuple[int, int], window: tuple[int, int], device) -> Start:
+                         num_known_frames, size: tuple[int, int], long: LongClip, device) -> Start:
         """Start latents `shape` `(B, C, F, h, w)`, the timesteps still to run and the known frames of every mode:
         noise for text-to-video; noise + a clean still at frame 0 for animation; noise + the input's last
         frames for extension; the input noised part-way down the schedule for video-to-video (SDEdit)."""
@@ -454,12 +586,12 @@ class VideoPipeline(DiffusionPipeline, VideoLoraLoaderMixin):
         timesteps = sched.timesteps
         dtype = self.unet.dtype
         noise = randn_tensor(shape, generator=generator, device=device, dtype=dtype) if latents is None else latents.to(device, dtype)
-        if num_frames > window[0] and latents is None:
-            noise = freenoise_noise(noise, window[0], window[1], _first(generator))
+        if num_frames > long.windows.length and latents is None:
+            noise = freenoise_noise(noise, long.windows.length, long.windows.stride, long.noise_type, _first(generator))
         if known is not None:
             known.noise = noise[:, :, known.indices]
         if video_frames is None or extend:
-            return Start(noise * sched.init_noise_sigma, timesteps, known)
+            return Start(noise * sched.init_noise_sigma, timesteps, known, num_inference_steps)
         if len(video_frames) < num_frames:
             raise VidldmError(f"the video has {len(video_frames)} frames but num_frames is {num_frames}")
         clean = self._encode_frames(video_vae, [video_frames[:num_frames]], *size, device).expand(batch, -1, -1, -1, -1)
@@ -469,7 +601,7 @@ class VideoPipeline(DiffusionPipeline, VideoLoraLoaderMixin):
         if hasattr(sched, "set_begin_index"):
             sched.set_begin_index(begin)
         x = sched.add_noise(clean, noise, timesteps[:1].repeat(batch)) if len(timesteps) else clean.clone()
-        return Start(x, timesteps, None)
+        return Start(x, timesteps, None, num_inference_steps)
 
     def _known_frames(self, video_vae: VideoVAE, image, image_conditioning: str, extend_from, num_known_frames,
                       batch: int, num_frames: int, size: tuple[int, int], device) -> KnownFrames | None:
@@ -508,7 +640,9 @@ class VideoPipeline(DiffusionPipeline, VideoLoraLoaderMixin):
     def _to_output(self, x: torch.Tensor, video_vae: VideoVAE, output_type: str, before, known, size) -> VideoPipelineOutput:
         """Latents `(B, C, F, h, w)` -> the frames `output_type` asks for; `before`: the clip an extension continues."""
         if output_type == "latent":
+            self.maybe_free_model_hooks()
             return VideoPipelineOutput(frames=x)
+        self._offload("vae")
         frames = tensor_to_frames(video_vae.decode(x))
         if before is not None:
             frames = self._after_input(before, frames, len(known.indices), *size)
@@ -532,6 +666,7 @@ class VideoPipeline(DiffusionPipeline, VideoLoraLoaderMixin):
         """B clips `(F, H, W, 3)` uint8, each resized to `height x width` -> latents `(B, C, F, h, w)` in one
         encode (posterior mean: deterministic conditioning)."""
         video = torch.stack([rearrange(frames_to_tensor(c, height, width), "f c h w -> c f h w") for c in clips])
+        self._offload("vae")
         return video_vae.encode(video.to(device, self.vae.dtype)).to(self.unet.dtype)
 
 

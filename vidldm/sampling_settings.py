@@ -52,6 +52,7 @@ class Setting:
     recorded: bool = True
     to_pipeline: bool = True  # a keyword of VideoPipeline.__call__ (the model's and output's settings are not)
     flag_only: bool = False  # a switch (`--overwrite`), no value
+    negatable: bool = False  # a yes/no switch with a `--no-` form (`--free-noise/--no-free-noise`); None: the default
     metavar: str | None = None
     repeatable: bool = False  # the flag may be given many times (`--lora A --lora B`): a list, recorded as one
     record: Callable[[Any], Any] | None = None  # how one value is written in a sidecar (default: as given, paths resolved)
@@ -153,6 +154,12 @@ def _record_lora(spec: str) -> str:
 
 
 WITH_KNOWN_FRAMES = ("animate", "extend")
+# Kept here rather than imported: no torch in this module (sampling.py and free_init.py check they agree).
+WEIGHTING_SCHEMES = ("ramp", "flat", "pyramid", "delayed_reverse_sawtooth")
+NOISE_TYPES = ("shuffle_context", "repeat_context", "random")
+FREE_INIT_METHODS = ("butterworth", "ideal", "gaussian")
+MAX_FREE_INIT = 10
+FROM_NOISE = ("generate", "animate", "extend")  # FreeInit restarts from noise; restyle starts from the input video
 SETTINGS: list[Setting] = [
     # the model
     Setting("model", "--model", str, "built-in name, pipeline/SD folder, single file or hub id", group="model",
@@ -203,8 +210,47 @@ SETTINGS: list[Setting] = [
             "euler_karras, dpmpp_sde, ...) or a diffusers class name; all: vidldm info --schedulers (default: ddim)", default="ddim",
             validate=_check_scheduler),
     Setting("seed", "--seed", int, "random seed (printed when not given)", to_pipeline=False),
-    Setting("context_overlap", "--context-overlap", int, "frames shared by neighbouring context windows in long clips",
-            low=0),
+    # long clips (README "Long clips"): context windows, FreeNoise, FreeInit
+    Setting("context_frames", "--context-frames", int, "frames the UNet sees at once in longer clips (default: 16, or "
+            "the adapter's length if smaller)", low=1, group="long clips"),
+    Setting("context_stride", "--context-stride", int, "frames between the starts of neighbouring context windows "
+            "(default: three quarters of a window; or give --context-overlap)", low=1, group="long clips"),
+    Setting("context_overlap", "--context-overlap", int, "frames shared by neighbouring context windows in long clips "
+            "(default: a quarter of a window)", low=1, group="long clips"),
+    Setting("closed_loop", "--closed-loop", bool, "windows wrap around the clip's end, so its last frame leads into "
+            "its first (looping clips; needs more frames than --context-frames)", default=False, flag_only=True,
+            group="long clips"),
+    Setting("weighting_scheme", "--context-weighting", str, "how overlapping windows are blended: ramp (default), or "
+            "diffusers' flat, pyramid, delayed_reverse_sawtooth", choices=WEIGHTING_SCHEMES, group="long clips"),
+    Setting("free_noise", "--free-noise", bool, "FreeNoise: later windows start from reshuffled noise of the first "
+            "(default: on)", negatable=True, group="long clips"),
+    Setting("noise_type", "--noise-type", str, "FreeNoise's noise: shuffle_context (default), repeat_context, random",
+            choices=NOISE_TYPES, group="long clips"),
+    Setting("free_init", "--free-init", int, f"FreeInit: sample N times, each restarting from the last result's low "
+            f"frequencies (1-{MAX_FREE_INIT}; off when not given; N times the time)", low=1, high=MAX_FREE_INIT,
+            group="long clips", commands=FROM_NOISE),
+    Setting("free_init_method", "--free-init-method", str, "FreeInit's low-pass filter (default: butterworth)",
+            choices=FREE_INIT_METHODS, group="long clips", commands=FROM_NOISE),
+    Setting("free_init_order", "--free-init-order", int, "the Butterworth filter's order (default: 4)", low=1,
+            group="long clips", commands=FROM_NOISE),
+    Setting("free_init_spatial_stop_frequency", "--free-init-spatial-stop", float, "FreeInit's spatial stop "
+            "frequency, 0-1 (default: 0.25)", low=0.0, high=1.0, group="long clips",
+            commands=FROM_NOISE),
+    Setting("free_init_temporal_stop_frequency", "--free-init-temporal-stop", float, "FreeInit's temporal stop "
+            "frequency, 0-1 (default: 0.25)", low=0.0, high=1.0, group="long clips",
+            commands=FROM_NOISE),
+    Setting("free_init_fast_sampling", "--free-init-fast", bool, "FreeInit coarse-to-fine: iteration i of N runs "
+            "i/N of the steps", default=False, flag_only=True, group="long clips",
+            commands=FROM_NOISE),
+    # memory
+    Setting("offload", "--offload", str, "keep weights in CPU memory and move each model to the GPU when it runs: "
+            "model (whole models) or sequential (layer by layer: least memory, slowest); no effect on a CPU "
+            "(default: none)", default="none", choices=("none", "model", "sequential"), group="memory", recorded=False,
+            to_pipeline=False),
+    Setting("vae_tiling", "--vae-tiling", bool, "decode each frame in overlapping tiles (large frames in little "
+            "memory)", default=False, flag_only=True, group="memory", to_pipeline=False),
+    Setting("decode_chunk_size", "--decode-chunk", int, "frames the VAE decodes at once (default: 8)", low=1,
+            group="memory"),
     # output
     # Rates are stored as fractions with denominators up to 1000 (io.write), and players drop frames past 240
     Setting("fps", "--fps", float, "frames per second of the output, 0.001 to 240 (default: 8)", default=8.0,
@@ -253,6 +299,8 @@ def add_flags(parser: argparse.ArgumentParser, command: str, *, model_default: s
             kwargs["action"] = "append"
         if s.flag_only:
             kwargs = dict(action="store_true", help=help_text, dest=s.key)
+        elif s.negatable:
+            kwargs = dict(action=argparse.BooleanOptionalAction, default=None, help=help_text, dest=s.key)
         elif s.choices is not None:
             kwargs["choices"] = s.choices
         if s.metavar and not s.flag_only:
@@ -287,6 +335,9 @@ def replay_argv(saved: dict[str, Any], command: str) -> list[str]:
             continue
         value = saved.get(s.key, None if s.legacy is _UNSET else s.legacy)
         if value is None or not s.recorded:
+            continue
+        if isinstance(value, bool):  # switches take no value: `--closed-loop`, `--no-free-noise`
+            argv += [s.flag] if value else ([f"--no-{s.flag[2:]}"] if s.negatable else [])
             continue
         for item in value if s.repeatable else [value]:  # a repeatable setting is recorded as a list
             argv.append(f"{s.flag}={item}")  # '=': a value that starts with '-' is not read as a flag

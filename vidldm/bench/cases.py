@@ -47,7 +47,7 @@ def long_case(o: Options, frames: int, c: Components | None = None, pipe=None, m
 def _window_count(frames: int, window: int, overlap: int) -> int:
     from vidldm.sampling import context_windows
 
-    return len(context_windows(frames, window, overlap))
+    return len(context_windows(frames, window, window - overlap))
 
 
 # ----------------------------------------------------------------------------- training step

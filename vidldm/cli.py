@@ -1,4 +1,4 @@
-"""The `vidldm` command: generate, animate, restyle, extend, replay, info, export.
+"""The `vidldm` command: generate, animate, restyle, extend, run, replay, info, export.
 
 Every user mistake ends in one line on stderr and exit status 2, before any model is loaded
 where possible, and never leaves a half-written file: videos and sidecars are written to a
@@ -12,6 +12,7 @@ import json
 import os
 import random
 import re
+import shlex
 import signal
 import sys
 import time
@@ -73,6 +74,17 @@ def build_parser() -> argparse.ArgumentParser:
          "continue a clip: its last frames are known, new frames follow",
          "Continue a clip: its last frames are kept as known frames and new frames follow them. "
          "The output holds the input followed by the new frames.")
+    p = sub.add_parser("run", help="make every clip a run file (YAML/JSON) lists",
+                       description="Make every clip a run file lists: prompts (with head/tail prompts and prompt maps), "
+                       "seeds, repeats, LoRAs and any setting of generate/animate/restyle/extend, one clip and one sidecar "
+                       "per clip, a summary at the end. The whole file is checked before the first clip; an entry that "
+                       "fails is reported and the others still run (exit 1 if any failed). Format: vidldm/run_file.py.")
+    p.add_argument("run_file", help="YAML or JSON run file")
+    p.add_argument("-o", "--output", default=None, help="folder for the clips (default: outputs/<run file name>/)")
+    p.add_argument("--dry-run", action="store_true", help="print the command of every clip, make none")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--device", help="cpu, cuda, ... (overrides the run file)")
+    p.add_argument("--overwrite", action="store_true", help="replace clips of the same name (default: the next free name)")
     p = sub.add_parser("replay", help="make a clip again from its JSON sidecar", description="Make a clip again from the JSON sidecar written next to it.")
     p.add_argument("sidecar")
     p.add_argument("-o", "--output", default=None, help="where to write (default: the sidecar's output with '-replay')")
@@ -190,7 +202,8 @@ def resolve_sampling(pipe, args: argparse.Namespace) -> None:
         setattr(args, settings.BY_NAME[name].key, value)
 
 
-def run_mode(args: argparse.Namespace) -> Path:
+def run_mode(args: argparse.Namespace, pipes: dict | None = None) -> Path:
+    """Make one clip of a mode command; `pipes` keeps the last loaded model for the next clip (run files)."""
     import torch
 
     settings.check_args(args)  # first: the prompt's frames are checked against a valid --frames
@@ -202,13 +215,11 @@ def run_mode(args: argparse.Namespace) -> Path:
     output = resolve_output(args, args.seed)
 
     from vidldm.io import write_clip
-    from vidldm.loading import load_pipeline
 
     start = time.perf_counter()
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = args.dtype or ("fp16" if str(device).startswith("cuda") else "fp32")
-    pipe = load_pipeline(args.model, args.motion_adapter, config=args.config, device=device, dtype=dtype,
-                         variant=args.variant)
+    pipe = load_model(args, device, dtype, pipes)
     pipe.set_progress_bar_config(disable=args.quiet)
     resolve_sampling(pipe, args)
     check_memory(pipe, args, device)
@@ -221,6 +232,71 @@ def run_mode(args: argparse.Namespace) -> Path:
     print(f"wrote {output} ({frames.shape[0]} frames, {frames.shape[2]}x{frames.shape[1]}, seed {args.seed}) "
           f"in {time.perf_counter() - start:.1f}s")
     return output
+
+
+def load_model(args: argparse.Namespace, device: str, dtype: str, pipes: dict | None = None):
+    """The pipeline the model settings name; from `pipes` when the previous clip used the same ones."""
+    from vidldm.loading import load_pipeline
+
+    key = tuple((s.key, str(getattr(args, s.key, None))) for s in settings.SETTINGS if s.group == "model") + (device, dtype)
+    if pipes is not None and key in pipes:
+        return pipes[key]
+    if pipes is not None:
+        pipes.clear()  # one model in memory at a time
+    pipe = load_pipeline(args.model, args.motion_adapter, config=args.config, device=device, dtype=dtype,
+                         variant=args.variant)
+    if pipes is not None:
+        pipes[key] = pipe
+    return pipe
+
+
+def run_file(args: argparse.Namespace) -> int:
+    """`vidldm run`: every clip of a run file through `run_mode`, one model load per model; a summary at the end."""
+    from vidldm.run_file import load_run_file
+
+    jobs = load_run_file(args.run_file)
+    folder = Path(args.output) if args.output else Path("outputs") / re.sub(r"[^\w.-]+", "-", Path(args.run_file).stem)
+    extra = ["-q"] * args.quiet + ["--overwrite"] * args.overwrite + ([f"--device={args.device}"] if args.device else [])
+    if args.dry_run:
+        for job in jobs:
+            print("vidldm " + shlex.join([*job.argv, "-o", str(folder / (job.stem + job.suffix)), *extra]))
+        return 0
+    _make_folder(folder, default=args.output is None)
+    pipes: dict = {}
+    made, failed, start = [], [], time.perf_counter()
+    for n, job in enumerate(jobs, 1):
+        output = folder / (job.stem + job.suffix) if args.overwrite else _free_name(folder, job.stem, job.suffix)
+        print(f"[{n}/{len(jobs)}] {job.where}: {output}", file=sys.stderr)
+        try:
+            job_args = build_parser().parse_args([*job.argv, "-o", str(output), *extra])
+            job_args.protected = [args.run_file]
+            made.append(run_mode(job_args, pipes))
+        except VidldmError as err:
+            print(f"vidldm: error: {job.where}: {err}", file=sys.stderr)
+            failed.append(f"{job.where}: {err}")
+    print(f"run {args.run_file}: {len(made)} of {len(jobs)} clips made in {folder}/ in {time.perf_counter() - start:.1f}s")
+    for line in failed:
+        print(f"  failed: {line}")
+    return 1 if failed else 0
+
+
+def _make_folder(folder: Path, default: bool) -> None:
+    """The run's folder: ours (outputs/...) is made; a user's -o may be new, but inside a folder that exists."""
+    from vidldm.io import check_output_folder
+
+    if folder.exists() and not folder.is_dir():
+        raise VidldmError(f"'{folder}' is a file, not a folder; give -o a folder for the run's clips")
+    if not default:
+        check_output_folder(folder)
+    folder.mkdir(parents=default, exist_ok=True)
+
+
+def _free_name(folder: Path, stem: str, suffix: str) -> Path:
+    out, n = folder / f"{stem}{suffix}", 1
+    while _taken(out):
+        n += 1
+        out = folder / f"{stem}-{n}{suffix}"
+    return out
 
 
 def check_memory(pipe, args: argparse.Namespace, device: str) -> None:
@@ -435,9 +511,9 @@ def _run(args: argparse.Namespace) -> int:
     torch.set_flush_denormal(True)
     try:
         commands = {**dict.fromkeys(MODES, run_mode), "replay": replay, "info": info, "train": train, "cache": cache,
-                    "eval": evaluate, "make-shapes": make_shapes, "export": export}
-        commands[args.command](args)
-        return 0
+                    "eval": evaluate, "make-shapes": make_shapes, "export": export, "run": run_file}
+        status = commands[args.command](args)
+        return status if isinstance(status, int) else 0  # `run` returns 1 when some of its clips failed
     except VidldmError as err:
         print(f"vidldm: error: {err}", file=sys.stderr)
         return 2

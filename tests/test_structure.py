@@ -11,7 +11,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "vidldm"
 # Lower layers never import higher ones (siblings may import each other, without circles).
 LAYERS = [
     ("errors", "atomic", "builtin_names", "sampling_settings", "schedulers", "io", "sampling", "denoisers", "frames",
-     "prompt_travel", "seeds", "memory", "run_file"),
+     "prompt_travel", "seeds", "memory", "run_file", "latents"),
     ("models",),
     ("pipeline",),
     ("builtins", "loading"),

@@ -57,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     def mode(name: str, inputs: tuple[tuple[str, str], ...], help_text: str, description: str) -> None:
         p = sub.add_parser(name, help=help_text, description=description)
         for arg, arg_help in inputs:
-            p.add_argument(arg, help=arg_help)
+            optional = arg == "prompt" and name == "interpolate-frames"  # the clip says what it shows
+            p.add_argument(arg, help=arg_help, **({"nargs": "?", "default": ""} if optional else {}))
         groups = settings.add_flags(p, name, model_default=DEFAULT_MODEL)
         groups["output"].add_argument("-o", "--output", default=None, help="output file: .mp4 .gif .webp, .png (contact "
                                       "sheet) or a folder/ of PNGs (default: outputs/<prompt>-<seed>.mp4)")
@@ -74,6 +75,15 @@ def build_parser() -> argparse.ArgumentParser:
          "continue a clip: its last frames are known, new frames follow",
          "Continue a clip: its last frames are kept as known frames and new frames follow them. "
          "The output holds the input followed by the new frames.")
+    mode("inbetween", (("start", "the first frame (an image)"), ("end", "the last frame (an image of the same size)"),
+                       ("prompt", "what happens between")),
+         "make the frames between two keyframes", "In-betweening: the first and last frames are given (clean, t = 0) "
+         "and the model makes the motion between them. From Python, any number of keyframes at any frames: "
+         "pipe(prompt, image={0: a, 8: b, 15: c}).")
+    mode("interpolate-frames", (("video", "the clip to make smoother"), ("prompt", "what it shows (optional)")),
+         "raise a clip's frame rate with frames the model makes",
+         "Frame-rate upsampling: every input frame is a known frame, the model makes --factor - 1 frames between "
+         "each two (window by window for long clips); the output's frame rate is the input's times the factor.")
     p = sub.add_parser("run", help="make every clip a run file (YAML/JSON) lists",
                        description="Make every clip a run file lists: prompts (with head/tail prompts and prompt maps), "
                        "seeds, repeats, LoRAs and any setting of generate/animate/restyle/extend, one clip and one sidecar "
@@ -175,7 +185,7 @@ def resolve_output(args: argparse.Namespace, seed: int) -> Path:
             out = folder / f"{slug}-{seed}-{n}.mp4"
         return out
     out = check_output_path(args.output)
-    inputs = [getattr(args, k, None) for k in ("image", "video")] + list(getattr(args, "protected", []))
+    inputs = [getattr(args, k, None) for k in _input_keys(args)] + list(getattr(args, "protected", []))
     for given in filter(None, inputs):
         for written in (out, sidecar_path(out)):
             if written.exists() and Path(given).exists() and written.resolve() == Path(given).resolve():
@@ -207,10 +217,11 @@ def run_mode(args: argparse.Namespace, pipes: dict | None = None) -> Path:
     import torch
 
     settings.check_args(args)  # first: the prompt's frames are checked against a valid --frames
-    prompt = parse_prompt(args.prompt, args.frames)
-    for kind in ("image", "video"):
-        if getattr(args, kind, None) is not None:
-            check_media(getattr(args, kind), kind)
+    # interpolate-frames may go without a prompt: the known frames say what the clip shows
+    unprompted = args.command == "interpolate-frames" and not args.prompt.strip()
+    prompt = "" if unprompted else parse_prompt(args.prompt, getattr(args, "frames", None))
+    for key in _input_keys(args):
+        check_media(getattr(args, key), "image" if key in settings.IMAGE_INPUTS else "video")
     args.seed = normalize_seed(args.seed) if args.seed is not None else random.randrange(2**31)
     output = resolve_output(args, args.seed)
 
@@ -223,8 +234,7 @@ def run_mode(args: argparse.Namespace, pipes: dict | None = None) -> Path:
     pipe.set_progress_bar_config(disable=args.quiet)
     resolve_sampling(pipe, args)
     check_memory(pipe, args, device)
-    inputs = {"image": getattr(args, "image", None), "video": getattr(args, "video", None),
-              "extend": args.command == "extend"}
+    inputs = mode_inputs(pipe, args)
     frames = pipe(prompt, **settings.pipeline_kwargs(args), **inputs, output_type="np",
                   generator=torch.Generator(device="cpu").manual_seed(args.seed)).frames[0]
     write_clip(frames, output, args.fps)
@@ -299,14 +309,44 @@ def _free_name(folder: Path, stem: str, suffix: str) -> Path:
     return out
 
 
+def mode_inputs(pipe, args: argparse.Namespace) -> dict[str, Any]:
+    """The pipeline's inputs for the command: a still, keyframes, a clip to restyle or extend. Sets the frame count
+    and rate a mode decides (inbetween's last keyframe sits on the last frame; interpolation's rate rises)."""
+    if args.command != "interpolate-frames":
+        args.fps = args.fps or 8.0
+    if args.command == "inbetween":
+        args.frames = args.frames or min(16, pipe.max_seq_length)
+        if args.frames < 3:
+            raise VidldmError(f"--frames must be at least 3 for inbetween (two keyframes and a frame between), got {args.frames}")
+        return {"image": {0: args.start, args.frames - 1: args.end}}
+    if args.command == "interpolate-frames":
+        clip, fps = interpolation_input(args.video)
+        args.fps = args.fps or fps * args.factor
+        settings.BY_NAME["fps"].check(args.fps, "--fps (the input's rate times --factor)")
+        args.frames = (len(clip) - 1) * args.factor + 1  # recorded; replay derives it again from the input
+        return {"image": {i * args.factor: frame for i, frame in enumerate(clip)}}
+    return {"image": getattr(args, "image", None), "video": getattr(args, "video", None), "extend": args.command == "extend"}
+
+
+def interpolation_input(path: str) -> tuple[Any, float]:
+    """The clip to upsample `(F, H, W, 3)` uint8 and its rate; two frames at least."""
+    from vidldm.io import read_video
+
+    clip, fps = read_video(path)
+    if len(clip) < 2:
+        raise VidldmError(f"'{path}' has {len(clip)} frame; interpolate-frames needs at least 2 frames to put frames between")
+    return clip, fps
+
+
 def check_memory(pipe, args: argparse.Namespace, device: str) -> None:
     """Refuse in one line, before sampling, a clip that needs more memory than is free (vidldm.memory)."""
     from vidldm.io import probe_video
     from vidldm.memory import check_fits
 
-    frames = args.frames
-    if frames is None and args.command == "restyle":
+    frames = getattr(args, "frames", None)
+    if frames is None and args.command in ("restyle", "interpolate-frames"):
         frames = probe_video(args.video)["frames"]  # restyle keeps the input's length
+        frames = frames if args.command == "restyle" else (frames - 1) * args.factor + 1
     frames = frames or min(16, pipe.max_seq_length)
     side = pipe.unet.config.sample_size * pipe.vae_scale_factor
     check_fits(pipe, frames, args.height or side, args.width or side, guidance=args.guidance, device=device)
@@ -314,7 +354,12 @@ def check_memory(pipe, args: argparse.Namespace, device: str) -> None:
 
 def inputs_recorded(args: argparse.Namespace) -> dict[str, str]:
     """The input files, resolved: a replay from another folder finds them."""
-    return {k: str(Path(getattr(args, k)).resolve()) for k in ("image", "video") if getattr(args, k, None) is not None}
+    return {k: str(Path(getattr(args, k)).resolve()) for k in _input_keys(args)}
+
+
+def _input_keys(args: argparse.Namespace) -> tuple[str, ...]:
+    """The input files of the command `args` holds (`start`, `end` for inbetween, ...)."""
+    return tuple(k for k in settings.MODE_INPUTS.get(args.command, ()) if getattr(args, k, None) is not None)
 
 
 def sidecar_path(output: Path) -> Path:
@@ -341,7 +386,7 @@ def replay(args: argparse.Namespace) -> Path:
     if command not in settings.MODES:
         raise VidldmError(f"'{path}' records an unknown command '{command}'")
     out = args.output or str(Path(saved["output"]).with_stem(Path(saved["output"]).stem + "-replay"))
-    argv = [command, *(saved[k] for k in ("image", "video") if k in saved), _prompt_text(saved["prompt"])]
+    argv = [command, *(saved[k] for k in settings.MODE_INPUTS[command] if k in saved), _prompt_text(saved["prompt"])]
     argv += settings.replay_argv(saved, command)
     argv += ["-o", out] + (["-q"] if args.quiet else []) + (["--device", args.device] if args.device else [])
     argv += ["--overwrite"] if args.overwrite else []

@@ -21,7 +21,11 @@ from typing import Any
 
 from vidldm.errors import VidldmError
 
-MODES = ("generate", "animate", "restyle", "extend")
+MODES = ("generate", "animate", "restyle", "extend", "inbetween", "interpolate-frames")
+# The files each mode reads (its positional arguments before the prompt, and its sidecar's keys).
+MODE_INPUTS = {"generate": (), "animate": ("image",), "restyle": ("video",), "extend": ("video",),
+               "inbetween": ("start", "end"), "interpolate-frames": ("video",)}
+IMAGE_INPUTS = ("image", "start", "end")  # the others are videos
 _UNSET: Any = object()
 
 
@@ -94,7 +98,8 @@ def _check_scheduler(name: str) -> None:
     check_scheduler_name(name)
 
 
-WITH_KNOWN_FRAMES = ("animate", "extend")
+WITH_KNOWN_FRAMES = ("animate", "extend", "inbetween", "interpolate-frames")
+MADE_LENGTH = tuple(m for m in MODES if m != "interpolate-frames")  # its length follows from the input and --factor
 SETTINGS: list[Setting] = [
     # the model
     Setting("model", "--model", str, "built-in name, pipeline/SD folder, single file or hub id", group="model",
@@ -119,10 +124,13 @@ SETTINGS: list[Setting] = [
     Setting("num_known_frames", "--known-frames", int,
             "how many of the input's last frames to continue from (default: a quarter of --frames)",
             low=1, commands=("extend",), group="mode"),
+    Setting("factor", "--factor", int, "frames out per frame in: the model makes factor - 1 frames between every two "
+            "input frames, and the frame rate rises by the factor (default: 2)", default=2, low=2, high=8,
+            commands=("interpolate-frames",), group="mode", to_pipeline=False),
     # sampling
     Setting("negative_prompt", "--negative-prompt", str, "what to steer away from"),
     Setting("num_frames", "--frames", int, "number of frames (default: the adapter's length, 16 at most; "
-            "beyond it context windows are used)", low=1),
+            "beyond it context windows are used)", low=1, commands=MADE_LENGTH),
     Setting("height", "--height", int, "pixels, a multiple of the VAE factor", low=1),
     Setting("width", "--width", int, "pixels, a multiple of the VAE factor", low=1),
     Setting("num_inference_steps", "--steps", int, "denoising steps (default: the model's, 25 for SD)", low=1,
@@ -141,8 +149,8 @@ SETTINGS: list[Setting] = [
             low=0),
     # output
     # Rates are stored as fractions with denominators up to 1000 (io.write), and players drop frames past 240
-    Setting("fps", "--fps", float, "frames per second of the output, 0.001 to 240 (default: 8)", default=8.0,
-            low=0.001, high=240.0, group="output", to_pipeline=False),
+    Setting("fps", "--fps", float, "frames per second of the output, 0.001 to 240 (default: 8; interpolate-frames: "
+            "the input's times --factor)", low=0.001, high=240.0, group="output", to_pipeline=False),
     Setting("overwrite", "--overwrite", bool, "replace an existing output and its sidecar (never an input)",
             default=False, group="output", to_pipeline=False, recorded=False, flag_only=True),
 ]

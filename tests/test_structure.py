@@ -14,7 +14,7 @@ LAYERS = [
      "prompt_travel", "seeds", "memory", "run_file", "latents"),
     ("models",),
     ("pipeline",),
-    ("builtins", "loading"),
+    ("builtins", "loading", "walk"),
     ("data",),
     ("train", "eval", "bench", "web"),
     ("cli", "__main__"),

@@ -58,7 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=description)
         for arg, arg_help in inputs:
             optional = arg == "prompt" and name == "interpolate-frames"  # the clip says what it shows
-            p.add_argument(arg, help=arg_help, **({"nargs": "?", "default": ""} if optional else {}))
+            several = arg == "prompt" and name == "walk"
+            p.add_argument(arg, help=arg_help, **({"nargs": "?", "default": ""} if optional else {}),
+                           **({"nargs": "+"} if several else {}))
         groups = settings.add_flags(p, name, model_default=DEFAULT_MODEL)
         groups["output"].add_argument("-o", "--output", default=None, help="output file: .mp4 .gif .webp, .png (contact "
                                       "sheet) or a folder/ of PNGs (default: outputs/<prompt>-<seed>.mp4)")
@@ -84,6 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
          "raise a clip's frame rate with frames the model makes",
          "Frame-rate upsampling: every input frame is a known frame, the model makes --factor - 1 frames between "
          "each two (window by window for long clips); the output's frame rate is the input's times the factor.")
+    mode("walk", (("prompt", "the walk's stops: one prompt, or one per stop"),),
+         "clips along a path between seeds and prompts (latent walk)",
+         "A latent walk: clips made at evenly spaced points between stops (prompt, seed), the starting noise "
+         "slerped and the prompts' embeddings interpolated, laid out one after another or side by side. "
+         "Two prompts and --seeds 1 walk from one to the other; one prompt and --seeds 1,2,3 walk through seeds.")
     p = sub.add_parser("run", help="make every clip a run file (YAML/JSON) lists",
                        description="Make every clip a run file lists: prompts (with head/tail prompts and prompt maps), "
                        "seeds, repeats, LoRAs and any setting of generate/animate/restyle/extend, one clip and one sidecar "
@@ -176,7 +183,8 @@ def resolve_output(args: argparse.Namespace, seed: int) -> Path:
     from vidldm.io import check_output_path
 
     if args.output is None:
-        slug = re.sub(r"[^a-z0-9]+", "-", str(args.prompt).lower()).strip("-")[:48] or "clip"
+        text = " ".join(args.prompt) if isinstance(args.prompt, list) else str(args.prompt)  # a walk has several
+        slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:48] or "clip"
         folder = Path("outputs")
         folder.mkdir(exist_ok=True)  # our own default folder; a user-given one must exist
         out, n = folder / f"{slug}-{seed}.mp4", 1
@@ -309,6 +317,43 @@ def _free_name(folder: Path, stem: str, suffix: str) -> Path:
     return out
 
 
+def run_walk(args: argparse.Namespace) -> Path:
+    """`vidldm walk`: the clips of a latent walk (vidldm.walk) as one file, with a sidecar that replays it."""
+    import torch
+
+    settings.check_args(args)
+    for prompt in args.prompt:
+        if isinstance(parse_prompt(prompt, args.frames), dict):
+            raise VidldmError("a walk's prompts are plain prompts; prompt travel within a clip is for generate")
+    seeds = settings.parse_seeds(args.seeds) if args.seeds else [random.randrange(2**31)]
+    from vidldm.walk import walk_stops
+
+    walk_stops(args.prompt, seeds)  # the stops pair up, before any model loads
+    args.seeds = ",".join(map(str, seeds))
+    args.fps = args.fps or 8.0
+    output = resolve_output(args, seeds[0])
+    from vidldm.io import write_clip
+    from vidldm.walk import latent_walk, lay_out
+
+    start = time.perf_counter()
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    pipe = load_model(args, device, args.dtype or ("fp16" if str(device).startswith("cuda") else "fp32"))
+    pipe.set_progress_bar_config(disable=True)
+    resolve_sampling(pipe, args)
+    side = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    args.frames, args.height, args.width = args.frames or min(16, pipe.max_seq_length), args.height or side, args.width or side
+    check_memory(pipe, args, device)
+    call = {k: v for k, v in settings.pipeline_kwargs(args).items() if k not in ("num_frames", "height", "width", "negative_prompt")}
+    clips = latent_walk(pipe, args.prompt, seeds, args.between, args.frames, args.height, args.width, args.negative_prompt,
+                        on_clip=None if args.quiet else lambda i, n: print(f"clip {i + 1}/{n}", file=sys.stderr), **call)
+    frames = lay_out(clips, args.layout)
+    write_clip(frames, output, args.fps)
+    write_sidecar(output, {"command": "walk", "prompt": list(args.prompt), **settings.recorded(args)})
+    print(f"wrote {output} ({len(clips)} clips of {args.frames} frames, {args.layout}, seeds {args.seeds}) "
+          f"in {time.perf_counter() - start:.1f}s")
+    return output
+
+
 def mode_inputs(pipe, args: argparse.Namespace) -> dict[str, Any]:
     """The pipeline's inputs for the command: a still, keyframes, a clip to restyle or extend. Sets the frame count
     and rate a mode decides (inbetween's last keyframe sits on the last frame; interpolation's rate rises)."""
@@ -383,16 +428,17 @@ def replay(args: argparse.Namespace) -> Path:
         command = saved["command"]
     except (json.JSONDecodeError, KeyError, TypeError) as err:
         raise VidldmError(f"'{path}' is not a vidldm sidecar (JSON with a 'command')") from err
-    if command not in settings.MODES:
+    if command not in settings.SAMPLED:
         raise VidldmError(f"'{path}' records an unknown command '{command}'")
     out = args.output or str(Path(saved["output"]).with_stem(Path(saved["output"]).stem + "-replay"))
-    argv = [command, *(saved[k] for k in settings.MODE_INPUTS[command] if k in saved), _prompt_text(saved["prompt"])]
+    prompts = saved["prompt"] if command == "walk" else [_prompt_text(saved["prompt"])]
+    argv = [command, *(saved[k] for k in settings.MODE_INPUTS.get(command, ()) if k in saved), *prompts]
     argv += settings.replay_argv(saved, command)
     argv += ["-o", out] + (["-q"] if args.quiet else []) + (["--device", args.device] if args.device else [])
     argv += ["--overwrite"] if args.overwrite else []
     again = build_parser().parse_args(argv)
     again.protected = [str(path)]  # the sidecar being replayed is an input too
-    return run_mode(again)
+    return run_walk(again) if command == "walk" else run_mode(again)
 
 
 def _prompt_text(prompt: Any) -> str:
@@ -556,7 +602,7 @@ def _run(args: argparse.Namespace) -> int:
     torch.set_flush_denormal(True)
     try:
         commands = {**dict.fromkeys(MODES, run_mode), "replay": replay, "info": info, "train": train, "cache": cache,
-                    "eval": evaluate, "make-shapes": make_shapes, "export": export, "run": run_file}
+                    "eval": evaluate, "make-shapes": make_shapes, "export": export, "run": run_file, "walk": run_walk}
         status = commands[args.command](args)
         return status if isinstance(status, int) else 0  # `run` returns 1 when some of its clips failed
     except VidldmError as err:

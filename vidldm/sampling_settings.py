@@ -26,6 +26,7 @@ MODES = ("generate", "animate", "restyle", "extend", "inbetween", "interpolate-f
 MODE_INPUTS = {"generate": (), "animate": ("image",), "restyle": ("video",), "extend": ("video",),
                "inbetween": ("start", "end"), "interpolate-frames": ("video",)}
 IMAGE_INPUTS = ("image", "start", "end")  # the others are videos
+SAMPLED = (*MODES, "walk")  # every command that samples clips (a walk samples many, see vidldm.walk)
 _UNSET: Any = object()
 
 
@@ -50,7 +51,7 @@ class Setting:
     validate: Callable[[Any], None] | None = None  # extra check (e.g. scheduler names), raises VidldmError
     fallback: Any = _UNSET
     legacy: Any = _UNSET
-    commands: tuple[str, ...] = MODES
+    commands: tuple[str, ...] = SAMPLED
     group: str = "sampling"
     is_path: bool = False  # recorded resolved, so a replay from another folder finds the file
     recorded: bool = True
@@ -98,8 +99,25 @@ def _check_scheduler(name: str) -> None:
     check_scheduler_name(name)
 
 
+def parse_seeds(text: str) -> list[int]:
+    """`"1,2,3"` -> seeds as torch uses them (`vidldm.seeds`); a `VidldmError` naming the bad one."""
+    from vidldm.seeds import normalize_seed
+
+    out = []
+    for part in str(text).split(","):
+        try:
+            out.append(normalize_seed(int(part.strip())))
+        except ValueError:
+            raise VidldmError(f"--seeds takes whole numbers separated by commas, e.g. 1,2,3; got {part.strip()!r}") from None
+    return out
+
+
+def _check_seeds(text: str) -> None:
+    parse_seeds(text)
+
+
 WITH_KNOWN_FRAMES = ("animate", "extend", "inbetween", "interpolate-frames")
-MADE_LENGTH = tuple(m for m in MODES if m != "interpolate-frames")  # its length follows from the input and --factor
+MADE_LENGTH = tuple(m for m in SAMPLED if m != "interpolate-frames")  # its length follows from the input and --factor
 SETTINGS: list[Setting] = [
     # the model
     Setting("model", "--model", str, "built-in name, pipeline/SD folder, single file or hub id", group="model",
@@ -134,17 +152,24 @@ SETTINGS: list[Setting] = [
     Setting("height", "--height", int, "pixels, a multiple of the VAE factor", low=1),
     Setting("width", "--width", int, "pixels, a multiple of the VAE factor", low=1),
     Setting("num_inference_steps", "--steps", int, "denoising steps (default: the model's, 25 for SD)", low=1,
-            fallback=25, commands=(*MODES, "eval")),
+            fallback=25, commands=(*SAMPLED, "eval")),
     Setting("guidance_scale", "--guidance", float, "classifier-free guidance scale (default: the model's, 7.5 for SD)",
-            low=0.0, fallback=7.5, commands=(*MODES, "eval")),
+            low=0.0, fallback=7.5, commands=(*SAMPLED, "eval")),
     Setting("guidance_rescale", "--guidance-rescale", float, "0-1: pull strong guidance back to the conditional "
             "spread, for zero-terminal-SNR models (default: the model's, 0)", low=0.0, high=1.0, fallback=0.0, legacy=0.0),
     Setting("temporal_end", "--temporal-end", float, "0-1: fraction of the steps that run the temporal layers; the "
             "last steps refine each frame with the image model alone (default: the model's, 1)", low=0.0, high=1.0,
-            fallback=1.0, legacy=1.0, commands=(*MODES, "eval")),
+            fallback=1.0, legacy=1.0, commands=(*SAMPLED, "eval")),
     Setting("scheduler", "--scheduler", str, "ddim, euler, euler_a, dpm++, unipc, lcm (default: ddim)", default="ddim",
             validate=_check_scheduler),
-    Setting("seed", "--seed", int, "random seed (printed when not given)", to_pipeline=False),
+    Setting("seed", "--seed", int, "random seed (printed when not given)", to_pipeline=False, commands=MODES),
+    Setting("walk_seeds", "--seeds", str, "the walk's seeds, comma-separated: one per prompt, or several for one prompt "
+            "(default: one random seed)", commands=("walk",), group="mode", to_pipeline=False, validate=_check_seeds,
+            metavar="SEED,SEED,..."),
+    Setting("between", "--between", int, "clips made between every two stops of the walk (default: 4)", default=4,
+            low=0, high=64, commands=("walk",), group="mode", to_pipeline=False),
+    Setting("layout", "--layout", str, "sequence: the clips one after another; grid: side by side, playing at once",
+            default="sequence", choices=("sequence", "grid"), commands=("walk",), group="mode", to_pipeline=False),
     Setting("context_overlap", "--context-overlap", int, "frames shared by neighbouring context windows in long clips",
             low=0),
     # output

@@ -8,7 +8,6 @@ temporary name and renamed.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import re
@@ -16,11 +15,18 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 from vidldm import __version__, prompt_travel
 from vidldm import sampling_settings as settings
 from vidldm.builtin_names import default_model
+from vidldm.clip_run import (  # noqa: F401 (sidecar_path, write_sidecar: the CLI's names since before)
+    make_clip,
+    prompt_text,
+    read_sidecar,
+    resolve_sampling,
+    sidecar_path,
+    write_sidecar,
+)
 from vidldm.errors import VidldmError
 from vidldm.seeds import normalize_seed
 
@@ -73,6 +79,18 @@ def build_parser() -> argparse.ArgumentParser:
          "continue a clip: its last frames are known, new frames follow",
          "Continue a clip: its last frames are kept as known frames and new frames follow them. "
          "The output holds the input followed by the new frames.")
+    p = sub.add_parser("serve", help="the web studio: every mode in the browser (needs: pip install 'vidldm[web]')",
+                       description="Serve the web studio (gradio) for one model: generate, animate, restyle and extend "
+                       "in the browser, with a queue (one clip at a time) and a gallery of this server's clips. "
+                       "Binds to 127.0.0.1 (this machine only); --host 0.0.0.0 serves your network, with no login.")
+    for s in settings.SETTINGS:
+        if s.group == "model":
+            default = DEFAULT_MODEL if s.name == "model" else None
+            p.add_argument(s.flag, dest=s.key, default=default, choices=s.choices, metavar=s.metavar,
+                           help=f"{s.help} (default: {DEFAULT_MODEL})" if s.name == "model" else s.help)
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
+    p.add_argument("--port", type=int, default=7860, help="port (default: 7860)")
+    p.add_argument("--output-dir", default="vidldm-studio", help="folder for clips and sidecars (default: ./vidldm-studio)")
     p = sub.add_parser("replay", help="make a clip again from its JSON sidecar", description="Make a clip again from the JSON sidecar written next to it.")
     p.add_argument("sidecar")
     p.add_argument("-o", "--output", default=None, help="where to write (default: the sidecar's output with '-replay')")
@@ -182,26 +200,17 @@ def _taken(out: Path) -> bool:
 
 # ----------------------------------------------------------------------------- running
 
-def resolve_sampling(pipe, args: argparse.Namespace) -> None:
-    """Fill the sampling flags left out with the model's own defaults (saved with it, e.g. the shapes model's),
-    else diffusers' (25 steps, guidance 7.5), so the sidecar records what was used."""
-    given = {name: getattr(args, settings.BY_NAME[name].key, None) for name in settings.SAMPLING_DEFAULTS}
-    for name, value in pipe.sampling_defaults(**given).items():
-        setattr(args, settings.BY_NAME[name].key, value)
-
-
 def run_mode(args: argparse.Namespace) -> Path:
     import torch
 
     settings.check_args(args)  # first: the prompt's frames are checked against a valid --frames
-    prompt = parse_prompt(args.prompt, args.frames)
+    parse_prompt(args.prompt, args.frames)
     for kind in ("image", "video"):
         if getattr(args, kind, None) is not None:
             check_media(getattr(args, kind), kind)
     args.seed = normalize_seed(args.seed) if args.seed is not None else random.randrange(2**31)
     output = resolve_output(args, args.seed)
 
-    from vidldm.io import write_clip
     from vidldm.loading import load_pipeline
 
     start = time.perf_counter()
@@ -210,74 +219,24 @@ def run_mode(args: argparse.Namespace) -> Path:
     pipe = load_pipeline(args.model, args.motion_adapter, config=args.config, device=device, dtype=dtype,
                          variant=args.variant)
     pipe.set_progress_bar_config(disable=args.quiet)
-    resolve_sampling(pipe, args)
-    check_memory(pipe, args, device)
-    inputs = {"image": getattr(args, "image", None), "video": getattr(args, "video", None),
-              "extend": args.command == "extend"}
-    frames = pipe(prompt, **settings.pipeline_kwargs(args), **inputs, output_type="np",
-                  generator=torch.Generator(device="cpu").manual_seed(args.seed)).frames[0]
-    write_clip(frames, output, args.fps)
-    write_sidecar(output, {"command": args.command, "prompt": args.prompt, **inputs_recorded(args), **settings.recorded(args)})
+    frames = make_clip(pipe, args, output, device)
     print(f"wrote {output} ({frames.shape[0]} frames, {frames.shape[2]}x{frames.shape[1]}, seed {args.seed}) "
           f"in {time.perf_counter() - start:.1f}s")
     return output
 
 
-def check_memory(pipe, args: argparse.Namespace, device: str) -> None:
-    """Refuse in one line, before sampling, a clip that needs more memory than is free (vidldm.memory)."""
-    from vidldm.io import probe_video
-    from vidldm.memory import check_fits
-
-    frames = args.frames
-    if frames is None and args.command == "restyle":
-        frames = probe_video(args.video)["frames"]  # restyle keeps the input's length
-    frames = frames or min(16, pipe.max_seq_length)
-    side = pipe.unet.config.sample_size * pipe.vae_scale_factor
-    check_fits(pipe, frames, args.height or side, args.width or side, guidance=args.guidance, device=device)
-
-
-def inputs_recorded(args: argparse.Namespace) -> dict[str, str]:
-    """The input files, resolved: a replay from another folder finds them."""
-    return {k: str(Path(getattr(args, k)).resolve()) for k in ("image", "video") if getattr(args, k, None) is not None}
-
-
-def sidecar_path(output: Path) -> Path:
-    return output.with_suffix(".json") if output.suffix else output.parent / f"{output.name}.json"
-
-
-def write_sidecar(output: Path, recorded: dict[str, Any]) -> None:
-    from vidldm import atomic
-
-    # allow_nan=False: a sidecar is JSON other tools read, and NaN/Infinity are not JSON
-    text = json.dumps({"vidldm": __version__, **recorded, "output": str(output)}, indent=2, allow_nan=False)
-    atomic.write_text(sidecar_path(output), text + "\n")
-
-
 def replay(args: argparse.Namespace) -> Path:
     path = Path(args.sidecar)
-    if not path.exists():
-        raise VidldmError(f"sidecar '{path}' does not exist")
-    try:
-        saved = json.loads(path.read_text())
-        command = saved["command"]
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
-        raise VidldmError(f"'{path}' is not a vidldm sidecar (JSON with a 'command')") from err
-    if command not in settings.MODES:
-        raise VidldmError(f"'{path}' records an unknown command '{command}'")
+    saved = read_sidecar(path)
+    command = saved["command"]
     out = args.output or str(Path(saved["output"]).with_stem(Path(saved["output"]).stem + "-replay"))
-    argv = [command, *(saved[k] for k in ("image", "video") if k in saved), _prompt_text(saved["prompt"])]
+    argv = [command, *(saved[k] for k in ("image", "video") if k in saved), prompt_text(saved["prompt"])]
     argv += settings.replay_argv(saved, command)
     argv += ["-o", out] + (["-q"] if args.quiet else []) + (["--device", args.device] if args.device else [])
     argv += ["--overwrite"] if args.overwrite else []
     again = build_parser().parse_args(argv)
     again.protected = [str(path)]  # the sidecar being replayed is an input too
     return run_mode(again)
-
-
-def _prompt_text(prompt: Any) -> str:
-    if isinstance(prompt, dict):
-        return " | ".join(f"{k}:{v}" for k, v in prompt.items())
-    return str(prompt)
 
 
 def info(args: argparse.Namespace) -> None:
@@ -373,6 +332,19 @@ def train(args: argparse.Namespace) -> None:
     run_training(args.config, resume=args.resume, stop_after=args.stop_after, overrides=args.set, export=args.export)
 
 
+def serve(args: argparse.Namespace) -> None:
+    if not 0 < args.port < 65536:
+        raise VidldmError(f"--port must be between 1 and 65535, got {args.port}")
+    try:
+        import gradio  # noqa: F401 (only to say what is missing; the studio imports it)
+    except ImportError as err:
+        raise VidldmError("the web studio needs gradio: pip install 'vidldm[web]' (or pip install gradio)") from err
+    from vidldm.web import serve as run_studio
+
+    run_studio(args.model, args.motion_adapter, host=args.host, port=args.port, output_dir=args.output_dir,
+               device=args.device, dtype=args.dtype, config=args.config, variant=args.variant)
+
+
 def make_shapes(args: argparse.Namespace) -> None:
     from vidldm.data.shapes import make_shapes_dataset
 
@@ -435,7 +407,7 @@ def _run(args: argparse.Namespace) -> int:
     torch.set_flush_denormal(True)
     try:
         commands = {**dict.fromkeys(MODES, run_mode), "replay": replay, "info": info, "train": train, "cache": cache,
-                    "eval": evaluate, "make-shapes": make_shapes, "export": export}
+                    "eval": evaluate, "make-shapes": make_shapes, "export": export, "serve": serve}
         commands[args.command](args)
         return 0
     except VidldmError as err:

@@ -8,7 +8,6 @@ temporary name and renamed.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import re
@@ -17,11 +16,21 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 from vidldm import __version__, prompt_travel
 from vidldm import sampling_settings as settings
 from vidldm.builtin_names import default_model
+from vidldm.clip_run import (  # noqa: F401 (sidecar_path, write_sidecar: the CLI's names since before)
+    check_memory,
+    check_prompt,
+    input_keys,
+    make_clip,
+    prompt_text,
+    read_sidecar,
+    resolve_sampling,
+    sidecar_path,
+    write_sidecar,
+)
 from vidldm.errors import VidldmError
 from vidldm.seeds import normalize_seed
 
@@ -102,6 +111,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.add_argument("--device", help="cpu, cuda, ... (overrides the run file)")
     p.add_argument("--overwrite", action="store_true", help="replace clips of the same name (default: the next free name)")
+    p = sub.add_parser("serve", help="the web studio: every mode in the browser (needs: pip install 'vidldm[web]')",
+                       description="Serve the web studio (gradio) for one model: generate, animate, restyle and extend "
+                       "in the browser, with a queue (one clip at a time) and a gallery of this server's clips. "
+                       "Binds to 127.0.0.1 (this machine only); --host 0.0.0.0 serves your network, with no login.")
+    for s in settings.SETTINGS:
+        if s.group == "model":
+            default = DEFAULT_MODEL if s.name == "model" else None
+            p.add_argument(s.flag, dest=s.key, default=default, choices=s.choices, metavar=s.metavar,
+                           help=f"{s.help} (default: {DEFAULT_MODEL})" if s.name == "model" else s.help)
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
+    p.add_argument("--port", type=int, default=7860, help="port (default: 7860)")
+    p.add_argument("--output-dir", default="vidldm-studio", help="folder for clips and sidecars (default: ./vidldm-studio)")
     p = sub.add_parser("replay", help="make a clip again from its JSON sidecar", description="Make a clip again from the JSON sidecar written next to it.")
     p.add_argument("sidecar")
     p.add_argument("-o", "--output", default=None, help="where to write (default: the sidecar's output with '-replay')")
@@ -193,7 +214,7 @@ def resolve_output(args: argparse.Namespace, seed: int) -> Path:
             out = folder / f"{slug}-{seed}-{n}.mp4"
         return out
     out = check_output_path(args.output)
-    inputs = [getattr(args, k, None) for k in _input_keys(args)] + list(getattr(args, "protected", []))
+    inputs = [getattr(args, k, None) for k in input_keys(args)] + list(getattr(args, "protected", []))
     for given in filter(None, inputs):
         for written in (out, sidecar_path(out)):
             if written.exists() and Path(given).exists() and written.resolve() == Path(given).resolve():
@@ -212,41 +233,23 @@ def _taken(out: Path) -> bool:
 
 # ----------------------------------------------------------------------------- running
 
-def resolve_sampling(pipe, args: argparse.Namespace) -> None:
-    """Fill the sampling flags left out with the model's own defaults (saved with it, e.g. the shapes model's),
-    else diffusers' (25 steps, guidance 7.5), so the sidecar records what was used."""
-    given = {name: getattr(args, settings.BY_NAME[name].key, None) for name in settings.SAMPLING_DEFAULTS}
-    for name, value in pipe.sampling_defaults(**given).items():
-        setattr(args, settings.BY_NAME[name].key, value)
-
-
 def run_mode(args: argparse.Namespace, pipes: dict | None = None) -> Path:
     """Make one clip of a mode command; `pipes` keeps the last loaded model for the next clip (run files)."""
     import torch
 
     settings.check_args(args)  # first: the prompt's frames are checked against a valid --frames
-    # interpolate-frames may go without a prompt: the known frames say what the clip shows
-    unprompted = args.command == "interpolate-frames" and not args.prompt.strip()
-    prompt = "" if unprompted else parse_prompt(args.prompt, getattr(args, "frames", None))
-    for key in _input_keys(args):
+    check_prompt(args)
+    for key in input_keys(args):
         check_media(getattr(args, key), "image" if key in settings.IMAGE_INPUTS else "video")
     args.seed = normalize_seed(args.seed) if args.seed is not None else random.randrange(2**31)
     output = resolve_output(args, args.seed)
-
-    from vidldm.io import write_clip
 
     start = time.perf_counter()
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = args.dtype or ("fp16" if str(device).startswith("cuda") else "fp32")
     pipe = load_model(args, device, dtype, pipes)
     pipe.set_progress_bar_config(disable=args.quiet)
-    resolve_sampling(pipe, args)
-    check_memory(pipe, args, device)
-    inputs = mode_inputs(pipe, args)
-    frames = pipe(prompt, **settings.pipeline_kwargs(args), **inputs, output_type="np",
-                  generator=torch.Generator(device="cpu").manual_seed(args.seed)).frames[0]
-    write_clip(frames, output, args.fps)
-    write_sidecar(output, {"command": args.command, "prompt": args.prompt, **inputs_recorded(args), **settings.recorded(args)})
+    frames = make_clip(pipe, args, output, device)
     print(f"wrote {output} ({frames.shape[0]} frames, {frames.shape[2]}x{frames.shape[1]}, seed {args.seed}) "
           f"in {time.perf_counter() - start:.1f}s")
     return output
@@ -354,84 +357,12 @@ def run_walk(args: argparse.Namespace) -> Path:
     return output
 
 
-def mode_inputs(pipe, args: argparse.Namespace) -> dict[str, Any]:
-    """The pipeline's inputs for the command: a still, keyframes, a clip to restyle or extend. Sets the frame count
-    and rate a mode decides (inbetween's last keyframe sits on the last frame; interpolation's rate rises)."""
-    if args.command != "interpolate-frames":
-        args.fps = args.fps or 8.0
-    if args.command == "inbetween":
-        args.frames = args.frames or min(16, pipe.max_seq_length)
-        if args.frames < 3:
-            raise VidldmError(f"--frames must be at least 3 for inbetween (two keyframes and a frame between), got {args.frames}")
-        return {"image": {0: args.start, args.frames - 1: args.end}}
-    if args.command == "interpolate-frames":
-        clip, fps = interpolation_input(args.video)
-        args.fps = args.fps or fps * args.factor
-        settings.BY_NAME["fps"].check(args.fps, "--fps (the input's rate times --factor)")
-        args.frames = (len(clip) - 1) * args.factor + 1  # recorded; replay derives it again from the input
-        return {"image": {i * args.factor: frame for i, frame in enumerate(clip)}}
-    return {"image": getattr(args, "image", None), "video": getattr(args, "video", None), "extend": args.command == "extend"}
-
-
-def interpolation_input(path: str) -> tuple[Any, float]:
-    """The clip to upsample `(F, H, W, 3)` uint8 and its rate; two frames at least."""
-    from vidldm.io import read_video
-
-    clip, fps = read_video(path)
-    if len(clip) < 2:
-        raise VidldmError(f"'{path}' has {len(clip)} frame; interpolate-frames needs at least 2 frames to put frames between")
-    return clip, fps
-
-
-def check_memory(pipe, args: argparse.Namespace, device: str) -> None:
-    """Refuse in one line, before sampling, a clip that needs more memory than is free (vidldm.memory)."""
-    from vidldm.io import probe_video
-    from vidldm.memory import check_fits
-
-    frames = getattr(args, "frames", None)
-    if frames is None and args.command in ("restyle", "interpolate-frames"):
-        frames = probe_video(args.video)["frames"]  # restyle keeps the input's length
-        frames = frames if args.command == "restyle" else (frames - 1) * args.factor + 1
-    frames = frames or min(16, pipe.max_seq_length)
-    side = pipe.unet.config.sample_size * pipe.vae_scale_factor
-    check_fits(pipe, frames, args.height or side, args.width or side, guidance=args.guidance, device=device)
-
-
-def inputs_recorded(args: argparse.Namespace) -> dict[str, str]:
-    """The input files, resolved: a replay from another folder finds them."""
-    return {k: str(Path(getattr(args, k)).resolve()) for k in _input_keys(args)}
-
-
-def _input_keys(args: argparse.Namespace) -> tuple[str, ...]:
-    """The input files of the command `args` holds (`start`, `end` for inbetween, ...)."""
-    return tuple(k for k in settings.MODE_INPUTS.get(args.command, ()) if getattr(args, k, None) is not None)
-
-
-def sidecar_path(output: Path) -> Path:
-    return output.with_suffix(".json") if output.suffix else output.parent / f"{output.name}.json"
-
-
-def write_sidecar(output: Path, recorded: dict[str, Any]) -> None:
-    from vidldm import atomic
-
-    # allow_nan=False: a sidecar is JSON other tools read, and NaN/Infinity are not JSON
-    text = json.dumps({"vidldm": __version__, **recorded, "output": str(output)}, indent=2, allow_nan=False)
-    atomic.write_text(sidecar_path(output), text + "\n")
-
-
 def replay(args: argparse.Namespace) -> Path:
     path = Path(args.sidecar)
-    if not path.exists():
-        raise VidldmError(f"sidecar '{path}' does not exist")
-    try:
-        saved = json.loads(path.read_text())
-        command = saved["command"]
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
-        raise VidldmError(f"'{path}' is not a vidldm sidecar (JSON with a 'command')") from err
-    if command not in settings.SAMPLED:
-        raise VidldmError(f"'{path}' records an unknown command '{command}'")
+    saved = read_sidecar(path)
+    command = saved["command"]
     out = args.output or str(Path(saved["output"]).with_stem(Path(saved["output"]).stem + "-replay"))
-    prompts = saved["prompt"] if command == "walk" else [_prompt_text(saved["prompt"])]
+    prompts = saved["prompt"] if command == "walk" else [prompt_text(saved["prompt"])]
     argv = [command, *(saved[k] for k in settings.MODE_INPUTS.get(command, ()) if k in saved), *prompts]
     argv += settings.replay_argv(saved, command)
     argv += ["-o", out] + (["-q"] if args.quiet else []) + (["--device", args.device] if args.device else [])
@@ -439,12 +370,6 @@ def replay(args: argparse.Namespace) -> Path:
     again = build_parser().parse_args(argv)
     again.protected = [str(path)]  # the sidecar being replayed is an input too
     return run_walk(again) if command == "walk" else run_mode(again)
-
-
-def _prompt_text(prompt: Any) -> str:
-    if isinstance(prompt, dict):
-        return " | ".join(f"{k}:{v}" for k, v in prompt.items())
-    return str(prompt)
 
 
 def info(args: argparse.Namespace) -> None:
@@ -540,6 +465,19 @@ def train(args: argparse.Namespace) -> None:
     run_training(args.config, resume=args.resume, stop_after=args.stop_after, overrides=args.set, export=args.export)
 
 
+def serve(args: argparse.Namespace) -> None:
+    if not 0 < args.port < 65536:
+        raise VidldmError(f"--port must be between 1 and 65535, got {args.port}")
+    try:
+        import gradio  # noqa: F401 (only to say what is missing; the studio imports it)
+    except ImportError as err:
+        raise VidldmError("the web studio needs gradio: pip install 'vidldm[web]' (or pip install gradio)") from err
+    from vidldm.web import serve as run_studio
+
+    run_studio(args.model, args.motion_adapter, host=args.host, port=args.port, output_dir=args.output_dir,
+               device=args.device, dtype=args.dtype, config=args.config, variant=args.variant)
+
+
 def make_shapes(args: argparse.Namespace) -> None:
     from vidldm.data.shapes import make_shapes_dataset
 
@@ -602,7 +540,8 @@ def _run(args: argparse.Namespace) -> int:
     torch.set_flush_denormal(True)
     try:
         commands = {**dict.fromkeys(MODES, run_mode), "replay": replay, "info": info, "train": train, "cache": cache,
-                    "eval": evaluate, "make-shapes": make_shapes, "export": export, "run": run_file, "walk": run_walk}
+                    "eval": evaluate, "make-shapes": make_shapes, "export": export, "run": run_file, "walk": run_walk,
+                    "serve": serve}
         status = commands[args.command](args)
         return status if isinstance(status, int) else 0  # `run` returns 1 when some of its clips failed
     except VidldmError as err:

@@ -169,6 +169,11 @@ class VideoPipeline(DiffusionPipeline):
         return cached
 
     @property
+    def num_timesteps(self) -> int | None:
+        """The steps the current (or last) call's loop runs, as diffusers' pipelines expose it."""
+        return getattr(self, "_num_timesteps", None)
+
+    @property
     def vae_scale_factor(self) -> int:
         return 2 ** (len(self.vae.config.block_out_channels) - 1)
 
@@ -342,7 +347,8 @@ class VideoPipeline(DiffusionPipeline):
                                       image_conditioning, video_frames, extend, strength, num_known_frames,
                                       (height, width), (context_frames, context_overlap), device)
 
-        # 3. the loop
+        # 3. the loop (`num_timesteps`: diffusers' name, read by callbacks that show progress)
+        self._num_timesteps = len(start.timesteps)
         denoiser = GuidedDenoiser(self.video_unet, context, sampling["guidance_scale"], sampling["guidance_rescale"],
                                   temporal_steps(sampling["temporal_end"], len(start.timesteps)))
         with self.progress_bar(total=len(start.timesteps)) as bar:

@@ -1,4 +1,4 @@
-"""The `vidldm` command: generate, animate, restyle, extend, replay, info, export.
+"""The `vidldm` command: generate, animate, restyle, extend, run, replay, info, export.
 
 Every user mistake ends in one line on stderr and exit status 2, before any model is loaded
 where possible, and never leaves a half-written file: videos and sidecars are written to a
@@ -8,19 +8,29 @@ temporary name and renamed.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import re
+import shlex
 import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 from vidldm import __version__, prompt_travel
 from vidldm import sampling_settings as settings
 from vidldm.builtin_names import default_model
+from vidldm.clip_run import (  # noqa: F401 (sidecar_path, write_sidecar: the CLI's names since before)
+    check_memory,
+    check_prompt,
+    input_keys,
+    make_clip,
+    prompt_text,
+    read_sidecar,
+    resolve_sampling,
+    sidecar_path,
+    write_sidecar,
+)
 from vidldm.errors import VidldmError
 from vidldm.seeds import normalize_seed
 
@@ -56,7 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
     def mode(name: str, inputs: tuple[tuple[str, str], ...], help_text: str, description: str) -> None:
         p = sub.add_parser(name, help=help_text, description=description)
         for arg, arg_help in inputs:
-            p.add_argument(arg, help=arg_help)
+            optional = arg == "prompt" and name == "interpolate-frames"  # the clip says what it shows
+            several = arg == "prompt" and name == "walk"
+            p.add_argument(arg, help=arg_help, **({"nargs": "?", "default": ""} if optional else {}),
+                           **({"nargs": "+"} if several else {}))
         groups = settings.add_flags(p, name, model_default=DEFAULT_MODEL)
         groups["output"].add_argument("-o", "--output", default=None, help="output file: .mp4 .gif .webp, .png (contact "
                                       "sheet) or a folder/ of PNGs (default: outputs/<prompt>-<seed>.mp4)")
@@ -73,6 +86,43 @@ def build_parser() -> argparse.ArgumentParser:
          "continue a clip: its last frames are known, new frames follow",
          "Continue a clip: its last frames are kept as known frames and new frames follow them. "
          "The output holds the input followed by the new frames.")
+    mode("inbetween", (("start", "the first frame (an image)"), ("end", "the last frame (an image of the same size)"),
+                       ("prompt", "what happens between")),
+         "make the frames between two keyframes", "In-betweening: the first and last frames are given (clean, t = 0) "
+         "and the model makes the motion between them. From Python, any number of keyframes at any frames: "
+         "pipe(prompt, image={0: a, 8: b, 15: c}).")
+    mode("interpolate-frames", (("video", "the clip to make smoother"), ("prompt", "what it shows (optional)")),
+         "raise a clip's frame rate with frames the model makes",
+         "Frame-rate upsampling: every input frame is a known frame, the model makes --factor - 1 frames between "
+         "each two (window by window for long clips); the output's frame rate is the input's times the factor.")
+    mode("walk", (("prompt", "the walk's stops: one prompt, or one per stop"),),
+         "clips along a path between seeds and prompts (latent walk)",
+         "A latent walk: clips made at evenly spaced points between stops (prompt, seed), the starting noise "
+         "slerped and the prompts' embeddings interpolated, laid out one after another or side by side. "
+         "Two prompts and --seeds 1 walk from one to the other; one prompt and --seeds 1,2,3 walk through seeds.")
+    p = sub.add_parser("run", help="make every clip a run file (YAML/JSON) lists",
+                       description="Make every clip a run file lists: prompts (with head/tail prompts and prompt maps), "
+                       "seeds, repeats, LoRAs and any setting of generate/animate/restyle/extend, one clip and one sidecar "
+                       "per clip, a summary at the end. The whole file is checked before the first clip; an entry that "
+                       "fails is reported and the others still run (exit 1 if any failed). Format: vidldm/run_file.py.")
+    p.add_argument("run_file", help="YAML or JSON run file")
+    p.add_argument("-o", "--output", default=None, help="folder for the clips (default: outputs/<run file name>/)")
+    p.add_argument("--dry-run", action="store_true", help="print the command of every clip, make none")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--device", help="cpu, cuda, ... (overrides the run file)")
+    p.add_argument("--overwrite", action="store_true", help="replace clips of the same name (default: the next free name)")
+    p = sub.add_parser("serve", help="the web studio: every mode in the browser (needs: pip install 'vidldm[web]')",
+                       description="Serve the web studio (gradio) for one model: generate, animate, restyle and extend "
+                       "in the browser, with a queue (one clip at a time) and a gallery of this server's clips. "
+                       "Binds to 127.0.0.1 (this machine only); --host 0.0.0.0 serves your network, with no login.")
+    for s in settings.SETTINGS:
+        if s.group == "model":
+            default = DEFAULT_MODEL if s.name == "model" else None
+            p.add_argument(s.flag, dest=s.key, default=default, choices=s.choices, metavar=s.metavar,
+                           help=f"{s.help} (default: {DEFAULT_MODEL})" if s.name == "model" else s.help)
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
+    p.add_argument("--port", type=int, default=7860, help="port (default: 7860)")
+    p.add_argument("--output-dir", default="vidldm-studio", help="folder for clips and sidecars (default: ./vidldm-studio)")
     p = sub.add_parser("replay", help="make a clip again from its JSON sidecar", description="Make a clip again from the JSON sidecar written next to it.")
     p.add_argument("sidecar")
     p.add_argument("-o", "--output", default=None, help="where to write (default: the sidecar's output with '-replay')")
@@ -155,7 +205,8 @@ def resolve_output(args: argparse.Namespace, seed: int) -> Path:
     from vidldm.io import check_output_path
 
     if args.output is None:
-        slug = re.sub(r"[^a-z0-9]+", "-", str(args.prompt).lower()).strip("-")[:48] or "clip"
+        text = " ".join(args.prompt) if isinstance(args.prompt, list) else str(args.prompt)  # a walk has several
+        slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:48] or "clip"
         folder = Path("outputs")
         folder.mkdir(exist_ok=True)  # our own default folder; a user-given one must exist
         out, n = folder / f"{slug}-{seed}.mp4", 1
@@ -164,7 +215,7 @@ def resolve_output(args: argparse.Namespace, seed: int) -> Path:
             out = folder / f"{slug}-{seed}-{n}.mp4"
         return out
     out = check_output_path(args.output)
-    inputs = [getattr(args, k, None) for k in ("image", "video")] + list(getattr(args, "protected", []))
+    inputs = [getattr(args, k, None) for k in input_keys(args)] + list(getattr(args, "protected", []))
     for given in filter(None, inputs):
         for written in (out, sidecar_path(out)):
             if written.exists() and Path(given).exists() and written.resolve() == Path(given).resolve():
@@ -183,48 +234,23 @@ def _taken(out: Path) -> bool:
 
 # ----------------------------------------------------------------------------- running
 
-def resolve_sampling(pipe, args: argparse.Namespace) -> None:
-    """Fill the sampling flags left out with the model's own defaults (saved with it, e.g. the shapes model's),
-    else diffusers' (25 steps, guidance 7.5), so the sidecar records what was used."""
-    given = {name: getattr(args, settings.BY_NAME[name].key, None) for name in settings.SAMPLING_DEFAULTS}
-    for name, value in pipe.sampling_defaults(**given).items():
-        setattr(args, settings.BY_NAME[name].key, value)
-
-
-def run_mode(args: argparse.Namespace) -> Path:
+def run_mode(args: argparse.Namespace, pipes: dict | None = None) -> Path:
+    """Make one clip of a mode command; `pipes` keeps the last loaded model for the next clip (run files)."""
     import torch
 
     settings.check_args(args)  # first: the prompt's frames are checked against a valid --frames
-    prompt = parse_prompt(args.prompt, args.frames)
-    for kind in ("image", "video"):
-        if getattr(args, kind, None) is not None:
-            check_media(getattr(args, kind), kind)
+    check_prompt(args)
+    for key in input_keys(args):
+        check_media(getattr(args, key), "image" if key in settings.IMAGE_INPUTS else "video")
     args.seed = normalize_seed(args.seed) if args.seed is not None else random.randrange(2**31)
     output = resolve_output(args, args.seed)
-
-    from vidldm.io import write_clip
-    from vidldm.loading import apply_loras, load_pipeline
 
     start = time.perf_counter()
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = args.dtype or ("fp16" if str(device).startswith("cuda") else "fp32")
-    offload = memory_options(args, device)
-    pipe = load_pipeline(args.model, args.motion_adapter, config=args.config, device="cpu" if offload else device,
-                         dtype=dtype, variant=args.variant)
-    apply_loras(pipe, args.lora, args.motion_lora)  # before offload: peft wraps the layers the hooks then move
-    if offload is not None:
-        offload(pipe, device)
-    if args.vae_tiling:
-        pipe.enable_vae_tiling()
+    pipe = load_model(args, device, dtype, pipes)
     pipe.set_progress_bar_config(disable=args.quiet)
-    resolve_sampling(pipe, args)
-    check_memory(pipe, args, device)
-    inputs = {"image": getattr(args, "image", None), "video": getattr(args, "video", None),
-              "extend": args.command == "extend"}
-    frames = pipe(prompt, **settings.pipeline_kwargs(args), **inputs, output_type="np",
-                  generator=torch.Generator(device="cpu").manual_seed(args.seed)).frames[0]
-    write_clip(frames, output, args.fps)
-    write_sidecar(output, {"command": args.command, "prompt": args.prompt, **inputs_recorded(args), **settings.recorded(args)})
+    frames = make_clip(pipe, args, output, device)
     print(f"wrote {output} ({frames.shape[0]} frames, {frames.shape[2]}x{frames.shape[1]}, seed {args.seed}) "
           f"in {time.perf_counter() - start:.1f}s")
     return output
@@ -245,63 +271,129 @@ def memory_options(args: argparse.Namespace, device: str):
     return lambda pipe, dev: pipe.enable_sequential_cpu_offload(device=dev)
 
 
-def check_memory(pipe, args: argparse.Namespace, device: str) -> None:
-    """Refuse in one line, before sampling, a clip that needs more memory than is free (vidldm.memory)."""
-    from vidldm.io import probe_video
-    from vidldm.memory import check_fits
+def load_model(args: argparse.Namespace, device: str, dtype: str, pipes: dict | None = None):
+    """The pipeline the model and memory settings name, its LoRAs loaded and offload set; from `pipes` when the
+    previous clip used the same ones (run files)."""
+    from vidldm.loading import apply_loras, load_pipeline
 
-    frames = args.frames
-    if frames is None and args.command == "restyle":
-        frames = probe_video(args.video)["frames"]  # restyle keeps the input's length
-    frames = frames or min(16, pipe.max_seq_length)
+    key = tuple((s.key, str(getattr(args, s.key, None))) for s in settings.SETTINGS if s.group in ("model", "memory"))
+    key += (device, dtype)
+    if pipes is not None and key in pipes:
+        return pipes[key]
+    if pipes is not None:
+        pipes.clear()  # one model in memory at a time
+    offload = memory_options(args, device)
+    pipe = load_pipeline(args.model, args.motion_adapter, config=args.config, device="cpu" if offload else device,
+                         dtype=dtype, variant=args.variant)
+    apply_loras(pipe, getattr(args, "lora", None), getattr(args, "motion_lora", None))  # before offload: peft wraps
+    if offload is not None:                                                               # the layers hooks then move
+        offload(pipe, device)
+    if getattr(args, "vae_tiling", False):
+        pipe.enable_vae_tiling()
+    if pipes is not None:
+        pipes[key] = pipe
+    return pipe
+
+
+def run_file(args: argparse.Namespace) -> int:
+    """`vidldm run`: every clip of a run file through `run_mode`, one model load per model; a summary at the end."""
+    from vidldm.run_file import load_run_file
+
+    jobs = load_run_file(args.run_file)
+    folder = Path(args.output) if args.output else Path("outputs") / re.sub(r"[^\w.-]+", "-", Path(args.run_file).stem)
+    extra = ["-q"] * args.quiet + ["--overwrite"] * args.overwrite + ([f"--device={args.device}"] if args.device else [])
+    if args.dry_run:
+        for job in jobs:
+            print("vidldm " + shlex.join([*job.argv, "-o", str(folder / (job.stem + job.suffix)), *extra]))
+        return 0
+    _make_folder(folder, default=args.output is None)
+    pipes: dict = {}
+    made, failed, start = [], [], time.perf_counter()
+    for n, job in enumerate(jobs, 1):
+        output = folder / (job.stem + job.suffix) if args.overwrite else _free_name(folder, job.stem, job.suffix)
+        print(f"[{n}/{len(jobs)}] {job.where}: {output}", file=sys.stderr)
+        try:
+            job_args = build_parser().parse_args([*job.argv, "-o", str(output), *extra])
+            job_args.protected = [args.run_file]
+            made.append(run_mode(job_args, pipes))
+        except VidldmError as err:
+            print(f"vidldm: error: {job.where}: {err}", file=sys.stderr)
+            failed.append(f"{job.where}: {err}")
+    print(f"run {args.run_file}: {len(made)} of {len(jobs)} clips made in {folder}/ in {time.perf_counter() - start:.1f}s")
+    for line in failed:
+        print(f"  failed: {line}")
+    return 1 if failed else 0
+
+
+def _make_folder(folder: Path, default: bool) -> None:
+    """The run's folder: ours (outputs/...) is made; a user's -o may be new, but inside a folder that exists."""
+    from vidldm.io import check_output_folder
+
+    if folder.exists() and not folder.is_dir():
+        raise VidldmError(f"'{folder}' is a file, not a folder; give -o a folder for the run's clips")
+    if not default:
+        check_output_folder(folder)
+    folder.mkdir(parents=default, exist_ok=True)
+
+
+def _free_name(folder: Path, stem: str, suffix: str) -> Path:
+    out, n = folder / f"{stem}{suffix}", 1
+    while _taken(out):
+        n += 1
+        out = folder / f"{stem}-{n}{suffix}"
+    return out
+
+
+def run_walk(args: argparse.Namespace) -> Path:
+    """`vidldm walk`: the clips of a latent walk (vidldm.walk) as one file, with a sidecar that replays it."""
+    import torch
+
+    settings.check_args(args)
+    for prompt in args.prompt:
+        if isinstance(parse_prompt(prompt, args.frames), dict):
+            raise VidldmError("a walk's prompts are plain prompts; prompt travel within a clip is for generate")
+    seeds = settings.parse_seeds(args.seeds) if args.seeds else [random.randrange(2**31)]
+    from vidldm.walk import walk_stops
+
+    walk_stops(args.prompt, seeds)  # the stops pair up, before any model loads
+    args.seeds = ",".join(map(str, seeds))
+    args.fps = args.fps or 8.0
+    output = resolve_output(args, seeds[0])
+    from vidldm.io import write_clip
+    from vidldm.walk import latent_walk, lay_out
+
+    start = time.perf_counter()
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    pipe = load_model(args, device, args.dtype or ("fp16" if str(device).startswith("cuda") else "fp32"))
+    pipe.set_progress_bar_config(disable=True)
+    resolve_sampling(pipe, args)
     side = pipe.unet.config.sample_size * pipe.vae_scale_factor
-    window = min(frames, args.context_frames or min(16, pipe.max_seq_length))
-    check_fits(pipe, frames, args.height or side, args.width or side, guidance=args.guidance, device=device,
-               context_frames=window, decode_chunk=args.decode_chunk or 8)
-
-
-def inputs_recorded(args: argparse.Namespace) -> dict[str, str]:
-    """The input files, resolved: a replay from another folder finds them."""
-    return {k: str(Path(getattr(args, k)).resolve()) for k in ("image", "video") if getattr(args, k, None) is not None}
-
-
-def sidecar_path(output: Path) -> Path:
-    return output.with_suffix(".json") if output.suffix else output.parent / f"{output.name}.json"
-
-
-def write_sidecar(output: Path, recorded: dict[str, Any]) -> None:
-    from vidldm import atomic
-
-    # allow_nan=False: a sidecar is JSON other tools read, and NaN/Infinity are not JSON
-    text = json.dumps({"vidldm": __version__, **recorded, "output": str(output)}, indent=2, allow_nan=False)
-    atomic.write_text(sidecar_path(output), text + "\n")
+    args.frames, args.height, args.width = args.frames or min(16, pipe.max_seq_length), args.height or side, args.width or side
+    check_memory(pipe, args, device)
+    call = {k: v for k, v in settings.pipeline_kwargs(args).items() if k not in ("num_frames", "height", "width", "negative_prompt")}
+    clips = latent_walk(pipe, args.prompt, seeds, args.between, args.frames, args.height, args.width, args.negative_prompt,
+                        on_clip=None if args.quiet else lambda i, n: print(f"clip {i + 1}/{n}", file=sys.stderr), **call)
+    frames = lay_out(clips, args.layout)
+    write_clip(frames, output, args.fps)
+    write_sidecar(output, {"command": "walk", "prompt": list(args.prompt), **settings.recorded(args)})
+    print(f"wrote {output} ({len(clips)} clips of {args.frames} frames, {args.layout}, seeds {args.seeds}) "
+          f"in {time.perf_counter() - start:.1f}s")
+    return output
 
 
 def replay(args: argparse.Namespace) -> Path:
     path = Path(args.sidecar)
-    if not path.exists():
-        raise VidldmError(f"sidecar '{path}' does not exist")
-    try:
-        saved = json.loads(path.read_text())
-        command = saved["command"]
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
-        raise VidldmError(f"'{path}' is not a vidldm sidecar (JSON with a 'command')") from err
-    if command not in settings.MODES:
-        raise VidldmError(f"'{path}' records an unknown command '{command}'")
+    saved = read_sidecar(path)
+    command = saved["command"]
     out = args.output or str(Path(saved["output"]).with_stem(Path(saved["output"]).stem + "-replay"))
-    argv = [command, *(saved[k] for k in ("image", "video") if k in saved), _prompt_text(saved["prompt"])]
+    prompts = saved["prompt"] if command == "walk" else [prompt_text(saved["prompt"])]
+    argv = [command, *(saved[k] for k in settings.MODE_INPUTS.get(command, ()) if k in saved), *prompts]
     argv += settings.replay_argv(saved, command)
     argv += ["-o", out] + (["-q"] if args.quiet else []) + (["--device", args.device] if args.device else [])
     argv += ["--overwrite"] if args.overwrite else []
     again = build_parser().parse_args(argv)
     again.protected = [str(path)]  # the sidecar being replayed is an input too
-    return run_mode(again)
-
-
-def _prompt_text(prompt: Any) -> str:
-    if isinstance(prompt, dict):
-        return " | ".join(f"{k}:{v}" for k, v in prompt.items())
-    return str(prompt)
+    return run_walk(again) if command == "walk" else run_mode(again)
 
 
 def info(args: argparse.Namespace) -> None:
@@ -403,6 +495,19 @@ def train(args: argparse.Namespace) -> None:
     run_training(args.config, resume=args.resume, stop_after=args.stop_after, overrides=args.set, export=args.export)
 
 
+def serve(args: argparse.Namespace) -> None:
+    if not 0 < args.port < 65536:
+        raise VidldmError(f"--port must be between 1 and 65535, got {args.port}")
+    try:
+        import gradio  # noqa: F401 (only to say what is missing; the studio imports it)
+    except ImportError as err:
+        raise VidldmError("the web studio needs gradio: pip install 'vidldm[web]' (or pip install gradio)") from err
+    from vidldm.web import serve as run_studio
+
+    run_studio(args.model, args.motion_adapter, host=args.host, port=args.port, output_dir=args.output_dir,
+               device=args.device, dtype=args.dtype, config=args.config, variant=args.variant)
+
+
 def make_shapes(args: argparse.Namespace) -> None:
     from vidldm.data.shapes import make_shapes_dataset
 
@@ -474,9 +579,10 @@ def _run(args: argparse.Namespace) -> int:
     torch.set_flush_denormal(True)
     try:
         commands = {**dict.fromkeys(MODES, run_mode), "replay": replay, "info": info, "train": train, "cache": cache,
-                    "eval": evaluate, "make-shapes": make_shapes, "export": export}
-        commands[args.command](args)
-        return 0
+                    "eval": evaluate, "make-shapes": make_shapes, "export": export, "run": run_file, "walk": run_walk,
+                    "serve": serve}
+        status = commands[args.command](args)
+        return status if isinstance(status, int) else 0  # `run` returns 1 when some of its clips failed
     except VidldmError as err:
         print(f"vidldm: error: {err}", file=sys.stderr)
         return 2

@@ -9,6 +9,8 @@ Every mode is a choice of inputs to `__call__`:
 - prompt travel: `prompt={0: "...", 12: "..."}`, embeddings interpolated between keys;
 - image animation: `image=` (frame 0 is the image, or one image per prompt; `image_conditioning`
   "clean" or "replace");
+- keyframes (in-betweening, frame-rate upsampling): `image={0: start, 15: end}`, stills at any frames,
+  the model makes the frames between;
 - video-to-video: `video=`, `strength`;
 - extension: `video=`, `extend=True` (the last frames of the video are known frames); the result is the
   input followed by the new frames (`F_in + num_frames - k`; latents: the `num_frames` window only);
@@ -191,6 +193,11 @@ class VideoPipeline(DiffusionPipeline, VideoLoraLoaderMixin):
             cached = VideoUNet(self.unet, self.motion_adapter)  # shares the modules, adds no weights
             self.__dict__["_video_unet"] = cached
         return cached
+
+    @property
+    def num_timesteps(self) -> int | None:
+        """The steps the current (or last) call's loop runs, as diffusers' pipelines expose it."""
+        return getattr(self, "_num_timesteps", None)
 
     @property
     def vae_scale_factor(self) -> int:
@@ -481,7 +488,9 @@ class VideoPipeline(DiffusionPipeline, VideoLoraLoaderMixin):
                                       image_conditioning, video_frames, extend, strength, num_known_frames,
                                       (height, width), long, device)
 
-        # 3. the loop (with FreeInit, again from restarts that keep the last result's low frequencies)
+        # 3. the loop (with FreeInit, again from restarts that keep the last result's low frequencies);
+        # `num_timesteps`: diffusers' name, read by callbacks that show progress
+        self._num_timesteps = len(start.timesteps)
         x = self._sample(context, added, sampling, sched, start, long, generator,
                          self._step_callback(callback_on_step_end, callback_on_step_end_tensor_inputs))
 
@@ -605,10 +614,16 @@ class VideoPipeline(DiffusionPipeline, VideoLoraLoaderMixin):
 
     def _known_frames(self, video_vae: VideoVAE, image, image_conditioning: str, extend_from, num_known_frames,
                       batch: int, num_frames: int, size: tuple[int, int], device) -> KnownFrames | None:
-        """The still(s) to animate (frame 0), or the last frames of the clip `extend_from` to continue, encoded."""
+        """The still(s) to animate (frame 0), keyframes `{frame: still}` to move between, or the last frames
+        of the clip `extend_from` to continue, encoded."""
         if image is None and extend_from is None:
             return None
-        if isinstance(image, (list, tuple)):  # one still per prompt
+        indices = None
+        if isinstance(image, dict):  # keyframes at any frames: in-betweening, frame-rate upsampling
+            indices = check_keyframes(image, num_frames)
+            stills = [load_frames(image[i], image=True) for i in indices]
+            known_latents = self._encode_frames(video_vae, [np.concatenate(stills)], *size, device).expand(batch, -1, -1, -1, -1)
+        elif isinstance(image, (list, tuple)):  # one still per prompt
             if len(image) != batch:
                 raise VidldmError(f"{len(image)} images for {batch} prompts; give one image or one per prompt")
             known_latents = self._encode_frames(video_vae, [load_frames(i, image=True) for i in image], *size, device)
@@ -621,10 +636,18 @@ class VideoPipeline(DiffusionPipeline, VideoLoraLoaderMixin):
                     raise VidldmError(f"num_known_frames must be between 1 and {num_frames - 1}, got {k}")
                 clip = extend_from[-k:]  # a clip shorter than k: all of it is known
             known_latents = self._encode_frames(video_vae, [clip], *size, device).expand(batch, -1, -1, -1, -1)
-        mode = image_conditioning
-        if mode == "auto":
-            mode = "clean" if self.motion_adapter.config.get("frame_conditioning", False) else "replace"
-        return KnownFrames(known_latents, list(range(known_latents.shape[2])), mode)
+        indices = indices or list(range(known_latents.shape[2]))
+        return KnownFrames(known_latents, indices, self._conditioning_mode(image_conditioning, indices))
+
+    def _conditioning_mode(self, asked: str, indices: list[int]) -> str:
+        """"auto": clean known frames where the adapter learned them (a first-frames prefix for adapters trained
+        with frame conditioning; any frames for those trained with sparse known frames), else replace."""
+        if asked != "auto":
+            return asked
+        config = self.motion_adapter.config
+        prefix = indices == list(range(len(indices)))
+        learned = config.get("sparse_frame_conditioning", False) or (prefix and config.get("frame_conditioning", False))
+        return "clean" if learned else "replace"
 
     def _step_callback(self, callback_on_step_end, tensor_inputs):
         """diffusers' `callback_on_step_end(pipe, i, t, {"latents": ...})`, as the loop's `on_step`."""
@@ -668,6 +691,20 @@ class VideoPipeline(DiffusionPipeline, VideoLoraLoaderMixin):
         video = torch.stack([rearrange(frames_to_tensor(c, height, width), "f c h w -> c f h w") for c in clips])
         self._offload("vae")
         return video_vae.encode(video.to(device, self.vae.dtype)).to(self.unet.dtype)
+
+
+def check_keyframes(keyframes: dict, num_frames: int) -> list[int]:
+    """Keyframes `{frame index: still}`: whole frame indices within the clip, stills of one size. The sorted indices."""
+    if not keyframes:
+        raise VidldmError("keyframes must be a non-empty {frame index: image} mapping")
+    bad = [k for k in keyframes if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k < num_frames]
+    if bad:
+        raise VidldmError(f"keyframe indices must be frames in [0, {num_frames - 1}], got {bad[0]!r}")
+    sizes = {tuple(load_frames(v, image=True).shape[1:3]) for v in keyframes.values()}
+    if len(sizes) > 1:
+        shown = " and ".join(f"{w}x{h}" for h, w in sorted(sizes))
+        raise VidldmError(f"keyframes have different sizes ({shown}); give stills of one size")
+    return sorted(keyframes)
 
 
 def default_known_frames(num_frames: int) -> int:

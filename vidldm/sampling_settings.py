@@ -21,7 +21,12 @@ from typing import Any
 
 from vidldm.errors import VidldmError
 
-MODES = ("generate", "animate", "restyle", "extend")
+MODES = ("generate", "animate", "restyle", "extend", "inbetween", "interpolate-frames")
+# The files each mode reads (its positional arguments before the prompt, and its sidecar's keys).
+MODE_INPUTS = {"generate": (), "animate": ("image",), "restyle": ("video",), "extend": ("video",),
+               "inbetween": ("start", "end"), "interpolate-frames": ("video",)}
+IMAGE_INPUTS = ("image", "start", "end")  # the others are videos
+SAMPLED = (*MODES, "walk")  # every command that samples clips (a walk samples many, see vidldm.walk)
 _UNSET: Any = object()
 
 
@@ -46,7 +51,7 @@ class Setting:
     validate: Callable[[Any], None] | None = None  # extra check (e.g. scheduler names), raises VidldmError
     fallback: Any = _UNSET
     legacy: Any = _UNSET
-    commands: tuple[str, ...] = MODES
+    commands: tuple[str, ...] = SAMPLED
     group: str = "sampling"
     is_path: bool = False  # recorded resolved, so a replay from another folder finds the file
     recorded: bool = True
@@ -153,13 +158,34 @@ def _record_lora(spec: str) -> str:
     return f"{Path(path).resolve()}:{weight!r}"
 
 
-WITH_KNOWN_FRAMES = ("animate", "extend")
 # Kept here rather than imported: no torch in this module (sampling.py and free_init.py check they agree).
 WEIGHTING_SCHEMES = ("ramp", "flat", "pyramid", "delayed_reverse_sawtooth")
 NOISE_TYPES = ("shuffle_context", "repeat_context", "random")
 FREE_INIT_METHODS = ("butterworth", "ideal", "gaussian")
 MAX_FREE_INIT = 10
-FROM_NOISE = ("generate", "animate", "extend")  # FreeInit restarts from noise; restyle starts from the input video
+# FreeInit restarts from noise; restyle starts from the input video
+FROM_NOISE = ("generate", "animate", "extend", "inbetween", "interpolate-frames", "walk")
+
+
+def parse_seeds(text: str) -> list[int]:
+    """`"1,2,3"` -> seeds as torch uses them (`vidldm.seeds`); a `VidldmError` naming the bad one."""
+    from vidldm.seeds import normalize_seed
+
+    out = []
+    for part in str(text).split(","):
+        try:
+            out.append(normalize_seed(int(part.strip())))
+        except ValueError:
+            raise VidldmError(f"--seeds takes whole numbers separated by commas, e.g. 1,2,3; got {part.strip()!r}") from None
+    return out
+
+
+def _check_seeds(text: str) -> None:
+    parse_seeds(text)
+
+
+WITH_KNOWN_FRAMES = ("animate", "extend", "inbetween", "interpolate-frames")
+MADE_LENGTH = tuple(m for m in SAMPLED if m != "interpolate-frames")  # its length follows from the input and --factor
 SETTINGS: list[Setting] = [
     # the model
     Setting("model", "--model", str, "built-in name, pipeline/SD folder, single file or hub id", group="model",
@@ -191,25 +217,35 @@ SETTINGS: list[Setting] = [
     Setting("num_known_frames", "--known-frames", int,
             "how many of the input's last frames to continue from (default: a quarter of --frames)",
             low=1, commands=("extend",), group="mode"),
+    Setting("factor", "--factor", int, "frames out per frame in: the model makes factor - 1 frames between every two "
+            "input frames, and the frame rate rises by the factor (default: 2)", default=2, low=2, high=8,
+            commands=("interpolate-frames",), group="mode", to_pipeline=False),
     # sampling
     Setting("negative_prompt", "--negative-prompt", str, "what to steer away from"),
     Setting("num_frames", "--frames", int, "number of frames (default: the adapter's length, 16 at most; "
-            "beyond it context windows are used)", low=1),
+            "beyond it context windows are used)", low=1, commands=MADE_LENGTH),
     Setting("height", "--height", int, "pixels, a multiple of the VAE factor", low=1),
     Setting("width", "--width", int, "pixels, a multiple of the VAE factor", low=1),
     Setting("num_inference_steps", "--steps", int, "denoising steps (default: the model's, 25 for SD)", low=1,
-            fallback=25, commands=(*MODES, "eval")),
+            fallback=25, commands=(*SAMPLED, "eval")),
     Setting("guidance_scale", "--guidance", float, "classifier-free guidance scale (default: the model's, 7.5 for SD)",
-            low=0.0, fallback=7.5, commands=(*MODES, "eval")),
+            low=0.0, fallback=7.5, commands=(*SAMPLED, "eval")),
     Setting("guidance_rescale", "--guidance-rescale", float, "0-1: pull strong guidance back to the conditional "
             "spread, for zero-terminal-SNR models (default: the model's, 0)", low=0.0, high=1.0, fallback=0.0, legacy=0.0),
     Setting("temporal_end", "--temporal-end", float, "0-1: fraction of the steps that run the temporal layers; the "
             "last steps refine each frame with the image model alone (default: the model's, 1)", low=0.0, high=1.0,
-            fallback=1.0, legacy=1.0, commands=(*MODES, "eval")),
+            fallback=1.0, legacy=1.0, commands=(*SAMPLED, "eval")),
     Setting("scheduler", "--scheduler", str, "ddim, euler, euler_a, dpm++, unipc, lcm, A1111/ComfyUI names (dpmpp_2m_karras, "
             "euler_karras, dpmpp_sde, ...) or a diffusers class name; all: vidldm info --schedulers (default: ddim)", default="ddim",
             validate=_check_scheduler),
-    Setting("seed", "--seed", int, "random seed (printed when not given)", to_pipeline=False),
+    Setting("seed", "--seed", int, "random seed (printed when not given)", to_pipeline=False, commands=MODES),
+    Setting("walk_seeds", "--seeds", str, "the walk's seeds, comma-separated: one per prompt, or several for one prompt "
+            "(default: one random seed)", commands=("walk",), group="mode", to_pipeline=False, validate=_check_seeds,
+            metavar="SEED,SEED,..."),
+    Setting("between", "--between", int, "clips made between every two stops of the walk (default: 4)", default=4,
+            low=0, high=64, commands=("walk",), group="mode", to_pipeline=False),
+    Setting("layout", "--layout", str, "sequence: the clips one after another; grid: side by side, playing at once",
+            default="sequence", choices=("sequence", "grid"), commands=("walk",), group="mode", to_pipeline=False),
     # long clips (README "Long clips"): context windows, FreeNoise, FreeInit
     Setting("context_frames", "--context-frames", int, "frames the UNet sees at once in longer clips (default: 16, or "
             "the adapter's length if smaller)", low=1, group="long clips"),
@@ -253,8 +289,8 @@ SETTINGS: list[Setting] = [
             group="memory"),
     # output
     # Rates are stored as fractions with denominators up to 1000 (io.write), and players drop frames past 240
-    Setting("fps", "--fps", float, "frames per second of the output, 0.001 to 240 (default: 8)", default=8.0,
-            low=0.001, high=240.0, group="output", to_pipeline=False),
+    Setting("fps", "--fps", float, "frames per second of the output, 0.001 to 240 (default: 8; interpolate-frames: "
+            "the input's times --factor)", low=0.001, high=240.0, group="output", to_pipeline=False),
     Setting("overwrite", "--overwrite", bool, "replace an existing output and its sidecar (never an input)",
             default=False, group="output", to_pipeline=False, recorded=False, flag_only=True),
 ]

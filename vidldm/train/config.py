@@ -87,6 +87,8 @@ class TrainConfig:
     caption_dropout: float = 0.1         # empty caption, so classifier-free guidance works
     frame_conditioning: float = 0.5      # temporal stage: probability that the first k frames are given clean
     max_known_frames: int | None = None  # k is drawn from [1, max_known_frames]; default min(4, num_frames - 1)
+    known_frames: str = "first"          # first: the first k frames; sparse: also keyframes anywhere (in-betweening,
+                                         # frame-rate upsampling; see vidldm.train.stages.known_frame_indices)
     pure_noise_fraction: float = 0.0     # temporal stage: share of samples at the last timestep with no signal left (see TemporalStage)
     lora_rank: int | None = None         # temporal stage: train a motion LoRA instead of full weights
     frames_per_clip: int | None = None  # image stage: train on this many random frames of each clip (more captions a step)
@@ -291,6 +293,8 @@ def check(config: Config, source: str) -> None:
         raise VidldmError(f"{source}: sampling: {err}") from None
     if t.ema_decay is not None and not 0 < t.ema_decay < 1:
         raise VidldmError(f"{source}: train.ema_decay must be between 0 and 1, got {t.ema_decay}")
+    if t.known_frames not in ("first", "sparse"):
+        raise VidldmError(f"{source}: train.known_frames must be first or sparse, got {t.known_frames!r}")
     if config.stage == "temporal":
         if t.max_known_frames is None:
             t.max_known_frames = max(1, min(4, d.num_frames - 1))

@@ -163,10 +163,30 @@ class Stage(nn.Module):
         return (err * weights).sum(dim=(1, 2, 3)) / (weights.sum(dim=(1, 2, 3)) * err.shape[1])
 
 
+def known_frame_indices(num_frames: int, k_max: int, sparse: bool, generator: torch.Generator) -> list[int]:
+    """The frames a training clip gives clean: the first k (k in [1, k_max]: animate a still, continue a clip);
+    with `sparse`, as often each of the patterns sampling asks for: the two ends (in-betweening), every n-th frame
+    from a random offset (n in 2..4: frame-rate upsampling), or k frames anywhere. Never every frame."""
+    def draw(high: int) -> int:  # uniform in [0, high)
+        return int(torch.randint(high, (1,), generator=generator))
+
+    pattern = draw(4) if sparse else 0
+    if pattern == 1:
+        return [0, num_frames - 1]
+    if pattern == 2:
+        n = 2 + draw(3)
+        return list(range(draw(n), num_frames, n))
+    k = 1 + draw(k_max)
+    if pattern == 3:
+        return sorted(torch.randperm(num_frames, generator=generator)[:k].tolist())
+    return list(range(k))
+
+
 class TemporalStage(Stage):
-    """Trains the motion adapter on clips. With probability `frame_conditioning` the first k frames
-    are given clean at t = 0 and left out of the loss, so the adapter learns to animate stills
-    and continue clips (`image_conditioning="clean"` at inference)."""
+    """Trains the motion adapter on clips. With probability `frame_conditioning` the first k frames (or, with
+    `known_frames: sparse`, keyframes anywhere: `known_frame_indices`) are given clean at t = 0 and left out of
+    the loss, so the adapter learns to animate stills, continue clips and fill the frames between keyframes
+    (`image_conditioning="clean"` at inference)."""
 
     part = "motion_adapter"
 
@@ -190,6 +210,8 @@ class TemporalStage(Stage):
     def on_finish(self, pipe: VideoPipeline, batches) -> str | None:
         if self.config.train.frame_conditioning > 0:  # `image_conditioning="auto"` then picks "clean"
             pipe.motion_adapter.register_to_config(frame_conditioning=True)
+            if self.config.train.known_frames == "sparse":  # ... for keyframes at any frames too
+                pipe.motion_adapter.register_to_config(sparse_frame_conditioning=True)
         return None
 
     def forward(self, batch: dict, generator: torch.Generator) -> torch.Tensor:
@@ -206,12 +228,13 @@ class TemporalStage(Stage):
         loss_mask = torch.ones(b, f, device=latents.device)
         p, k_max = self.config.train.frame_conditioning, self.config.train.max_known_frames
         known = (torch.rand(b, generator=generator) < p).tolist()
-        ks = torch.randint(1, k_max + 1, (b,), generator=generator).tolist()
+        sparse = self.config.train.known_frames == "sparse"
         for i in range(b):
             if known[i]:
-                noisy[i, :, : ks[i]] = latents[i, :, : ks[i]]
-                frame_t[i, : ks[i]] = 0
-                loss_mask[i, : ks[i]] = 0
+                idx = known_frame_indices(f, k_max, sparse, generator)
+                noisy[i, :, idx] = latents[i, :, idx]
+                frame_t[i, idx] = 0
+                loss_mask[i, idx] = 0
         pred = self.video_unet(noisy, frame_t, context)
         err = rearrange((pred.float() - target.float()).pow(2), "b c f h w -> (b f) c h w")
         per_frame = rearrange(self.weighted_mean(err, rearrange(latents, "b c f h w -> (b f) c h w")), "(b f) -> b f", b=b)

@@ -1,0 +1,163 @@
+"""Measure in-betweening, frame-rate upsampling and latent walks on a model (issue 28's checks).
+
+    python scripts/eval_interpolation.py --model shapes --n 50 --walks 10 -o docs/interpolation.md
+
+Held-out clips: `evaluation_specs(n, seed=2027)` (the training set is drawn with seed 0 and the shapes eval with
+1234), rendered by the same code as `vidldm make-shapes`, 16 frames at 64 px. Read by the oracle of `vidldm eval`.
+
+- In-betweening: frames 0 and 15 of a real clip are the keyframes; PSNR of the made first/last frames to them,
+  the share of clips whose object moves monotonically from the first keyframe's place to the last's (its
+  progress along the line between them never steps back more than 1 px), and the oracle's smoothness against the
+  real clips' (target: within 3x).
+- Upsampling 2x: every other frame of a real clip is dropped, the 8 kept frames are upsampled to 15, and the
+  made frames are compared to the dropped ones (PSNR), against a linear cross-fade of the two neighbours and the
+  image model's training-free `replace` baseline (temporal layers off).
+- Walks: a walk between two random seeds (one prompt, 4 clips between); the mean absolute pixel difference
+  between consecutive clips against that between the two seeds' clips, and whether the oracle reads every clip of
+  the walk with the prompt's colour and shape.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vidldm.data.shapes import evaluation_specs, render_clip
+from vidldm.eval.shapes import analyse_clip
+from vidldm.loading import load_pipeline
+from vidldm.walk import latent_walk
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)
+
+
+def to_uint8(frames: np.ndarray) -> np.ndarray:
+    return (np.clip(frames, 0, 1) * 255).round().astype(np.uint8)
+
+
+def monotone(clip: np.ndarray, tolerance: float = 1.0) -> bool:
+    """The object's progress along the line from its first to its last place never steps back > `tolerance` px."""
+    centroids = np.array([f.centroid for f in analyse_clip(clip).frames], np.float64)
+    if np.isnan(centroids).any():
+        return False
+    direction = centroids[-1] - centroids[0]
+    length = np.linalg.norm(direction)
+    if length < 1:
+        return True  # no travel to be monotone along
+    progress = (centroids - centroids[0]) @ (direction / length)
+    return bool(np.all(np.diff(progress) >= -tolerance))
+
+
+def run(pipe, clip: np.ndarray, prompt: str, seed: int, **call) -> np.ndarray:
+    out = pipe(prompt, output_type="np", generator=torch.Generator().manual_seed(seed), **call)
+    return to_uint8(out.frames[0])
+
+
+def inbetweening(pipe, specs, steps: int) -> dict[str, float]:
+    ends, mono, smooth, real_smooth = [], [], [], []
+    for i, spec in enumerate(specs):
+        clip = render_clip(spec)
+        made = run(pipe, clip, spec.caption, i, image={0: clip[0], 15: clip[15]}, num_frames=16, num_inference_steps=steps)
+        ends += [psnr(made[0], clip[0]), psnr(made[-1], clip[-1])]
+        moving = spec.motion.startswith("moving")
+        if moving:
+            mono.append(monotone(made))
+        smooth.append(analyse_clip(made).smoothness)
+        real_smooth.append(analyse_clip(clip).smoothness)
+        log(f"inbetween {i + 1}/{len(specs)}")
+    return {"end_psnr_db": float(np.mean(ends)), "end_psnr_min_db": float(np.min(ends)),
+            "monotone": float(np.mean(mono)), "smoothness": float(np.nanmean(smooth)),
+            "real_smoothness": float(np.nanmean(real_smooth))}
+
+
+def upsampling(pipe, specs, steps: int) -> dict[str, float]:
+    model, image_model, fade = [], [], []
+    for i, spec in enumerate(specs):
+        clip = render_clip(spec)
+        kept, dropped = clip[0:15:2], clip[1:15:2]  # 8 kept (0, 2, ..., 14), 7 dropped between them
+        keys = {2 * k: frame for k, frame in enumerate(kept)}
+        made = run(pipe, clip, spec.caption, i, image=keys, num_frames=15, num_inference_steps=steps)
+        alone = run(pipe, clip, spec.caption, i, image=keys, num_frames=15, num_inference_steps=steps,
+                    image_conditioning="replace", temporal_end=0.0)
+        crossfade = ((kept[:-1].astype(np.float64) + kept[1:]) / 2).round().astype(np.uint8)
+        model.append(psnr(made[1::2], dropped))
+        image_model.append(psnr(alone[1::2], dropped))
+        fade.append(psnr(crossfade, dropped))
+        log(f"upsample {i + 1}/{len(specs)}")
+    return {"model_psnr_db": float(np.mean(model)), "image_model_replace_psnr_db": float(np.mean(image_model)),
+            "crossfade_psnr_db": float(np.mean(fade))}
+
+
+def walks(pipe, specs, steps: int, between: int = 4) -> dict[str, float]:
+    step_distance, seed_distance, read = [], [], []
+    for i, spec in enumerate(specs):
+        clips = to_uint8(latent_walk(pipe, [spec.caption], [1000 + 2 * i, 1001 + 2 * i], between, num_frames=16,
+                                     height=64, width=64, num_inference_steps=steps))
+        diffs = [np.abs(clips[k + 1].astype(np.float64) - clips[k]).mean() for k in range(len(clips) - 1)]
+        step_distance.append(float(np.mean(diffs)))
+        seed_distance.append(float(np.abs(clips[-1].astype(np.float64) - clips[0]).mean()))
+        for clip in clips:
+            obs = analyse_clip(clip)
+            read.append(obs.colour == spec.colour and obs.shape == spec.shape)
+        log(f"walk {i + 1}/{len(specs)}")
+    return {"step_distance": float(np.mean(step_distance)), "seed_distance": float(np.mean(seed_distance)),
+            "read_correctly": float(np.mean(read))}
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="shapes")
+    parser.add_argument("--n", type=int, default=50, help="clips for in-betweening and for upsampling")
+    parser.add_argument("--walks", type=int, default=10)
+    parser.add_argument("--steps", type=int, default=None, help="default: the model's")
+    parser.add_argument("-o", "--output", default=None, help="also write the table as markdown here")
+    args = parser.parse_args()
+    torch.set_flush_denormal(True)
+    pipe = load_pipeline(args.model, device="cpu")
+    pipe.set_progress_bar_config(disable=True)
+    steps = args.steps or pipe.sampling_defaults()["num_inference_steps"]
+    specs = evaluation_specs(max(args.n, args.walks), seed=2027)
+    start = time.perf_counter()
+    ib = inbetweening(pipe, specs[: args.n], steps)
+    up = upsampling(pipe, specs[: args.n], steps)
+    wk = walks(pipe, specs[: args.walks], steps)
+    lines = [
+        f"`python scripts/eval_interpolation.py --model {args.model} --n {args.n} --walks {args.walks}` "
+        f"({steps} steps, the model's other defaults; {time.perf_counter() - start:.0f} s on the CPU)",
+        "",
+        "| in-betweening (keyframes 0 and 15) | first/last frame PSNR | worst | monotone path | smoothness (px/f²) | real clips' |",
+        "|---|---:|---:|---:|---:|---:|",
+        f"| {args.n} held-out clips | {ib['end_psnr_db']:.1f} dB | {ib['end_psnr_min_db']:.1f} dB | "
+        f"{100 * ib['monotone']:.0f}% | {ib['smoothness']:.2f} | {ib['real_smoothness']:.2f} |",
+        "",
+        "| upsampling 2x (8 -> 15 frames), made vs dropped frames | PSNR |",
+        "|---|---:|",
+        f"| video model (`image_conditioning` auto) | {up['model_psnr_db']:.1f} dB |",
+        f"| image model, `replace` (temporal layers off) | {up['image_model_replace_psnr_db']:.1f} dB |",
+        f"| linear cross-fade of the neighbours | {up['crossfade_psnr_db']:.1f} dB |",
+        "",
+        "| seed walks (one prompt, 4 clips between two seeds) | mean pixel distance | clips read right |",
+        "|---|---:|---:|",
+        f"| consecutive clips | {wk['step_distance']:.1f} / 255 | {100 * wk['read_correctly']:.0f}% |",
+        f"| the two seeds' clips | {wk['seed_distance']:.1f} / 255 | |",
+    ]
+    text = "\n".join(lines)
+    print(text)
+    if args.output:
+        Path(args.output).write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,154 @@
+"""Making one clip from a mode's settings, and the JSON sidecar beside it: shared by the CLI and the web studio.
+
+`args` is the `argparse.Namespace` the CLI parses (one attribute per `Setting.key` of the mode, plus
+`command`, `prompt`, `image`/`video`); the web studio builds the same namespace from its form, so both
+check, record and replay a clip the same way. No torch at import: the CLI's start-up stays light.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from vidldm import __version__, prompt_travel
+from vidldm import sampling_settings as settings
+from vidldm.errors import VidldmError
+
+
+def resolve_sampling(pipe, args: argparse.Namespace) -> None:
+    """Fill the sampling settings left out with the model's own defaults (saved with it, e.g. the shapes model's),
+    else diffusers' (25 steps, guidance 7.5), so the sidecar records what was used."""
+    given = {name: getattr(args, settings.BY_NAME[name].key, None) for name in settings.SAMPLING_DEFAULTS}
+    for name, value in pipe.sampling_defaults(**given).items():
+        setattr(args, settings.BY_NAME[name].key, value)
+
+
+def check_memory(pipe, args: argparse.Namespace, device: str) -> None:
+    """Refuse in one line, before sampling, a clip that needs more memory than is free (vidldm.memory)."""
+    from vidldm.io import probe_video
+    from vidldm.memory import check_fits
+
+    frames = getattr(args, "frames", None)
+    if frames is None and args.command in ("restyle", "interpolate-frames"):
+        frames = probe_video(args.video)["frames"]  # restyle keeps the input's length
+        frames = frames if args.command == "restyle" else (frames - 1) * args.factor + 1
+    frames = frames or min(16, pipe.max_seq_length)
+    side = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    window = min(frames, getattr(args, "context_frames", None) or min(16, pipe.max_seq_length))
+    check_fits(pipe, frames, args.height or side, args.width or side, guidance=args.guidance, device=device,
+               context_frames=window, decode_chunk=getattr(args, "decode_chunk", None) or 8)
+
+
+def check_prompt(args: argparse.Namespace):
+    """The prompt as the pipeline takes it (prompt travel parsed); interpolate-frames may go without one, as its
+    known frames say what the clip shows."""
+    if args.command == "interpolate-frames" and not args.prompt.strip():
+        return ""
+    return prompt_travel.parse_prompt(args.prompt, getattr(args, "frames", None))
+
+
+def make_clip(pipe, args: argparse.Namespace, output: Path, device: str,
+              on_step: Callable[[int, int], None] | None = None):
+    """Sample the clip `args` asks for with `pipe`, write it to `output` and its sidecar beside it (both atomic);
+    returns the frames `(F, H, W, 3)` float in [0, 1]. `on_step(done, total)` follows the sampling loop."""
+    import torch
+
+    from vidldm.io import write_clip
+
+    prompt = check_prompt(args)
+    resolve_sampling(pipe, args)
+    check_memory(pipe, args, device)
+    inputs = mode_inputs(pipe, args)
+    frames = pipe(prompt, **settings.pipeline_kwargs(args), **inputs, output_type="np",
+                  generator=torch.Generator(device="cpu").manual_seed(args.seed),
+                  callback_on_step_end=_step_callback(on_step)).frames[0]
+    write_clip(frames, output, args.fps)
+    write_sidecar(output, {"command": args.command, "prompt": args.prompt, **inputs_recorded(args), **settings.recorded(args)})
+    return frames
+
+
+def _step_callback(on_step: Callable[[int, int], None] | None):
+    """diffusers' `callback_on_step_end` reporting (steps done, steps in all) to `on_step`."""
+    if on_step is None:
+        return None
+
+    def callback(pipe, i, t, tensors):
+        on_step(i + 1, pipe.num_timesteps)
+        return {}  # nothing replaced
+
+    return callback
+
+
+def mode_inputs(pipe, args: argparse.Namespace) -> dict[str, Any]:
+    """The pipeline's inputs for the command: a still, keyframes, a clip to restyle or extend. Sets the frame count
+    and rate a mode decides (inbetween's last keyframe sits on the last frame; interpolation's rate rises)."""
+    if args.command != "interpolate-frames":
+        args.fps = args.fps or 8.0
+    if args.command == "inbetween":
+        args.frames = args.frames or min(16, pipe.max_seq_length)
+        if args.frames < 3:
+            raise VidldmError(f"--frames must be at least 3 for inbetween (two keyframes and a frame between), got {args.frames}")
+        return {"image": {0: args.start, args.frames - 1: args.end}}
+    if args.command == "interpolate-frames":
+        clip, fps = interpolation_input(args.video)
+        args.fps = args.fps or fps * args.factor
+        settings.BY_NAME["fps"].check(args.fps, "--fps (the input's rate times --factor)")
+        args.frames = (len(clip) - 1) * args.factor + 1  # recorded; replay derives it again from the input
+        return {"image": {i * args.factor: frame for i, frame in enumerate(clip)}}
+    return {"image": getattr(args, "image", None), "video": getattr(args, "video", None), "extend": args.command == "extend"}
+
+
+def interpolation_input(path: str) -> tuple[Any, float]:
+    """The clip to upsample `(F, H, W, 3)` uint8 and its rate; two frames at least."""
+    from vidldm.io import read_video
+
+    clip, fps = read_video(path)
+    if len(clip) < 2:
+        raise VidldmError(f"'{path}' has {len(clip)} frame; interpolate-frames needs at least 2 frames to put frames between")
+    return clip, fps
+
+
+def inputs_recorded(args: argparse.Namespace) -> dict[str, str]:
+    """The input files, resolved: a replay from another folder finds them."""
+    return {k: str(Path(getattr(args, k)).resolve()) for k in input_keys(args)}
+
+
+def input_keys(args: argparse.Namespace) -> tuple[str, ...]:
+    """The input files of the command `args` holds (`start`, `end` for inbetween, ...)."""
+    return tuple(k for k in settings.MODE_INPUTS.get(args.command, ()) if getattr(args, k, None) is not None)
+
+
+def sidecar_path(output: Path) -> Path:
+    return output.with_suffix(".json") if output.suffix else output.parent / f"{output.name}.json"
+
+
+def write_sidecar(output: Path, recorded: dict[str, Any]) -> None:
+    from vidldm import atomic
+
+    # allow_nan=False: a sidecar is JSON other tools read, and NaN/Infinity are not JSON
+    text = json.dumps({"vidldm": __version__, **recorded, "output": str(output)}, indent=2, allow_nan=False)
+    atomic.write_text(sidecar_path(output), text + "\n")
+
+
+def read_sidecar(path: Path) -> dict[str, Any]:
+    """A sidecar's settings, checked: JSON with a known 'command' and a 'prompt'; a one-line VidldmError otherwise."""
+    if not path.exists():
+        raise VidldmError(f"sidecar '{path}' does not exist")
+    try:
+        saved = json.loads(path.read_text())
+        command, _ = saved["command"], saved["prompt"]
+    except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as err:
+        raise VidldmError(f"'{path}' is not a vidldm sidecar (JSON with a 'command')") from err
+    if command not in settings.SAMPLED:
+        raise VidldmError(f"'{path}' records an unknown command '{command}'")
+    return saved
+
+
+def prompt_text(prompt: Any) -> str:
+    """A recorded prompt as the text a user types (animatediff-cli's {frame: prompt} becomes prompt travel)."""
+    if isinstance(prompt, dict):
+        return " | ".join(f"{k}:{v}" for k, v in prompt.items())
+    return str(prompt)

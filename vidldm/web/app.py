@@ -1,0 +1,151 @@
+"""`build_app(pipe)`: the studio page (gradio Blocks) over a loaded `VideoPipeline`.
+
+    tabs generate | animate | restyle | extend | gallery
+    each mode: prompt (+ upload) and the mode's settings from the table -> one job on the queue ->
+               the clip as a video, downloads (mp4, gif, sidecar), the seed used and "reuse seed"
+    gallery:   this server's clips with their settings; "replay" makes one again from its sidecar
+
+Every job runs on one queue with one slot (`concurrency_id="model"`), so the model makes one clip at a
+time and the others see their place in the queue. A mistake is one line in the page (`gr.Error`).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from vidldm.errors import VidldmError
+from vidldm.web.form import component, form_settings, model_defaults
+from vidldm.web.studio import MEDIA_KIND, Clip, Studio
+from vidldm.web.uploads import IMAGE_TYPES, VIDEO_TYPES
+
+log = logging.getLogger("vidldm.web")
+TITLES = {"generate": "Generate", "animate": "Animate a still", "restyle": "Restyle", "extend": "Extend"}
+PLACEHOLDERS = {
+    "generate": "a red circle moving right on a black background   (prompt travel: 0:a red circle | 12:a blue circle)",
+    "animate": "what happens next, e.g. the circle moves up",
+    "restyle": "what the clip should look like",
+    "extend": "what happens next",
+}
+DEFAULT_OUTPUT_DIR = "vidldm-studio"
+
+
+def build_app(pipe, output_dir: str | Path = DEFAULT_OUTPUT_DIR, *, model: str | None = None,
+              motion_adapter: str | None = None) -> gr.Blocks:
+    """The studio as gradio Blocks over `pipe`; clips and sidecars go to `output_dir`. `model` and
+    `motion_adapter` (what `pipe` was loaded from) are recorded in sidecars, so `vidldm replay` remakes them.
+    Launch it with `.queue().launch(allowed_paths=[output_dir])`, or mount it in a FastAPI app."""
+    studio = Studio(pipe, output_dir, {"model": model, "motion_adapter": motion_adapter})
+    defaults = model_defaults(pipe)
+    with gr.Blocks(title="vidldm studio") as app:
+        gr.Markdown(f"## vidldm studio\nModel **{model or type(pipe).__name__}**. Clips and their sidecars are "
+                    f"written to `{studio.output_dir}`. One clip is made at a time; queued jobs show their place.")
+        gallery = gr.Gallery(value=_gallery_items(studio), label="this server's clips", columns=6, height=300,
+                             allow_preview=False, elem_id="gallery", render=False)
+        with gr.Tabs():
+            for mode in TITLES:  # the modes with a tab (inbetween and interpolate-frames: to come)
+                with gr.Tab(TITLES[mode], id=mode):
+                    _mode_tab(studio, mode, defaults, gallery)
+            with gr.Tab("Gallery", id="gallery"):
+                _gallery_tab(studio, gallery)
+    app.studio = studio  # for callers (and tests) that want the output folder or the clips made
+    return app
+
+
+def _mode_tab(studio: Studio, mode: str, defaults: dict[str, Any], gallery: gr.Gallery) -> None:
+    with gr.Row():
+        with gr.Column(scale=1):
+            prompt = gr.Textbox(label="prompt", placeholder=PLACEHOLDERS[mode], lines=2, elem_id=f"{mode}-prompt")
+            media = _upload(mode)
+            run = gr.Button(TITLES[mode].split()[0], variant="primary", elem_id=f"{mode}-run")
+            with gr.Accordion("settings (the model's defaults; blank means default)", open=mode == "generate"):
+                inputs = [component(s, defaults[s.name], mode) for s in form_settings(mode)]
+        with gr.Column(scale=1):
+            outputs = _result_panel(mode)
+    seed_in = inputs[[s.name for s in form_settings(mode)].index("seed")]
+    outputs["reuse"].click(lambda seed: "" if seed is None else str(int(seed)), outputs["seed"], seed_in, queue=False)
+    media_in = [media] if media is not None else []
+
+    def job(prompt_text, *values, progress=gr.Progress()):  # noqa: B008 (gradio fills it in)
+        media_path, values = (values[0], values[1:]) if media is not None else (None, values)
+        clip = _run(lambda on_step: studio.make(mode, prompt_text, media_path, list(values), on_step), progress)
+        return (*_shown(clip), _gallery_items(studio))
+
+    run.click(job, [prompt, *media_in, *inputs], [*outputs["shown"], gallery], concurrency_limit=1,
+              concurrency_id="model", api_name=mode)
+
+
+def _upload(mode: str) -> gr.File | None:
+    if mode not in MEDIA_KIND:
+        return None
+    kind = MEDIA_KIND[mode]
+    types = IMAGE_TYPES if kind == "image" else VIDEO_TYPES
+    label = "still image (becomes frame 0)" if kind == "image" else ("clip to repaint" if mode == "restyle" else "clip to continue")
+    return gr.File(label=f"{label}: {' '.join(types)}", file_types=list(types), type="filepath", elem_id=f"{mode}-input")
+
+
+def _result_panel(name: str) -> dict[str, Any]:
+    video = gr.Video(label="clip", height=360, autoplay=True, loop=True, interactive=False, elem_id=f"{name}-video")
+    with gr.Row():
+        mp4 = gr.DownloadButton("mp4", elem_id=f"{name}-mp4")
+        gif = gr.DownloadButton("gif", elem_id=f"{name}-gif")
+        sidecar = gr.DownloadButton("settings (JSON sidecar)", elem_id=f"{name}-json")
+    with gr.Row():
+        seed = gr.Number(label="seed used", interactive=False, precision=0, elem_id=f"{name}-seed-used")
+        reuse = gr.Button("reuse seed", elem_id=f"{name}-reuse", scale=0)
+    return {"shown": [video, mp4, gif, sidecar, seed], "seed": seed, "reuse": reuse}
+
+
+def _shown(clip: Clip) -> tuple:
+    s = clip.settings()
+    return str(clip.mp4), str(clip.mp4), str(clip.gif), str(clip.sidecar), s["seed"]
+
+
+def _run(make, progress: gr.Progress) -> Clip:
+    """Run a job with the page's progress bar fed from the sampling loop; mistakes become one line in the page."""
+    progress(0, desc="starting")
+
+    def on_step(done: int, total: int | None) -> None:
+        progress(done / total if total else None, desc=f"denoising: step {done} of {total}")
+
+    try:
+        return make(on_step)
+    except VidldmError as err:
+        raise gr.Error(str(err), duration=None, print_exception=False) from None
+    except Exception as err:  # a bug, not the visitor's mistake: the log gets the traceback, the page one line
+        log.exception("job failed")
+        raise gr.Error(f"the job failed ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); "
+                       "see the server log", duration=None, print_exception=False) from None
+
+
+def _gallery_items(studio: Studio) -> list[tuple[str, str]]:
+    return [(str(c.gif), c.mp4.name) for c in reversed(studio.clips)]
+
+
+def _gallery_tab(studio: Studio, gallery: gr.Gallery) -> None:
+    gallery.render()
+    chosen = gr.State(None)
+    with gr.Row():
+        with gr.Column(scale=1):
+            info = gr.JSON(label="settings of the chosen clip (its sidecar)")
+            replay = gr.Button("replay: make it again from its sidecar", variant="primary", elem_id="gallery-run")
+        with gr.Column(scale=1):
+            outputs = _result_panel("gallery")
+
+    def choose(evt: gr.SelectData):
+        clip = list(reversed(studio.clips))[evt.index]
+        return clip.mp4.name, clip.settings()
+
+    def again(name, progress=gr.Progress()):  # noqa: B008 (gradio fills it in)
+        clips = [c for c in studio.clips if c.mp4.name == name]
+        if not clips:
+            raise gr.Error("choose a clip in the gallery first", duration=None, print_exception=False)
+        clip = _run(lambda on_step: studio.replay(clips[0], on_step), progress)
+        return (*_shown(clip), _gallery_items(studio))
+
+    gallery.select(choose, None, [chosen, info], queue=False)
+    replay.click(again, chosen, [*outputs["shown"], gallery], concurrency_limit=1, concurrency_id="model",
+                 api_name="replay")

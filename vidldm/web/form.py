@@ -1,0 +1,93 @@
+"""The studio's settings form, generated from the one settings table (`vidldm.sampling_settings.SETTINGS`).
+
+A setting appears in a mode's tab when its `commands` name the mode, with the loaded model's own default
+(the shapes model's 20 steps, guidance 6, ...), so a new `Setting` shows up here with no web change. What
+the form sends back becomes the same `argparse.Namespace` the CLI parses, so the checks, the sidecar and
+replay are the CLI's own.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import gradio as gr
+
+from vidldm import sampling_settings as settings
+from vidldm.errors import VidldmError
+from vidldm.sampling_settings import Setting
+
+# Settings that belong to the server, not to a clip: the model is loaded once; outputs are never replaced.
+_SERVER_GROUPS = ("model",)
+
+
+def form_settings(mode: str) -> list[Setting]:
+    """The settings a `mode` tab shows, in the table's order (the mode's own first, as in `--help`)."""
+    own = [s for s in settings.SETTINGS if mode in s.commands and s.group == "mode"]
+    rest = [s for s in settings.SETTINGS if mode in s.commands and s.group not in ("mode", *_SERVER_GROUPS)]
+    return [s for s in own + rest if not s.flag_only]
+
+
+def model_defaults(pipe) -> dict[str, Any]:
+    """What the loaded model uses for each setting left out: its own sampling defaults, its size and length."""
+    side = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    own = {"num_frames": min(16, pipe.max_seq_length), "height": side, "width": side}
+    return {**{s.name: s.default for s in settings.SETTINGS}, **own, **pipe.sampling_defaults()}
+
+
+def component(setting: Setting, default: Any, mode: str) -> gr.components.Component:
+    """One input for `setting` in `mode`'s tab (element id `<mode>-<key>`), labelled with its CLI flag and help;
+    blank number fields mean 'the default'."""
+    label, info, elem_id = setting.flag.lstrip("-"), setting.help, f"{mode}-{setting.key}"
+    choices = _choices(setting)
+    if choices is not None:
+        return gr.Dropdown(choices=list(choices), value=default, label=label, info=info, elem_id=elem_id)
+    if setting.type is bool:
+        return gr.Checkbox(value=bool(default), label=label, info=info, elem_id=elem_id)
+    if setting.type is str:
+        return gr.Textbox(value=default or "", label=label, info=info, elem_id=elem_id)
+    if setting.type is float and setting.low is not None and setting.high is not None and setting.high - setting.low <= 1:
+        return gr.Slider(setting.low, setting.high, value=default, step=0.01, label=label, info=info, elem_id=elem_id)
+    if default is None:  # a blank field means "the default" (gradio's number field would send 0 for blank)
+        hint = "blank: a new random seed" if setting.name == "seed" else "blank: the default"
+        return gr.Textbox(value="", label=label, info=info, placeholder=hint, elem_id=elem_id)
+    return gr.Number(value=default, label=label, info=info, precision=0 if setting.type is int else None,
+                     elem_id=elem_id)
+
+
+def _choices(setting: Setting) -> tuple[str, ...] | None:
+    if setting.choices is not None:
+        return setting.choices
+    if setting.name == "scheduler":  # checked by a function, not a tuple: its names live with the schedulers
+        from vidldm.schedulers import SCHEDULERS
+
+        return tuple(SCHEDULERS)
+    return None
+
+
+def to_namespace(mode: str, prompt: str, values: list[Any], server: dict[str, Any]) -> argparse.Namespace:
+    """The form's values as the CLI's namespace for `mode` (blank -> None, whole numbers -> int), checked in
+    range with the table's messages; `server` adds the model settings the sidecar records."""
+    args = argparse.Namespace(command=mode, prompt=prompt, **server)
+    for setting, value in zip(form_settings(mode), values, strict=True):
+        setattr(args, setting.key, _typed(setting, value))
+    settings.check_args(args)
+    return args
+
+
+def _typed(setting: Setting, value: Any) -> Any:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if setting.type in (int, float) and isinstance(value, str):  # a number typed in a text field
+        try:
+            value = float(value.strip())
+        except ValueError:
+            raise VidldmError(f"{setting.flag.lstrip('-')} must be a number, got '{value.strip()}'") from None
+    if setting.type is int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def from_sidecar(mode: str, saved: dict[str, Any]) -> list[Any]:
+    """A sidecar's recorded values in the order of `mode`'s form (what 'replay' fills in)."""
+    return [saved.get(s.key) for s in form_settings(mode)]

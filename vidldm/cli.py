@@ -571,13 +571,13 @@ def _in_main_thread() -> bool:
 
 
 def _run(args: argparse.Namespace) -> int:
-    _quiet_libraries()
-    import torch
-
-    # Subnormal floats cost ~100x on x86 CPUs and sharp attention makes them (see flush_denormals in
-    # vidldm.train.trainer). Per thread and inherited: set before torch starts its worker threads.
-    torch.set_flush_denormal(True)
     try:
+        _quiet_libraries()  # inside the try: a SIGTERM or Ctrl-C during these imports is one line too
+        import torch
+
+        # Subnormal floats cost ~100x on x86 CPUs and sharp attention makes them (see flush_denormals in
+        # vidldm.train.trainer). Per thread and inherited: set before torch starts its worker threads.
+        torch.set_flush_denormal(True)
         commands = {**dict.fromkeys(MODES, run_mode), "replay": replay, "info": info, "train": train, "cache": cache,
                     "eval": evaluate, "make-shapes": make_shapes, "export": export, "run": run_file, "walk": run_walk,
                     "serve": serve}

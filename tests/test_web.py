@@ -184,7 +184,7 @@ def test_a_broken_image_to_animate_is_one_line_in_the_page(server, browser, tmp_
     tab.click()
     _wait(lambda: driver.find_elements(By.CSS_SELECTOR, "#animate-input input[type=file]"), 30)
     driver.find_element(By.CSS_SELECTOR, "#animate-input input[type=file]").send_keys(str(broken))
-    _wait(lambda: "broken.png" in driver.find_element(By.CSS_SELECTOR, "#animate-input").text, 60)
+    _wait(lambda: driver.find_elements(By.CSS_SELECTOR, "#animate-input [aria-label='broken.png']"), 60)  # uploaded
     _type(driver, By, "#animate-prompt textarea", "the circle moves up")
     before = sorted(p.name for p in out.iterdir())
     driver.find_element(By.CSS_SELECTOR, "#animate-run").click()

@@ -63,7 +63,8 @@ def _mode_tab(studio: Studio, mode: str, defaults: dict[str, Any], gallery: gr.G
             media = _upload(mode)
             run = gr.Button(TITLES[mode].split()[0], variant="primary", elem_id=f"{mode}-run")
             with gr.Accordion("settings (the model's defaults; blank means default)", open=mode == "generate"):
-                inputs = [component(s, defaults[s.name], mode) for s in form_settings(mode)]
+                with gr.Row():  # fields wrap two or three to a line
+                    inputs = [component(s, defaults[s.name], mode) for s in form_settings(mode)]
         with gr.Column(scale=1):
             outputs = _result_panel(mode)
     seed_in = inputs[[s.name for s in form_settings(mode)].index("seed")]

@@ -44,7 +44,8 @@ def build_app(pipe, output_dir: str | Path = DEFAULT_OUTPUT_DIR, *, model: str |
     with gr.Blocks(title="vidldm studio") as app:
         gr.Markdown(f"## vidldm studio\nModel **{model or type(pipe).__name__}**. Clips and their sidecars are "
                     f"written to `{studio.output_dir}`. One clip is made at a time; queued jobs show their place.")
-        gallery = gr.Gallery(value=_gallery_items(studio), label="this server's clips", columns=6, height=300,
+        # a callable value: each page load lists the clips made so far, not those of start-up
+        gallery = gr.Gallery(value=lambda: _gallery_items(studio), label="this server's clips", columns=6, height=300,
                              allow_preview=False, elem_id="gallery", render=False)
         with gr.Tabs():
             for mode in settings.MODES:

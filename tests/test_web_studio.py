@@ -108,3 +108,16 @@ def test_form_mistakes_are_the_cli_checks(pipe, tmp_path):
 def test_the_cli_imports_gradio_only_to_serve():
     code = "import sys, vidldm.cli as c; c.build_parser().parse_args(['generate', 'x']); print('gradio' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+
+
+def test_restyle_and_extend_take_an_uploaded_clip_and_report_each_step(pipe, tmp_path):
+    clip = tmp_path / "in.mp4"
+    write_clip(np.full((4, 16, 16, 3), 90, np.uint8), clip, 8)
+    studio, steps = Studio(pipe, tmp_path / "out"), []
+    restyled = studio.make("restyle", "blue", str(clip), _values("restyle", num_frames=None, strength=0.5, seed="2"),
+                           on_step=lambda done, total: steps.append((done, total)))
+    assert read_video(restyled.mp4)[0].shape[0] == 4 and steps == [(1, 1)]  # strength 0.5 of 2 steps: one runs
+    steps.clear()
+    extended = studio.make("extend", "on", str(clip), _values("extend", num_frames=3, num_known_frames=2, seed="2"),
+                           on_step=lambda done, total: steps.append((done, total)))
+    assert read_video(extended.mp4)[0].shape[0] == 4 + 3 - 2 and steps == [(1, 2), (2, 2)]

@@ -17,6 +17,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from vidldm.io import probe_video, read_video
@@ -184,7 +185,7 @@ def test_a_broken_image_to_animate_is_one_line_in_the_page(server, browser, tmp_
     tab.click()
     _wait(lambda: driver.find_elements(By.CSS_SELECTOR, "#animate-input input[type=file]"), 30)
     driver.find_element(By.CSS_SELECTOR, "#animate-input input[type=file]").send_keys(str(broken))
-    _wait(lambda: "broken.png" in driver.find_element(By.CSS_SELECTOR, "#animate-input").text, 60)
+    _wait(lambda: driver.find_elements(By.CSS_SELECTOR, "#animate-input [aria-label='broken.png']"), 60)  # uploaded
     _type(driver, By, "#animate-prompt textarea", "the circle moves up")
     before = sorted(p.name for p in out.iterdir())
     driver.find_element(By.CSS_SELECTOR, "#animate-run").click()
@@ -192,6 +193,27 @@ def test_a_broken_image_to_animate_is_one_line_in_the_page(server, browser, tmp_
     _wait(lambda: message in driver.find_element(By.TAG_NAME, "body").text, 60)
     assert "Traceback" not in driver.find_element(By.TAG_NAME, "body").text
     assert sorted(p.name for p in out.iterdir()) == before  # nothing written
+
+
+def test_the_gallery_lists_past_clips_and_replays_one(server, browser):
+    from gradio_client import Client
+
+    url, _, out = server
+    made = _job(Client(url, verbose=False), 42).result(timeout=300)
+    driver, _ = browser
+    By = _open(driver, url)  # a page loaded after the clip was made lists it
+    [tab] = [t for t in driver.find_elements(By.CSS_SELECTOR, "button[role=tab]") if t.text == "Gallery"]
+    tab.click()
+    thumbs = _wait(lambda: driver.find_elements(By.CSS_SELECTOR, "#gallery button.thumbnail-item"), 60)
+    assert len(thumbs) == len(list(out.glob("*.mp4")))
+    thumbs[0].click()  # the newest first
+    _wait(lambda: "a red circle, job 42" in driver.find_element(By.TAG_NAME, "body").text, 60)  # its settings
+    driver.find_element(By.CSS_SELECTOR, "#gallery-run").click()
+    _wait(lambda: driver.execute_script("const v = document.querySelector('#gallery-video video');"
+                                        "return v && v.duration > 0"))
+    again = sorted(out.glob("*.mp4"))[-1]
+    assert again.name != Path(made[0]).name and json.loads(again.with_suffix(".json").read_text())["seed"] == 42
+    np.testing.assert_array_equal(read_video(again)[0], read_video(out / Path(made[0]).name)[0])
 
 
 def _rss_mb(pid: int) -> float:

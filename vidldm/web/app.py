@@ -43,7 +43,8 @@ def build_app(pipe, output_dir: str | Path = DEFAULT_OUTPUT_DIR, *, model: str |
     with gr.Blocks(title="vidldm studio") as app:
         gr.Markdown(f"## vidldm studio\nModel **{model or type(pipe).__name__}**. Clips and their sidecars are "
                     f"written to `{studio.output_dir}`. One clip is made at a time; queued jobs show their place.")
-        gallery = gr.Gallery(value=_gallery_items(studio), label="this server's clips", columns=6, height=300,
+        # a callable value: each page load lists the clips made so far, not those of start-up
+        gallery = gr.Gallery(value=lambda: _gallery_items(studio), label="this server's clips", columns=6, height=300,
                              allow_preview=False, elem_id="gallery", render=False)
         with gr.Tabs():
             for mode in TITLES:  # the modes with a tab (inbetween and interpolate-frames: to come)
@@ -62,7 +63,8 @@ def _mode_tab(studio: Studio, mode: str, defaults: dict[str, Any], gallery: gr.G
             media = _upload(mode)
             run = gr.Button(TITLES[mode].split()[0], variant="primary", elem_id=f"{mode}-run")
             with gr.Accordion("settings (the model's defaults; blank means default)", open=mode == "generate"):
-                inputs = [component(s, defaults[s.name], mode) for s in form_settings(mode)]
+                with gr.Row():  # fields wrap two or three to a line
+                    inputs = [component(s, defaults[s.name], mode) for s in form_settings(mode)]
         with gr.Column(scale=1):
             outputs = _result_panel(mode)
     seed_in = inputs[[s.name for s in form_settings(mode)].index("seed")]

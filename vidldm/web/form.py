@@ -38,21 +38,20 @@ def model_defaults(pipe) -> dict[str, Any]:
 def component(setting: Setting, default: Any, mode: str) -> gr.components.Component:
     """One input for `setting` in `mode`'s tab (element id `<mode>-<key>`), labelled with its CLI flag and help;
     blank number fields mean 'the default'."""
-    label, info, elem_id = setting.flag.lstrip("-"), setting.help, f"{mode}-{setting.key}"
+    kw = dict(label=setting.flag.lstrip("-"), info=setting.help, elem_id=f"{mode}-{setting.key}", min_width=220)
     choices = _choices(setting)
     if choices is not None:
-        return gr.Dropdown(choices=list(choices), value=default, label=label, info=info, elem_id=elem_id)
+        return gr.Dropdown(choices=list(choices), value=default, **kw)
     if setting.type is bool:
-        return gr.Checkbox(value=bool(default), label=label, info=info, elem_id=elem_id)
+        return gr.Checkbox(value=bool(default), **kw)
     if setting.type is str:
-        return gr.Textbox(value=default or "", label=label, info=info, elem_id=elem_id)
+        return gr.Textbox(value=default or "", **kw)
     if setting.type is float and setting.low is not None and setting.high is not None and setting.high - setting.low <= 1:
-        return gr.Slider(setting.low, setting.high, value=default, step=0.01, label=label, info=info, elem_id=elem_id)
+        return gr.Slider(setting.low, setting.high, value=default, step=0.01, **kw)
     if default is None:  # a blank field means "the default" (gradio's number field would send 0 for blank)
         hint = "blank: a new random seed" if setting.name == "seed" else "blank: the default"
-        return gr.Textbox(value="", label=label, info=info, placeholder=hint, elem_id=elem_id)
-    return gr.Number(value=default, label=label, info=info, precision=0 if setting.type is int else None,
-                     elem_id=elem_id)
+        return gr.Textbox(value="", placeholder=hint, **kw)
+    return gr.Number(value=default, precision=0 if setting.type is int else None, **kw)
 
 
 def _choices(setting: Setting) -> tuple[str, ...] | None:
@@ -70,7 +69,8 @@ def to_namespace(mode: str, prompt: str, values: list[Any], server: dict[str, An
     range with the table's messages; `server` adds the model settings the sidecar records."""
     args = argparse.Namespace(command=mode, prompt=prompt, **server)
     for setting, value in zip(form_settings(mode), values, strict=True):
-        setattr(args, setting.key, _typed(setting, value))
+        value = _typed(setting, value)
+        setattr(args, setting.key, setting.default if value is None else value)  # blank: argparse's default
     settings.check_args(args)
     return args
 

@@ -66,8 +66,8 @@ class Studio:
             from vidldm.io import write_clip
 
             write_clip(frames, output.with_suffix(".gif"), args.fps)
-        clip = Clip(output, output.with_suffix(".gif"), sidecar_path(output))
-        self.clips.append(clip)
+            clip = Clip(output, output.with_suffix(".gif"), sidecar_path(output))
+            self.clips.append(clip)
         return clip
 
     def replay(self, clip: Clip, on_step: Callable[[int, int], None] | None = None) -> Clip:

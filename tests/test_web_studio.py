@@ -1,0 +1,123 @@
+"""The studio's parts in-process (no server, no browser): the form against the CLI's flags, uploads, replay."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytest.importorskip("gradio")  # tests/test_web.py fails in CI where it is missing
+
+from vidldm import sampling_settings as settings  # noqa: E402
+from vidldm.errors import VidldmError  # noqa: E402
+from vidldm.io import read_video, write_clip  # noqa: E402
+from vidldm.web import build_app, uploads  # noqa: E402
+from vidldm.web.form import form_settings  # noqa: E402
+from vidldm.web.studio import Studio  # noqa: E402
+
+FAST = {"num_frames": 3, "height": 16, "width": 16, "num_inference_steps": 2}
+
+
+def _values(mode: str, **given) -> list:
+    return [{**FAST, **given}.get(s.name) for s in form_settings(mode)]
+
+
+def _cli_flags(mode: str) -> set[str]:
+    from vidldm.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command").choices[mode]
+    model_flags = {s.flag for s in settings.SETTINGS if s.group == "model"}
+    return {a.option_strings[-1] for a in sub._actions if a.option_strings} - model_flags - {
+        "--help", "--output", "--quiet", "--overwrite"}  # the server's model; outputs are the studio's own
+
+
+def test_every_cli_setting_of_each_mode_is_in_its_tab_with_the_models_default(pipe, tmp_path):
+    tuned = pipe.with_parts()
+    tuned.set_generation_defaults(num_inference_steps=7, guidance_scale=3.0, temporal_end=0.5)
+    app = build_app(tuned, tmp_path)
+    fields = {c["props"].get("elem_id"): c["props"] for c in app.config["components"]}
+    for mode in settings.MODES:
+        flags = _cli_flags(mode)
+        assert flags and {f"{mode}-{settings.BY_KEY[f.lstrip('-').replace('-', '_')].key}" for f in flags} <= set(fields)
+    assert (fields["generate-steps"]["value"], fields["generate-guidance"]["value"]) == (7, 3.0)
+    assert fields["restyle-temporal_end"]["value"] == 0.5 and fields["restyle-strength"]["value"] == 0.6
+    assert fields["generate-frames"]["value"] == 16 and fields["generate-seed"]["value"] == ""  # blank: random
+
+
+def test_a_clip_replays_from_the_gallery_the_same(pipe, tmp_path):
+    studio = Studio(pipe, tmp_path, {"model": "tiny"})
+    first = studio.make("generate", "0:a red circle | 2:a blue circle", None, _values("generate", seed="5"))
+    again = studio.replay(first)
+    assert first.mp4.name.startswith("0001-") and again.mp4.name.startswith("0002-")
+    np.testing.assert_array_equal(read_video(first.mp4)[0], read_video(again.mp4)[0])
+    a, b = json.loads(first.sidecar.read_text()), json.loads(again.sidecar.read_text())
+    assert {**a, "output": None} == {**b, "output": None} and a["seed"] == 5 and a["model"] == "tiny"
+    assert [c.mp4 for c in Studio(pipe, tmp_path).clips] == [first.mp4, again.mp4]  # a restarted server lists them
+
+
+def test_animate_keeps_a_copy_of_the_still_that_the_sidecar_names(pipe, tmp_path):
+    still = tmp_path / "still.png"
+    Image.fromarray(np.full((16, 16, 3), 200, np.uint8)).save(still)
+    studio = Studio(pipe, tmp_path / "out")
+    clip = studio.make("animate", "it moves", str(still), _values("animate", seed="1"))
+    saved = clip.settings()
+    assert Path(saved["image"]).parent == studio.output_dir / "inputs"
+    assert Path(saved["image"]).read_bytes() == still.read_bytes()
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("still.txt", b"hello", "'still.txt' is not a supported image type; upload one of .png, .jpg"),
+    ("still.png", b"not a png", "'still.png' could not be read as an image; upload a .png"),
+])
+def test_bad_stills_are_refused_in_one_line(tmp_path, name, content, message):
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(VidldmError, match="^" + message.replace(".", r"\.")):
+        uploads.check_upload(str(tmp_path / name), "image")
+
+
+def test_uploads_are_limited_in_size_and_frames(tmp_path, monkeypatch):
+    clip = tmp_path / "clip.mp4"
+    write_clip(np.zeros((6, 16, 16, 3), np.uint8), clip, 8)
+    assert uploads.check_upload(str(clip), "video") == str(clip)
+    monkeypatch.setattr(uploads, "MAX_VIDEO_FRAMES", 5)
+    with pytest.raises(VidldmError, match="^'clip.mp4' has 6 frames; upload a clip of 1 to 5 frames$"):
+        uploads.check_upload(str(clip), "video")
+    monkeypatch.setattr(uploads, "MAX_UPLOAD_MB", 0)
+    with pytest.raises(VidldmError, match="uploads are limited to 0 MB"):
+        uploads.check_upload(str(clip), "video")
+    with pytest.raises(VidldmError, match="^upload a video first$"):
+        uploads.check_upload(None, "video")
+
+
+def test_form_mistakes_are_the_cli_checks(pipe, tmp_path):
+    studio = Studio(pipe, tmp_path)
+    with pytest.raises(VidldmError, match="^--frames must be at least 1, got 0$"):
+        studio.make("generate", "a red circle", None, _values("generate", num_frames=0))
+    with pytest.raises(VidldmError, match="^seed must be a number, got 'abc'$"):
+        studio.make("generate", "a red circle", None, _values("generate", seed="abc"))
+    with pytest.raises(VidldmError, match="^type a prompt first$"):
+        studio.make("generate", "  ", None, _values("generate"))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_cli_imports_gradio_only_to_serve():
+    code = "import sys, vidldm.cli as c; c.build_parser().parse_args(['generate', 'x']); print('gradio' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+
+
+def test_restyle_and_extend_take_an_uploaded_clip_and_report_each_step(pipe, tmp_path):
+    clip = tmp_path / "in.mp4"
+    write_clip(np.full((4, 16, 16, 3), 90, np.uint8), clip, 8)
+    studio, steps = Studio(pipe, tmp_path / "out"), []
+    restyled = studio.make("restyle", "blue", str(clip), _values("restyle", num_frames=None, strength=0.5, seed="2"),
+                           on_step=lambda done, total: steps.append((done, total)))
+    assert read_video(restyled.mp4)[0].shape[0] == 4 and steps == [(1, 1)]  # strength 0.5 of 2 steps: one runs
+    steps.clear()
+    extended = studio.make("extend", "on", str(clip), _values("extend", num_frames=3, num_known_frames=2, seed="2"),
+                           on_step=lambda done, total: steps.append((done, total)))
+    assert read_video(extended.mp4)[0].shape[0] == 4 + 3 - 2 and steps == [(1, 2), (2, 2)]

@@ -31,8 +31,10 @@ def _cli_flags(mode: str) -> set[str]:
     from vidldm.cli import build_parser
 
     sub = next(a for a in build_parser()._actions if a.dest == "command").choices[mode]
-    model_flags = {s.flag for s in settings.SETTINGS if s.group == "model"}
-    return {a.option_strings[-1] for a in sub._actions if a.option_strings} - model_flags - {
+    model_flags = {s.flag for s in settings.SETTINGS if s.group == "model" or (s.group == "memory" and not s.to_pipeline)}
+    longest = [max((o for o in a.option_strings if not o.startswith("--no-")), key=len)
+               for a in sub._actions if a.option_strings]  # `--free-noise`, not its `--no-free-noise` form
+    return set(longest) - model_flags - {
         "--help", "--output", "--quiet", "--overwrite"}  # the server's model; outputs are the studio's own
 
 
@@ -58,6 +60,23 @@ def test_a_clip_replays_from_the_gallery_the_same(pipe, tmp_path):
     a, b = json.loads(first.sidecar.read_text()), json.loads(again.sidecar.read_text())
     assert {**a, "output": None} == {**b, "output": None} and a["seed"] == 5 and a["model"] == "tiny"
     assert [c.mp4 for c in Studio(pipe, tmp_path).clips] == [first.mp4, again.mp4]  # a restarted server lists them
+
+
+def test_inbetween_and_interpolate_frames_take_their_uploads_and_replay(pipe, tmp_path):
+    start, end = tmp_path / "a.png", tmp_path / "b.png"
+    Image.fromarray(np.full((16, 16, 3), 20, np.uint8)).save(start)
+    Image.fromarray(np.full((16, 16, 3), 220, np.uint8)).save(end)
+    studio = Studio(pipe, tmp_path / "out")
+    clip = studio.make("inbetween", "it brightens", [str(start), str(end)], _values("inbetween", seed="3"))
+    saved = clip.settings()
+    assert Path(saved["start"]).read_bytes() == start.read_bytes() and Path(saved["end"]).read_bytes() == end.read_bytes()
+    np.testing.assert_array_equal(read_video(studio.replay(clip).mp4)[0], read_video(clip.mp4)[0])
+    source = write_clip(np.stack([np.full((16, 16, 3), v, np.uint8) for v in (0, 250)]), tmp_path / "in.mp4", fps=4)
+    up = studio.make("interpolate-frames", "", [str(source)], _values("interpolate-frames", seed="1", factor=3))
+    frames, fps = read_video(up.mp4)
+    assert len(frames) == 4 and fps == 12  # no prompt needed; the rate rises with the factor
+    with pytest.raises(VidldmError, match="upload a still image first"):
+        studio.make("inbetween", "x", [str(start), None], _values("inbetween"))
 
 
 def test_animate_keeps_a_copy_of_the_still_that_the_sidecar_names(pipe, tmp_path):

@@ -488,9 +488,7 @@ class VideoPipeline(DiffusionPipeline, VideoLoraLoaderMixin):
                                       image_conditioning, video_frames, extend, strength, num_known_frames,
                                       (height, width), long, device)
 
-        # 3. the loop (with FreeInit, again from restarts that keep the last result's low frequencies);
-        # `num_timesteps`: diffusers' name, read by callbacks that show progress
-        self._num_timesteps = len(start.timesteps)
+        # 3. the loop (with FreeInit, again from restarts that keep the last result's low frequencies)
         x = self._sample(context, added, sampling, sched, start, long, generator,
                          self._step_callback(callback_on_step_end, callback_on_step_end_tensor_inputs))
 
@@ -528,6 +526,7 @@ class VideoPipeline(DiffusionPipeline, VideoLoraLoaderMixin):
                 x = long.free_init.restart(x, noise, sched, generator) if iteration else x
                 sched.set_timesteps(long.free_init.steps(start.num_inference_steps, iteration), device=x.device)
                 timesteps = sched.timesteps
+            self._num_timesteps = len(timesteps)  # diffusers' name, read by callbacks that show progress
             denoiser = GuidedDenoiser(self.video_unet, text, sampling["guidance_scale"], sampling["guidance_rescale"],
                                       temporal_steps(sampling["temporal_end"], len(timesteps)), added)
             with self.progress_bar(total=len(timesteps)) as bar:

@@ -1,6 +1,6 @@
 """`build_app(pipe)`: the studio page (gradio Blocks) over a loaded `VideoPipeline`.
 
-    tabs generate | animate | restyle | extend | gallery
+    tabs generate | animate | restyle | extend | in-between | interpolate frames | gallery
     each mode: prompt (+ upload) and the mode's settings from the table -> one job on the queue ->
                the clip as a video, downloads (mp4, gif, sidecar), the seed used and "reuse seed"
     gallery:   this server's clips with their settings; "replay" makes one again from its sidecar
@@ -19,26 +19,34 @@ import gradio as gr
 
 from vidldm.errors import VidldmError
 from vidldm.web.form import component, form_settings, model_defaults
-from vidldm.web.studio import MEDIA_KIND, Clip, Studio
+from vidldm.web.studio import Clip, Studio, media_kinds
 from vidldm.web.uploads import IMAGE_TYPES, VIDEO_TYPES
 
 log = logging.getLogger("vidldm.web")
-TITLES = {"generate": "Generate", "animate": "Animate a still", "restyle": "Restyle", "extend": "Extend"}
+TITLES = {"generate": "Generate", "animate": "Animate a still", "restyle": "Restyle", "extend": "Extend",
+          "inbetween": "In-between", "interpolate-frames": "Interpolate frames"}
 PLACEHOLDERS = {
     "generate": "a red circle moving right on a black background   (prompt travel: 0:a red circle | 12:a blue circle)",
     "animate": "what happens next, e.g. the circle moves up",
     "restyle": "what the clip should look like",
     "extend": "what happens next",
+    "inbetween": "what happens between the two keyframes",
+    "interpolate-frames": "what the clip shows (optional)",
 }
+UPLOAD_LABELS = {"image": "still image (becomes frame 0)", "start": "first frame", "end": "last frame (same size)",
+                 "video": "clip"}
 DEFAULT_OUTPUT_DIR = "vidldm-studio"
 
 
 def build_app(pipe, output_dir: str | Path = DEFAULT_OUTPUT_DIR, *, model: str | None = None,
-              motion_adapter: str | None = None) -> gr.Blocks:
+              motion_adapter: str | None = None, loras: list[str] | None = None,
+              motion_loras: list[str] | None = None) -> gr.Blocks:
     """The studio as gradio Blocks over `pipe`; clips and sidecars go to `output_dir`. `model` and
-    `motion_adapter` (what `pipe` was loaded from) are recorded in sidecars, so `vidldm replay` remakes them.
+    `motion_adapter` (what `pipe` was loaded from) and the `loras` / `motion_loras` (`PATH[:WEIGHT]`) loaded into it
+    are recorded in sidecars, so `vidldm replay` remakes them.
     Launch it with `.queue().launch(allowed_paths=[output_dir])`, or mount it in a FastAPI app."""
-    studio = Studio(pipe, output_dir, {"model": model, "motion_adapter": motion_adapter})
+    server = {"model": model, "motion_adapter": motion_adapter, "lora": loras, "motion_lora": motion_loras}
+    studio = Studio(pipe, output_dir, server)
     defaults = model_defaults(pipe)
     with gr.Blocks(title="vidldm studio") as app:
         gr.Markdown(f"## vidldm studio\nModel **{model or type(pipe).__name__}**. Clips and their sidecars are "
@@ -47,7 +55,7 @@ def build_app(pipe, output_dir: str | Path = DEFAULT_OUTPUT_DIR, *, model: str |
         gallery = gr.Gallery(value=lambda: _gallery_items(studio), label="this server's clips", columns=6, height=300,
                              allow_preview=False, elem_id="gallery", render=False)
         with gr.Tabs():
-            for mode in TITLES:  # the modes with a tab (inbetween and interpolate-frames: to come)
+            for mode in TITLES:  # every mode of the CLI (a walk makes many clips: the CLI's `vidldm walk`)
                 with gr.Tab(TITLES[mode], id=mode):
                     _mode_tab(studio, mode, defaults, gallery)
             with gr.Tab("Gallery", id="gallery"):
@@ -60,7 +68,7 @@ def _mode_tab(studio: Studio, mode: str, defaults: dict[str, Any], gallery: gr.G
     with gr.Row():
         with gr.Column(scale=1):
             prompt = gr.Textbox(label="prompt", placeholder=PLACEHOLDERS[mode], lines=2, elem_id=f"{mode}-prompt")
-            media = _upload(mode)
+            media = [_upload(mode, key, kind) for key, kind in media_kinds(mode)]
             run = gr.Button(TITLES[mode].split()[0], variant="primary", elem_id=f"{mode}-run")
             with gr.Accordion("settings (the model's defaults; blank means default)", open=mode == "generate"):
                 with gr.Row():  # fields wrap two or three to a line
@@ -69,24 +77,23 @@ def _mode_tab(studio: Studio, mode: str, defaults: dict[str, Any], gallery: gr.G
             outputs = _result_panel(mode)
     seed_in = inputs[[s.name for s in form_settings(mode)].index("seed")]
     outputs["reuse"].click(lambda seed: "" if seed is None else str(int(seed)), outputs["seed"], seed_in, queue=False)
-    media_in = [media] if media is not None else []
 
     def job(prompt_text, *values, progress=gr.Progress()):  # noqa: B008 (gradio fills it in)
-        media_path, values = (values[0], values[1:]) if media is not None else (None, values)
-        clip = _run(lambda on_step: studio.make(mode, prompt_text, media_path, list(values), on_step), progress)
+        paths, values = list(values[: len(media)]), values[len(media):]
+        clip = _run(lambda on_step: studio.make(mode, prompt_text, paths, list(values), on_step), progress)
         return (*_shown(clip), _gallery_items(studio))
 
-    run.click(job, [prompt, *media_in, *inputs], [*outputs["shown"], gallery], concurrency_limit=1,
+    run.click(job, [prompt, *media, *inputs], [*outputs["shown"], gallery], concurrency_limit=1,
               concurrency_id="model", api_name=mode)
 
 
-def _upload(mode: str) -> gr.File | None:
-    if mode not in MEDIA_KIND:
-        return None
-    kind = MEDIA_KIND[mode]
+def _upload(mode: str, key: str, kind: str) -> gr.File:
+    """An upload field (element id `<mode>-input`, or `<mode>-<key>` for inbetween's start and end)."""
     types = IMAGE_TYPES if kind == "image" else VIDEO_TYPES
-    label = "still image (becomes frame 0)" if kind == "image" else ("clip to repaint" if mode == "restyle" else "clip to continue")
-    return gr.File(label=f"{label}: {' '.join(types)}", file_types=list(types), type="filepath", elem_id=f"{mode}-input")
+    label = {"restyle": "clip to repaint", "extend": "clip to continue", "interpolate-frames": "clip to make smoother"}.get(
+        mode, UPLOAD_LABELS[key])
+    elem = f"{mode}-input" if key in ("image", "video") else f"{mode}-{key}"
+    return gr.File(label=f"{label}: {' '.join(types)}", file_types=list(types), type="filepath", elem_id=elem)
 
 
 def _result_panel(name: str) -> dict[str, Any]:

@@ -25,7 +25,9 @@ def form_settings(mode: str) -> list[Setting]:
     """The settings a `mode` tab shows, in the table's order (the mode's own first, as in `--help`)."""
     own = [s for s in settings.SETTINGS if mode in s.commands and s.group == "mode"]
     rest = [s for s in settings.SETTINGS if mode in s.commands and s.group not in ("mode", *_SERVER_GROUPS)]
-    return [s for s in own + rest if not s.flag_only]
+    # left out: the CLI's output switch (--overwrite: the studio never replaces a clip) and the memory settings
+    # that shape how the server loaded its model (offload, VAE tiling)
+    return [s for s in own + rest if s.recorded and not (s.group == "memory" and not s.to_pipeline)]
 
 
 def model_defaults(pipe) -> dict[str, Any]:
@@ -39,6 +41,8 @@ def component(setting: Setting, default: Any, mode: str) -> gr.components.Compon
     """One input for `setting` in `mode`'s tab (element id `<mode>-<key>`), labelled with its CLI flag and help;
     blank number fields mean 'the default'."""
     kw = dict(label=setting.flag.lstrip("-"), info=setting.help, elem_id=f"{mode}-{setting.key}", min_width=220)
+    if setting.negatable:  # three states: the model's default, on, off
+        return gr.Dropdown(choices=["default", "on", "off"], value="default", **kw)
     choices = _choices(setting)
     if choices is not None:
         return gr.Dropdown(choices=list(choices), value=default, **kw)
@@ -78,6 +82,8 @@ def to_namespace(mode: str, prompt: str, values: list[Any], server: dict[str, An
 def _typed(setting: Setting, value: Any) -> Any:
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
+    if setting.negatable:
+        return {"on": True, "off": False}.get(value)
     if setting.type in (int, float) and isinstance(value, str):  # a number typed in a text field
         try:
             value = float(value.strip())
@@ -90,4 +96,5 @@ def _typed(setting: Setting, value: Any) -> Any:
 
 def from_sidecar(mode: str, saved: dict[str, Any]) -> list[Any]:
     """A sidecar's recorded values in the order of `mode`'s form (what 'replay' fills in)."""
-    return [saved.get(s.key) for s in form_settings(mode)]
+    values = [saved.get(s.key) for s in form_settings(mode)]
+    return [{True: "on", False: "off"}.get(v, "default") if s.negatable else v for s, v in zip(form_settings(mode), values)]

@@ -16,13 +16,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vidldm import sampling_settings as settings
 from vidldm.clip_run import make_clip, prompt_text, read_sidecar, sidecar_path
 from vidldm.errors import VidldmError
 from vidldm.seeds import normalize_seed
 from vidldm.web.form import from_sidecar, to_namespace
 from vidldm.web.uploads import check_upload
 
-MEDIA_KIND = {"animate": "image", "restyle": "video", "extend": "video"}  # what each mode's upload is
+
+def media_kinds(mode: str) -> list[tuple[str, str]]:
+    """`(key, kind)` of each upload a mode takes, in order: animate's still, inbetween's start and end, a clip..."""
+    return [(key, "image" if key in settings.IMAGE_INPUTS else "video") for key in settings.MODE_INPUTS.get(mode, ())]
 
 
 @dataclass(frozen=True)
@@ -42,26 +46,28 @@ class Studio:
         self.pipe = pipe
         self.output_dir = Path(output_dir).expanduser().resolve()
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        self.server = {"model": None, "motion_adapter": None, **(server or {})}  # recorded in every sidecar
+        self.server = {"model": None, "motion_adapter": None, "lora": None, "motion_lora": None, **(server or {})}
         self.device = str(pipe.device)
         # gradio's queue already runs one job at a time; the lock keeps it so where the app is mounted otherwise
         self._lock = threading.Lock()
         self.clips: list[Clip] = self._existing()
 
-    def make(self, mode: str, prompt: str, media: str | None, values: list[Any],
+    def make(self, mode: str, prompt: str, media, values: list[Any],
              on_step: Callable[[int, int], None] | None = None) -> Clip:
-        """One clip of `mode` from the form's `values` (`form.form_settings(mode)` order); VidldmError on a mistake."""
-        if not (prompt or "").strip():
+        """One clip of `mode` from the form's `values` (`form.form_settings(mode)` order) and its uploads `media` (a
+        path, or one per `media_kinds(mode)`); VidldmError on a mistake."""
+        if not (prompt or "").strip() and mode != "interpolate-frames":  # its known frames say what it shows
             raise VidldmError("type a prompt first")
-        args = to_namespace(mode, prompt, values, self.server)
-        if mode in MEDIA_KIND:
-            setattr(args, MEDIA_KIND[mode], check_upload(media, MEDIA_KIND[mode]))
+        args = to_namespace(mode, prompt or "", values, self.server)
+        kinds = media_kinds(mode)
+        given = list(media) if isinstance(media, (list, tuple)) else [media] * min(len(kinds), 1)
+        for (key, kind), path in zip(kinds, given + [None] * (len(kinds) - len(given)), strict=True):
+            setattr(args, key, check_upload(path, kind))
         args.seed = normalize_seed(args.seed) if args.seed is not None else random.randrange(2**31)
         with self._lock:
             output = self._next_output(args.prompt, args.seed)
-            if mode in MEDIA_KIND:  # a copy in the output folder: the sidecar's path outlives gradio's upload cache
-                kind = MEDIA_KIND[mode]
-                setattr(args, kind, self._keep_input(getattr(args, kind), output))
+            for key, _ in kinds:  # a copy in the output folder: the sidecar's path outlives gradio's upload cache
+                setattr(args, key, self._keep_input(getattr(args, key), output, key))
             frames = make_clip(self.pipe, args, output, self.device, on_step)
             from vidldm.io import write_clip
 
@@ -74,7 +80,7 @@ class Studio:
         """The clip again, from its sidecar: same mode, prompt, input, settings and seed."""
         saved = clip.settings()
         mode = saved["command"]
-        media = saved.get(MEDIA_KIND.get(mode, ""), None)
+        media = [saved.get(key) for key, _ in media_kinds(mode)]
         return self.make(mode, prompt_text(saved["prompt"]), media, from_sidecar(mode, saved), on_step)
 
     def _next_output(self, prompt: str, seed: int) -> Path:
@@ -83,10 +89,11 @@ class Studio:
         slug = re.sub(r"[^a-z0-9]+", "-", prompt.lower()).strip("-")[:48] or "clip"
         return self.output_dir / f"{max(numbers, default=0) + 1:04d}-{slug}-{seed}.mp4"
 
-    def _keep_input(self, upload: str, output: Path) -> str:
+    def _keep_input(self, upload: str, output: Path, key: str) -> str:
         folder = self.output_dir / "inputs"
         folder.mkdir(exist_ok=True)
-        kept = folder / f"{output.stem}-input{Path(upload).suffix.lower()}"
+        name = "input" if key in ("image", "video") else key  # inbetween keeps a start and an end
+        kept = folder / f"{output.stem}-{name}{Path(upload).suffix.lower()}"
         shutil.copyfile(upload, kept)
         return str(kept)
 

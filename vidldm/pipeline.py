@@ -348,7 +348,7 @@ class VideoPipeline(DiffusionPipeline, VideoLoraLoaderMixin):
 
     def offload_groups(self) -> dict[str, list]:
         """The models each phase of a call runs: text encoding, the loop (UNet + adapter), VAE encode/decode."""
-        return {"text": [self.text_encoder], "denoise": [self.unet, self.motion_adapter],
+        return {"text": [self.text_encoder, self.text_encoder_2], "denoise": [self.unet, self.motion_adapter],
                 "vae": [self.vae, self.temporal_decoder]}
 
     def enable_model_cpu_offload(self, gpu_id: int | None = None, device: torch.device | str | None = None) -> None:

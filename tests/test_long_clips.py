@@ -249,8 +249,11 @@ def test_free_init_refuses_restyle(pipe):
 ])
 def test_bad_long_clip_flags_exit_2_and_write_nothing(tmp_path, capsys, argv, message):
     before = set(tmp_path.iterdir())
-    code = main(["generate", "x", "--model", "tiny", "--steps", "1", "--height", "16", "--width", "16", "-q",
-                 "-o", str(tmp_path / "out.gif"), *argv])
+    try:
+        code = main(["generate", "x", "--model", "tiny", "--steps", "1", "--height", "16", "--width", "16", "-q",
+                     "-o", str(tmp_path / "out.gif"), *argv])
+    except SystemExit as e:  # argparse's own errors (an unknown choice) exit from parsing
+        code = e.code
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and err[0].startswith("vidldm: error: ") and message in err[0]
     assert set(tmp_path.iterdir()) == before

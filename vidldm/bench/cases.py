@@ -32,8 +32,11 @@ def long_case(o: Options, frames: int, c: Components | None = None, pipe=None, m
     def make():
         with torch.no_grad():
             pipe(prompt_embeds=cond, negative_prompt_embeds=uncond, num_frames=frames, height=o.height, width=o.width,
-                 num_inference_steps=o.steps, guidance_scale=o.guidance, context_frames=o.context_frames,
-                 context_overlap=o.context_overlap, generator=torch.Generator().manual_seed(o.seed), output_type="np")
+                 num_inference_steps=o.steps, guidance_scale=o.guidance, **windows,
+                 generator=torch.Generator().manual_seed(o.seed), output_type="np")
+
+    # a clip that fits in one window is run whole (a window longer than the clip is refused)
+    windows = dict(context_frames=o.context_frames, context_overlap=o.context_overlap) if frames > o.context_frames else {}
 
     if not measure:
         make()

@@ -99,6 +99,18 @@ def twins():
     return pipes
 
 
+@pytest.fixture(autouse=True)
+def free_noise_off_after_each_test(request):
+    """The twins are shared by the module: a test that switches FreeNoise on must not leave it on for the next
+    (diffusers' FreeNoise blocks fail on clips shorter than their window, as FreeInit's 8-frame test runs)."""
+    yield
+    if "twins" in request.fixturenames:
+        for pair in request.getfixturevalue("twins").values():
+            for pipe in pair:
+                if pipe.free_noise_enabled:
+                    pipe.disable_free_noise()
+
+
 @pytest.mark.parametrize("num_frames, length, stride", [(24, 16, 4), (21, 8, 3), (40, 16, 12)])
 def test_noise_rescheduling_is_diffusers(twins, num_frames, length, stride):
     _, theirs = twins["random"]

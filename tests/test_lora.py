@@ -390,3 +390,26 @@ def test_fast_paths_and_loras(lora_files):
     plain = pipe.video_unet(x, 321, ctx)
     pipe.enable_fast_paths(channels_last=False)
     assert (pipe.video_unet(x, 321, ctx) - plain).abs().max() <= 1e-5
+
+
+def test_run_files_take_loras_as_animatediff_cli_writes_them(tmp_path, lora_files):
+    """`lora_map` / `motion_lora_map` (animatediff-cli-prompt-travel) and `lora` lists become the repeatable flags,
+    paths beside the run file are found, and each clip's sidecar records them as the CLI's would."""
+    import json
+
+    import yaml
+
+    (tmp_path / "style.safetensors").write_bytes(lora_files["image"].read_bytes())
+    run_file = tmp_path / "run.yaml"
+    run_file.write_text(yaml.safe_dump({
+        "model": "tiny", "steps": 2, "frames": 4, "height": 16, "width": 16, "prompt": "a red circle", "seed": 3,
+        "lora_map": {"style.safetensors": 0.7}, "motion_lora": [f"{lora_files['motion']}:0.5"]}))
+    assert run("run", run_file, "-o", tmp_path / "out", "-q") == 0
+    [sidecar] = (tmp_path / "out").glob("*.json")
+    side = json.loads(sidecar.read_text())
+    assert side["lora"] == [f"{(tmp_path / 'style.safetensors').resolve()}:0.7"]
+    assert side["motion_lora"] == [f"{lora_files['motion'].resolve()}:0.5"]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"model": "tiny", "prompt": "a", "lora_map": {"missing.safetensors": 1}}))
+    assert run("run", bad, "-o", tmp_path / "never") == 2
+    assert not (tmp_path / "never").exists()

@@ -223,13 +223,21 @@ def _rss_mb(pid: int) -> float:
     raise AssertionError("no VmRSS")
 
 
+def _blank(setting):
+    """What a field the visitor leaves alone sends: 'default' in a dropdown without a fixed default, an unticked
+    switch, else an empty text field."""
+    if setting.negatable or (setting.choices is not None and setting.default is None):
+        return "default"
+    return False if setting.type is bool else ""
+
+
 def _job(client, seed: int):
     # the generate tab's inputs in the order of form.form_settings("generate"), by name
     from vidldm.web.form import form_settings
 
     values = {"num_frames": FRAMES, "num_inference_steps": STEPS, "seed": str(seed), "height": 32, "width": 32}
     defaults = {"scheduler": "ddim", "fps": 8, "guidance_scale": 7.5, "guidance_rescale": 0.0, "temporal_end": 1.0}
-    args = [values.get(s.name, defaults.get(s.name, "")) for s in form_settings("generate")]
+    args = [values.get(s.name, defaults.get(s.name, _blank(s))) for s in form_settings("generate")]
     return client.submit(f"a red circle, job {seed}", *args, api_name="/generate")
 
 

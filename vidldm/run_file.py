@@ -151,9 +151,9 @@ def _setting_flags(entry: dict[str, Any], mode: str, where: str, base: Path) -> 
             raise VidldmError(f"{where}: unknown key '{key}'{_did_you_mean(key, [*by_key, *OWN_KEYS])}")
         values = value if getattr(setting, "repeatable", False) and isinstance(value, list) else [value]
         for v in values:
+            if (setting.is_path or setting.record is not None) and isinstance(v, str):  # files: model, adapter, LoRAs
+                v = _maybe_local(v, base)  # first, so the setting's own check looks for the file where it is
             v = _typed(setting, v, key, where)
-            if setting.is_path and v is not None:
-                v = _maybe_local(v, base)
             if v is not None:
                 flags.append(f"{setting.flag}={v}")
     return flags
@@ -189,7 +189,8 @@ def _typed(setting: settings.Setting, value: Any, key: str, where: str) -> Any:
             raise VidldmError(f"{where}: '{key}' must be text, got {_shown(value)}")
         value = str(value)
     try:
-        setting.check(setting.type(value), key)
+        typed = setting.type(value)
+        setting.check([typed] if setting.repeatable else typed, key)  # a repeatable setting checks a list
     except VidldmError as err:
         raise VidldmError(f"{where}: {err}") from None
     return setting.type(value)

@@ -44,13 +44,16 @@ def component(setting: Setting, default: Any, mode: str) -> gr.components.Compon
     if setting.negatable:  # three states: the model's default, on, off
         return gr.Dropdown(choices=["default", "on", "off"], value="default", **kw)
     choices = _choices(setting)
+    if choices is not None and default is None:  # a choice the model or the call resolves (FreeNoise's blend, ...)
+        return gr.Dropdown(choices=["default", *choices], value="default", **kw)
     if choices is not None:
         return gr.Dropdown(choices=list(choices), value=default, **kw)
     if setting.type is bool:
         return gr.Checkbox(value=bool(default), **kw)
     if setting.type is str:
         return gr.Textbox(value=default or "", **kw)
-    if setting.type is float and setting.low is not None and setting.high is not None and setting.high - setting.low <= 1:
+    fraction = setting.type is float and setting.low is not None and setting.high is not None and setting.high - setting.low <= 1
+    if fraction and default is not None:  # a slider cannot be blank: settings without a default get a text field
         return gr.Slider(setting.low, setting.high, value=default, step=0.01, **kw)
     if default is None:  # a blank field means "the default" (gradio's number field would send 0 for blank)
         hint = "blank: a new random seed" if setting.name == "seed" else "blank: the default"
@@ -84,6 +87,8 @@ def _typed(setting: Setting, value: Any) -> Any:
         return None
     if setting.negatable:
         return {"on": True, "off": False}.get(value)
+    if value == "default" and _choices(setting) is not None and "default" not in _choices(setting):
+        return None
     if setting.type in (int, float) and isinstance(value, str):  # a number typed in a text field
         try:
             value = float(value.strip())
@@ -97,4 +102,6 @@ def _typed(setting: Setting, value: Any) -> Any:
 def from_sidecar(mode: str, saved: dict[str, Any]) -> list[Any]:
     """A sidecar's recorded values in the order of `mode`'s form (what 'replay' fills in)."""
     values = [saved.get(s.key) for s in form_settings(mode)]
-    return [{True: "on", False: "off"}.get(v, "default") if s.negatable else v for s, v in zip(form_settings(mode), values)]
+    return [{True: "on", False: "off"}.get(v, "default") if s.negatable
+            else "default" if v is None and _choices(s) is not None else v
+            for s, v in zip(form_settings(mode), values, strict=True)]

@@ -210,11 +210,7 @@ def resolve_output(args: argparse.Namespace, seed: int) -> Path:
         slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:48] or "clip"
         folder = Path("outputs")
         folder.mkdir(exist_ok=True)  # our own default folder; a user-given one must exist
-        out, n = folder / f"{slug}-{seed}.mp4", 1
-        while _taken(out):
-            n += 1
-            out = folder / f"{slug}-{seed}-{n}.mp4"
-        return out
+        return _free_name(folder, f"{slug}-{seed}", ".mp4")
     out = check_output_path(args.output)
     inputs = [getattr(args, k, None) for k in input_keys(args)] + list(getattr(args, "protected", []))
     for given in filter(None, inputs):

@@ -619,8 +619,7 @@ class VideoPipeline(DiffusionPipeline, VideoLoraLoaderMixin):
             return None
         indices = None
         if isinstance(image, dict):  # keyframes at any frames: in-betweening, frame-rate upsampling
-            indices = check_keyframes(image, num_frames)
-            stills = [load_frames(image[i], image=True) for i in indices]
+            indices, stills = check_keyframes(image, num_frames)
             known_latents = self._encode_frames(video_vae, [np.concatenate(stills)], *size, device).expand(batch, -1, -1, -1, -1)
         elif isinstance(image, (list, tuple)):  # one still per prompt
             if len(image) != batch:
@@ -692,18 +691,21 @@ class VideoPipeline(DiffusionPipeline, VideoLoraLoaderMixin):
         return video_vae.encode(video.to(device, self.vae.dtype)).to(self.unet.dtype)
 
 
-def check_keyframes(keyframes: dict, num_frames: int) -> list[int]:
-    """Keyframes `{frame index: still}`: whole frame indices within the clip, stills of one size. The sorted indices."""
+def check_keyframes(keyframes: dict, num_frames: int) -> tuple[list[int], list[np.ndarray]]:
+    """Keyframes `{frame index: still}`: whole frame indices within the clip, stills of one size. The sorted indices
+    and their stills, each read once `(1, H, W, 3)` uint8."""
     if not keyframes:
         raise VidldmError("keyframes must be a non-empty {frame index: image} mapping")
     bad = [k for k in keyframes if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k < num_frames]
     if bad:
         raise VidldmError(f"keyframe indices must be frames in [0, {num_frames - 1}], got {bad[0]!r}")
-    sizes = {tuple(load_frames(v, image=True).shape[1:3]) for v in keyframes.values()}
+    indices = sorted(keyframes)
+    stills = [load_frames(keyframes[i], image=True) for i in indices]
+    sizes = {tuple(still.shape[1:3]) for still in stills}
     if len(sizes) > 1:
         shown = " and ".join(f"{w}x{h}" for h, w in sorted(sizes))
         raise VidldmError(f"keyframes have different sizes ({shown}); give stills of one size")
-    return sorted(keyframes)
+    return indices, stills
 
 
 def default_known_frames(num_frames: int) -> int:

@@ -37,6 +37,7 @@ import yaml
 
 from vidldm import sampling_settings as settings
 from vidldm.errors import VidldmError
+from vidldm.io.media import one_line
 from vidldm.prompt_travel import parse_prompt
 from vidldm.seeds import normalize_seed
 
@@ -88,14 +89,10 @@ def _read(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(text) if kind == "JSON" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as err:
-        raise VidldmError(f"{path}: not valid {kind}: {_first_line(err)}") from err
+        raise VidldmError(f"{path}: not valid {kind}: {one_line(err)[:200]}") from err
     if not isinstance(data, dict) or not data:
         raise VidldmError(f"{path}: a run file is a mapping of settings, with 'entries:' for several clips")
     return {ALIASES.get(str(k), str(k)): v for k, v in data.items()}
-
-
-def _first_line(err: BaseException) -> str:
-    return " ".join(str(err).split())[:200]
 
 
 # ----------------------------------------------------------------------------- one entry

@@ -244,8 +244,7 @@ def run_mode(args: argparse.Namespace, pipes: dict | None = None) -> Path:
 
     start = time.perf_counter()
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = args.dtype or ("fp16" if str(device).startswith("cuda") else "fp32")
-    pipe = load_model(args, device, dtype, pipes)
+    pipe = load_model(args, device, pipes)
     pipe.set_progress_bar_config(disable=args.quiet)
     frames = make_clip(pipe, args, output, device)
     print(f"wrote {output} ({frames.shape[0]} frames, {frames.shape[2]}x{frames.shape[1]}, seed {args.seed}) "
@@ -268,11 +267,12 @@ def memory_options(args: argparse.Namespace, device: str):
     return lambda pipe, dev: pipe.enable_sequential_cpu_offload(device=dev)
 
 
-def load_model(args: argparse.Namespace, device: str, dtype: str, pipes: dict | None = None):
-    """The pipeline the model and memory settings name, its LoRAs loaded and offload set; from `pipes` when the
-    previous clip used the same ones (run files)."""
+def load_model(args: argparse.Namespace, device: str, pipes: dict | None = None):
+    """The pipeline the model and memory settings name (dtype: fp16 on a GPU, fp32 on a CPU unless `--dtype`), its
+    LoRAs loaded and offload set; from `pipes` when the previous clip used the same ones (run files)."""
     from vidldm.loading import apply_loras, load_pipeline
 
+    dtype = args.dtype or ("fp16" if str(device).startswith("cuda") else "fp32")
     key = tuple((s.key, str(getattr(args, s.key, None))) for s in settings.SETTINGS if s.group in ("model", "memory"))
     key += (device, dtype)
     if pipes is not None and key in pipes:
@@ -361,7 +361,7 @@ def run_walk(args: argparse.Namespace) -> Path:
 
     start = time.perf_counter()
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    pipe = load_model(args, device, args.dtype or ("fp16" if str(device).startswith("cuda") else "fp32"))
+    pipe = load_model(args, device)
     pipe.set_progress_bar_config(disable=True)
     resolve_sampling(pipe, args)
     side = pipe.unet.config.sample_size * pipe.vae_scale_factor

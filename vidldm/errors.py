@@ -16,3 +16,10 @@ class CheckpointError(VidldmError):
 
 class ShapeError(VidldmError):
     """A tensor whose rank, size or channel count does not fit the model."""
+
+
+def first_line(err: BaseException) -> str:
+    """An exception's message cut to its first line (the type's name when it has none): third-party errors
+    (diffusers, peft, transformers) often carry whole tracebacks or tables in their text."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__

@@ -31,7 +31,7 @@ import torch
 
 from vidldm.builtin_names import BUILTIN
 from vidldm.builtins import is_shapes_folder, shapes_init_pipeline, shapes_pipeline, tiny_pipeline
-from vidldm.errors import CheckpointError, VidldmError
+from vidldm.errors import CheckpointError, VidldmError, first_line
 from vidldm.models.motion import MotionAdapter
 from vidldm.models.motion_formats import (
     diffusers_norm_groups,
@@ -178,16 +178,12 @@ def _reading(what: str):
     except VidldmError:
         raise
     except _load_errors() as err:
-        detail, root = _first_line(err), err
+        detail, root = first_line(err), err
         while (root.__cause__ or root.__context__) is not None:  # diffusers re-raises the reason as a vaguer OSError
             root = root.__cause__ or root.__context__
-        if root is not err and _first_line(root) not in detail:
-            detail += f" ({_first_line(root)})"
+        if root is not err and first_line(root) not in detail:
+            detail += f" ({first_line(root)})"
         raise CheckpointError(f"cannot load {what}: {detail}") from err
-
-
-def _first_line(err: BaseException) -> str:
-    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
 
 
 def _with_adapter(pipe: VideoPipeline, adapter: MotionAdapter | None) -> VideoPipeline:

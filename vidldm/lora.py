@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from diffusers.loaders import StableDiffusionLoraLoaderMixin
 
-from vidldm.errors import CheckpointError, VidldmError
+from vidldm.errors import CheckpointError, VidldmError, first_line
 from vidldm.models import motion_lora
 from vidldm.models.motion_formats import read_state_dict
 
@@ -41,7 +41,7 @@ def lora_file(source: str | os.PathLike, weight_name: str | None = None) -> Path
         return Path(hf_hub_download(str(source), name))
     except Exception as err:  # offline, no such repo or file: one line
         raise CheckpointError(f"'{source}' is not a LoRA file or folder, and fetching {name} from the Hugging Face Hub "
-                              f"failed ({_first_line(err)})") from err
+                              f"failed ({first_line(err)[:200]})") from err
 
 
 def read_lora(source: str | os.PathLike | dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -82,7 +82,7 @@ class VideoLoraLoaderMixin(StableDiffusionLoraLoaderMixin):
             self._forget(adapter_name)
             if isinstance(err, VidldmError):
                 raise
-            raise VidldmError(f"the LoRA does not fit this model; was it made for another base model? ({_first_line(err)})") from err
+            raise VidldmError(f"the LoRA does not fit this model; was it made for another base model? ({first_line(err)[:200]})") from err
         if adapter_name not in self._adapter_names():
             raise VidldmError("the LoRA has no weights for this model's UNet, text encoder or motion modules")
 
@@ -129,11 +129,6 @@ class VideoLoraLoaderMixin(StableDiffusionLoraLoaderMixin):
                 if getattr(m, "qkv_weight", None) is not None or getattr(m, "fused_weight", None) is not None:
                     raise VidldmError("q/k/v projections are fused (enable_fast_paths); call pipe.unfuse_qkv_projections() "
                                       "before loading LoRAs, and fuse again after")
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0][:200] if text else type(err).__name__
 
 
 def save_motion_lora(sd: dict[str, torch.Tensor], folder: str | os.PathLike) -> tuple[Path, Path]:

@@ -171,7 +171,7 @@ def test_evaluation_report_has_ceilings_floor_and_animation(pipe, tmp_path):
 
     rows, animation = evaluate(pipe, n=3, steps=2, guidance=2.0, batch=3, animate=1, log=lambda _: None)
     assert list(rows) == ["real clips (mp4 round trip)", "real clips through the VAE", "video model",
-                          "image model, frame by frame", "animate still (clean)"]
+                          "video model, paraphrased prompts", "image model, frame by frame", "animate still (clean)"]
     real = rows["real clips (mp4 round trip)"]
     assert real["colour_acc"] == real["shape_acc"] == real["motion_acc"] == 1.0
     assert rows["video model"]["colour_acc"] < 1.0  # noise from a random model is not a red circle
@@ -180,3 +180,23 @@ def test_evaluation_report_has_ceilings_floor_and_animation(pipe, tmp_path):
     table = write_report(rows, animation, path, "vidldm eval shapes --model tiny", "2 steps", model="tiny")
     assert "real clips through the VAE" in table and "first-frame PSNR" in path.read_text()
     assert path.read_text().startswith("# Evaluation of `tiny`")  # not "the shipped shapes model"
+
+
+def test_paraphrases_are_held_out_and_keep_the_clip():
+    """Every held-out wording names the spec's colour, shape and background, none of the training motion
+    phrases, and no training caption; the 210 evaluation prompts meet every synonym and sentence frame."""
+    from vidldm.data.shapes import MOTIONS, SHAPES, COLOURS
+    from vidldm.eval.paraphrase import FRAMES, SYNONYMS, paraphrase
+
+    specs = evaluation_specs(210)
+    worded = [paraphrase(s, i) for i, s in enumerate(specs)]
+    training = {f"a {c} {s} {m} on a {b} background" for c in COLOURS for s in SHAPES for m in MOTIONS for b in BACKGROUNDS}
+    for spec, text in zip(specs, worded):
+        assert text not in training
+        assert not any(m in text for m in MOTIONS)
+        assert f"{spec.colour} {spec.shape}" in text and spec.background in text
+    for motion, words in SYNONYMS.items():
+        said = [t for s, t in zip(specs, worded) if s.motion == motion]
+        assert all(any(w in t for t in said) for w in words), motion
+    assert all(any(f.split("{")[0] in t or f.startswith("a {colour}") for t in worded) for f in FRAMES)
+    assert len({(t.split(" ")[0], t.split(" ")[-1]) for t in worded}) >= 3  # the frames differ in their ends

@@ -5,6 +5,8 @@ Rows of the table, all over the same fixed prompts (`evaluation_specs`) and seed
 - **real clips through the VAE**: encoded and decoded by the model's VAE (what any generator on its
   latents can reach at best);
 - **video model**: the shipped pipeline;
+- **video model, paraphrased prompts**: the same clips asked for in held-out words (`vidldm.eval.paraphrase`:
+  other motion words, other sentence orders), same seeds: how far the learned motions carry to new wording;
 - **image model, frame by frame**: the same pipeline with its temporal layers off at every step
   (`temporal_end=0`), i.e. every frame denoised on its own from the same noise;
 - **animate still**: frame 0 of a real clip given as `image=` ("clean" conditioning):
@@ -23,6 +25,7 @@ from einops import rearrange
 
 from vidldm import atomic
 from vidldm.data.shapes import evaluation_specs, render_clip
+from vidldm.eval.paraphrase import paraphrase
 from vidldm.eval.shapes import first_frame_psnr, format_table, score
 from vidldm.frames import frames_to_tensor, tensor_to_frames
 from vidldm.io import read_video, write_video
@@ -30,14 +33,17 @@ from vidldm.models.video_vae import VideoVAE
 from vidldm.pipeline import VideoPipeline
 
 
-def _generate(pipe: VideoPipeline, specs, steps: int, guidance: float, batch: int, images=None, **kwargs) -> list[np.ndarray]:
-    """One clip per spec, seeded by its index; `images` (one still per spec) animates them."""
+def _generate(pipe: VideoPipeline, specs, steps: int, guidance: float, batch: int, images=None, captions=None,
+              **kwargs) -> list[np.ndarray]:
+    """One clip per spec, seeded by its index; `images` (one still per spec) animates them; `captions` (one per
+    spec) replaces the specs' own."""
+    captions = captions or [s.caption for s in specs]
     clips = []
     for start in range(0, len(specs), batch):
         chunk = specs[start : start + batch]
         if images is not None:
             kwargs["image"] = images[start : start + batch]
-        out = pipe([s.caption for s in chunk], num_inference_steps=steps, guidance_scale=guidance, output_type="np",
+        out = pipe(captions[start : start + batch], num_inference_steps=steps, guidance_scale=guidance, output_type="np",
                    generator=[torch.Generator().manual_seed(start + i) for i in range(len(chunk))], **kwargs).frames
         clips += [(f * 255).round().astype(np.uint8) for f in out]
     return clips
@@ -79,6 +85,10 @@ def evaluate(pipe: VideoPipeline, n: int = 210, steps: int = 15, guidance: float
     size = dict(height=real[0].shape[1], width=real[0].shape[2], num_frames=real[0].shape[0])
     rows["video model"] = score(_generate(pipe, specs, steps, guidance, batch, temporal_end=temporal_end, **size), specs)
     log(f"video model scored ({time.perf_counter() - t:.0f}s)")
+    reworded = [paraphrase(s, i) for i, s in enumerate(specs)]
+    rows["video model, paraphrased prompts"] = score(
+        _generate(pipe, specs, steps, guidance, batch, captions=reworded, temporal_end=temporal_end, **size), specs)
+    log(f"paraphrased prompts scored ({time.perf_counter() - t:.0f}s)")
     rows["image model, frame by frame"] = score(_generate(pipe, specs, steps, guidance, batch, temporal_end=0.0, **size), specs)
     log(f"image model scored ({time.perf_counter() - t:.0f}s)")
     anim_specs = specs[:animate]

@@ -33,5 +33,9 @@ for cmd in "${commands[@]}"; do
   echo "+ $cmd"
   eval "$cmd -q"
   out=$(echo "$cmd" | sed -E 's/.* -o ([^ ]+).*/\1/')
-  printf '![%s](%s)\n\n```\n%s\n```\n\n' "$(basename "$out")" "$(basename "$out")" "$cmd" >> samples/README.md
+  # A contact sheet beside each clip (all frames in one row), so the motion reads without playing the gif.
+  sheet="${out%.*}.png"
+  python -c "import sys; from vidldm.io import read_video, write_grid; write_grid(read_video(sys.argv[1])[0], sys.argv[2], cols=16)" "$out" "$sheet"
+  printf '![%s](%s)\n\n![frames of %s](%s)\n\n```\n%s\n```\n\n' "$(basename "$out")" "$(basename "$out")" \
+    "$(basename "$out")" "$(basename "$sheet")" "$cmd" >> samples/README.md
 done

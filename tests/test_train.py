@@ -213,6 +213,28 @@ def test_foreground_weight_moves_latent_losses_toward_the_object(tmp_path, video
     trainer.train()
 
 
+def test_flicker_loss_sees_errors_that_change_between_frames(tmp_path, video_folder):
+    """`train.flicker_weight`: an error the same in every frame costs nothing extra, one that alternates between
+    frames does; frames known at t = 0 (left out of the loss) are left out of the pairs too; the stage trains."""
+    config = load_config(recipe(tmp_path, video_folder, stage="temporal", train={"max_steps": 1, "flicker_weight": 2.0}))
+    trainer = Trainer(config)
+    stage = trainer.stage
+    latents = torch.zeros(1, 4, 6, 8, 8)
+    t = torch.tensor([500])
+    everywhere = torch.ones(1, 6)
+    steady = torch.ones_like(latents)
+    alternating = steady * torch.tensor([1.0, -1.0] * 3).view(1, 1, 6, 1, 1)
+    assert stage.flicker(steady, latents, everywhere, t) == 0
+    assert stage.flicker(alternating, latents, everywhere, t) > 0
+    # Same per-frame loss, so the plain loss cannot tell them apart.
+    assert torch.allclose(stage.masked_mean(steady, latents, everywhere, t), stage.masked_mean(alternating, latents, everywhere, t))
+    known_first = torch.tensor([[0.0, 1, 1, 1, 1, 1]])
+    jump_at_known = steady.clone()
+    jump_at_known[:, :, 0] = -5.0  # a known frame's (meaningless) error
+    assert stage.flicker(jump_at_known, latents, known_first, t) == 0
+    trainer.train()
+
+
 def test_vae_stage_crops_are_centred_on_the_object_and_weighted(tmp_path, video_folder):
     from vidldm.train.stages import foreground_mask
 
@@ -248,7 +270,8 @@ def test_vae_stage_with_frozen_encoder_keeps_the_latents(tmp_path, video_folder)
 @pytest.mark.parametrize("change, message", [
     ({"crop_size": 4}, "train.crop_size must be an integer between 8"),
     ({"crop_size": 32}, "train.crop_size must be an integer between 8"),
-    ({"foreground_weight": -1}, "train.foreground_weight must be >= 0"),
+    ({"foreground_weight": -1}, "train.foreground_weight must be a number >= 0"),
+    ({"flicker_weight": -0.5}, "train.flicker_weight must be a number >= 0"),
     ({"snr_gamma": 0}, "train.snr_gamma must be a positive number"),
     ({"snr_gamma": 5.0, "snr_floor": 6.0}, "train.snr_floor must be a positive number no larger"),
     ({"timestep_bias_strategy": "middle"}, "train.timestep_bias_strategy must be none, later or earlier"),

@@ -90,6 +90,7 @@ class TrainConfig:
     known_frames: str = "first"          # first: the first k frames; sparse: also keyframes anywhere (in-betweening,
                                          # frame-rate upsampling; see vidldm.train.stages.known_frame_indices)
     pure_noise_fraction: float = 0.0     # temporal stage: share of samples at the last timestep with no signal left (see TemporalStage)
+    flicker_weight: float = 0.0          # temporal stage: extra loss on the frame-to-frame change of the error (TemporalStage.flicker)
     lora_rank: int | None = None         # temporal stage: train a motion LoRA instead of full weights
     frames_per_clip: int | None = None  # image stage: train on this many random frames of each clip (more captions a step)
     noise_offset: float = 0.0
@@ -257,8 +258,9 @@ def check(config: Config, source: str) -> None:
                         ("train.pure_noise_fraction", t.pure_noise_fraction)):
         if not 0 <= value <= 1:
             raise VidldmError(f"{source}: {name} must be between 0 and 1, got {value}")
-    if t.foreground_weight < 0:
-        raise VidldmError(f"{source}: train.foreground_weight must be >= 0, got {t.foreground_weight}")
+    for name, value in (("train.foreground_weight", t.foreground_weight), ("train.flicker_weight", t.flicker_weight)):
+        if not isinstance(value, (int, float)) or value < 0:
+            raise VidldmError(f"{source}: {name} must be a number >= 0, got {value!r}")
     if t.crop_size is not None and not (isinstance(t.crop_size, int) and 8 <= t.crop_size <= min(d.height, d.width)):
         raise VidldmError(f"{source}: train.crop_size must be an integer between 8 and the frame size, got {t.crop_size!r}")
     if t.snr_gamma is not None and not (isinstance(t.snr_gamma, (int, float)) and t.snr_gamma > 0):

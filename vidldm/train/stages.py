@@ -236,10 +236,32 @@ class TemporalStage(Stage):
                 frame_t[i, idx] = 0
                 loss_mask[i, idx] = 0
         pred = self.video_unet(noisy, frame_t, context)
-        err = rearrange((pred.float() - target.float()).pow(2), "b c f h w -> (b f) c h w")
+        error = pred.float() - target.float()
+        loss = self.masked_mean(error, latents, loss_mask, t)
+        if self.config.train.flicker_weight:
+            loss = loss + self.config.train.flicker_weight * self.flicker(error, latents, loss_mask, t)
+        return loss
+
+    def masked_mean(self, error: torch.Tensor, latents: torch.Tensor, mask: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Mean squared `error` `(B, C, F, h, w)` over the frames `mask` `(B, F)` keeps, each frame weighted as
+        `weighted_mean` does (the object) and each sample by its timestep (`loss_weights`)."""
+        b = error.shape[0]
+        err = rearrange(error.pow(2), "b c f h w -> (b f) c h w")
         per_frame = rearrange(self.weighted_mean(err, rearrange(latents, "b c f h w -> (b f) c h w")), "(b f) -> b f", b=b)
         per_frame = per_frame * self.loss_weights(t)[:, None]
-        return (per_frame * loss_mask).sum() / loss_mask.sum()
+        return (per_frame * mask).sum() / mask.sum().clamp(min=1)
+
+    def flicker(self, error: torch.Tensor, latents: torch.Tensor, mask: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The loss on how the prediction's `error` `(B, C, F, h, w)` changes from one frame to the next, over the
+        pairs of frames that both count (`mask` `(B, F)`).
+
+        Why: a clip whose every frame is off by the same amount looks steady; one whose frames are off in
+        different ways jitters, and a plain per-frame loss cannot tell the two apart. Weighting the frame-to-frame
+        change of the error puts the adapter's capacity on what a viewer sees as flicker (the object jumping
+        along its path, pulsing in size). The target is unchanged: the best prediction under this loss is the
+        same posterior mean, so it reshapes the errors rather than the model's aim."""
+        pairs = mask[:, 1:] * mask[:, :-1]
+        return self.masked_mean(error.diff(dim=2), latents[:, :, 1:], pairs, t)
 
     def pure_noise(self, latents, noise, t, noisy, target, pure):
         """Samples `pure` `(B,)` move to the last timestep with an input of noise alone, as the sampler's first step

@@ -62,7 +62,7 @@ from vidldm.models.motion import MotionAdapter
 from vidldm.models.text import encode_text
 from vidldm.models.video_unet import VideoUNet
 from vidldm.models.video_vae import TemporalDecoder, VideoVAE
-from vidldm.offload import ModelOffload
+from vidldm.offload import ModelOffload, sequential_offload
 from vidldm.sampling import KnownFrames, denoise, freenoise_noise
 from vidldm.sampling_settings import SAMPLING_DEFAULTS, check_generation_defaults
 from vidldm.schedulers import make_scheduler
@@ -369,6 +369,18 @@ class VideoPipeline(DiffusionPipeline, VideoLoraLoaderMixin, VideoIPAdapterMixin
             device = f"cuda:{gpu_id or 0}"
         self.remove_all_hooks()
         self.model_offload = ModelOffload(self.offload_groups(), device)
+
+    def enable_sequential_cpu_offload(self, gpu_id: int | None = None, device: torch.device | str | None = None) -> None:
+        """Keep every weight in CPU memory and move each layer's weights to `device` (default `cuda:gpu_id`) just
+        before it runs, and out after (accelerate's hooks, `vidldm.offload.sequential_offload`, which says why not
+        diffusers' method as it is). Least accelerator memory, slowest; outputs are unchanged."""
+        if device is None:
+            if not torch.cuda.is_available():
+                raise VidldmError("sequential CPU offload moves weights to a GPU and none is available; give device=")
+            device = f"cuda:{gpu_id or 0}"
+        self.remove_all_hooks()
+        self._offload_device = torch.device(device)  # diffusers' attribute, read by its offload helpers
+        sequential_offload([m for m in self.components.values() if isinstance(m, torch.nn.Module)], device)
 
     def remove_all_hooks(self) -> None:
         super().remove_all_hooks()

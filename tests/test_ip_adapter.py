@@ -269,3 +269,16 @@ def test_fused_projections_and_ip_adapters_keep_apart(adapter):
     pipe.fuse_qkv_projections()  # the IP-Adapter's cross-attentions stay unfused, and exact
     got = pipe("a red circle", latents=latents(), ip_adapter_image=still(0), **SETTINGS).frames
     assert np.abs(got - want).max() <= 1e-5
+
+
+def test_image_encoder_and_ip_layers_offload_with_the_model(adapter):
+    """Sequential offload covers the image encoder, the image projection and the IP attention layers too (they are
+    components and submodules the hooks find): the frames are bitwise those without offload."""
+    pipe, _ = base_model()
+    pipe.load_ip_adapter(str(adapter))
+    want = pipe("a red circle", latents=latents(), ip_adapter_image=still(0), **SETTINGS).frames
+    pipe.enable_sequential_cpu_offload(device="cpu")
+    assert {p.device.type for p in pipe.image_encoder.parameters()} == {"meta"}
+    assert {p.device.type for p in pipe.unet.encoder_hid_proj.parameters()} == {"meta"}
+    got = pipe("a red circle", latents=latents(), ip_adapter_image=still(0), **SETTINGS).frames
+    assert np.array_equal(got, want)

@@ -13,7 +13,7 @@ LAYERS = [
     ("errors", "atomic", "builtin_names", "sampling_settings", "schedulers", "io", "sampling", "denoisers", "frames", "clip_run",
      "prompt_travel", "seeds", "memory", "free_init", "offload", "long_clips", "run_file", "latents"),
     ("models",),
-    ("lora",),
+    ("lora", "ip_adapter"),
     ("pipeline",),
     ("builtins", "loading", "walk"),
     ("data",),

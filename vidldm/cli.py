@@ -23,6 +23,7 @@ from vidldm.builtin_names import default_model
 from vidldm.clip_run import (  # noqa: F401 (sidecar_path, write_sidecar: the CLI's names since before)
     check_memory,
     check_prompt,
+    image_prompt,
     input_keys,
     make_clip,
     prompt_text,
@@ -237,6 +238,7 @@ def run_mode(args: argparse.Namespace, pipes: dict | None = None) -> Path:
 
     settings.check_args(args)  # first: the prompt's frames are checked against a valid --frames
     check_prompt(args)
+    image_prompt(args)  # --ip-adapter and --ip-image come together
     for key in input_keys(args):
         check_media(getattr(args, key), "image" if key in settings.IMAGE_INPUTS else "video")
     args.seed = normalize_seed(args.seed) if args.seed is not None else random.randrange(2**31)
@@ -270,10 +272,11 @@ def memory_options(args: argparse.Namespace, device: str):
 def load_model(args: argparse.Namespace, device: str, pipes: dict | None = None):
     """The pipeline the model and memory settings name (dtype: fp16 on a GPU, fp32 on a CPU unless `--dtype`), its
     LoRAs loaded and offload set; from `pipes` when the previous clip used the same ones (run files)."""
-    from vidldm.loading import apply_loras, load_pipeline
+    from vidldm.loading import apply_ip_adapter, apply_loras, load_pipeline
 
     dtype = args.dtype or ("fp16" if str(device).startswith("cuda") else "fp32")
-    key = tuple((s.key, str(getattr(args, s.key, None))) for s in settings.SETTINGS if s.group in ("model", "memory"))
+    key = tuple((s.key, str(getattr(args, s.key, None))) for s in settings.SETTINGS
+                if s.group in ("model", "memory") or s.name in ("ip_adapter", "image_encoder"))
     key += (device, dtype)
     if pipes is not None and key in pipes:
         return pipes[key]
@@ -283,6 +286,7 @@ def load_model(args: argparse.Namespace, device: str, pipes: dict | None = None)
     pipe = load_pipeline(args.model, args.motion_adapter, config=args.config, device="cpu" if offload else device,
                          dtype=dtype, variant=args.variant)
     apply_loras(pipe, getattr(args, "lora", None), getattr(args, "motion_lora", None))  # before offload: peft wraps
+    apply_ip_adapter(pipe, getattr(args, "ip_adapter", None), getattr(args, "image_encoder", None))  # and the encoder
     if offload is not None:                                                               # the layers hooks then move
         offload(pipe, device)
     if getattr(args, "vae_tiling", False):

@@ -50,6 +50,26 @@ def check_prompt(args: argparse.Namespace):
     return prompt_travel.parse_prompt(args.prompt, getattr(args, "frames", None))
 
 
+def image_prompt(args: argparse.Namespace) -> Any:
+    """`--ip-image` values as the pipeline's `ip_adapter_image`: None, an image for the clip, or `{(first, last): image}`;
+    checked against `--ip-adapter` (each needs the other) before any model loads."""
+    specs, adapter = getattr(args, "ip_image", None) or [], getattr(args, "ip_adapter", None)
+    if (specs or getattr(args, "image_encoder", None)) and not adapter:
+        raise VidldmError(f"{'--ip-image' if specs else '--image-encoder'} needs an IP-Adapter: give --ip-adapter PATH[:SCALE]")
+    if adapter and not specs:
+        raise VidldmError("--ip-adapter needs an image prompt: give --ip-image IMAGE (or FIRST-LAST:IMAGE per frame range)")
+    parsed = [settings.parse_ip_image(spec) for spec in specs]
+    whole = [path for frames, path in parsed if frames is None]
+    if whole and len(parsed) > 1:
+        raise VidldmError("give one --ip-image IMAGE for the whole clip, or FIRST-LAST:IMAGE ranges, not both")
+    if whole:
+        return whole[0]
+    prompt = dict(parsed) or None
+    if prompt is not None and len(prompt) < len(parsed):
+        raise VidldmError("two --ip-image values name the same frame range; give each range one image")
+    return prompt
+
+
 def make_clip(pipe, args: argparse.Namespace, output: Path, device: str,
               on_step: Callable[[int, int], None] | None = None):
     """Sample the clip `args` asks for with `pipe`, write it to `output` and its sidecar beside it (both atomic);
@@ -62,6 +82,8 @@ def make_clip(pipe, args: argparse.Namespace, output: Path, device: str,
     resolve_sampling(pipe, args)
     check_memory(pipe, args, device)
     inputs = mode_inputs(pipe, args)
+    if getattr(args, "ip_adapter", None):
+        inputs["ip_adapter_image"] = image_prompt(args)
     frames = pipe(prompt, **settings.pipeline_kwargs(args), **inputs, output_type="np",
                   generator=torch.Generator(device="cpu").manual_seed(args.seed),
                   callback_on_step_end=_step_callback(on_step)).frames[0]

@@ -19,7 +19,8 @@ class GuidedDenoiser:
     number of loop steps that run the temporal layers (`temporal_end` of the steps, see
     `temporal_steps`); later steps refine each frame with the image model alone. `added_cond` (SDXL): the
     UNet's `added_cond_kwargs` in the batch order of `context`, a tensor with a frame axis (`(2B, F, P)`) sliced
-    to the window as the context is."""
+    to the window as the context is; IP-Adapter image prompts ride there too, as diffusers passes them:
+    `image_embeds`, one `(2B, F, N, ...)` per adapter, always sliced to the window."""
 
     def __init__(self, model, context: torch.Tensor, guidance_scale: float, guidance_rescale: float = 0.0,
                  temporal_steps: int | None = None, added_cond: dict[str, torch.Tensor] | None = None):
@@ -36,14 +37,20 @@ class GuidedDenoiser:
         context = self.context[:, frames] if self.context.ndim == 4 else self.context
         kwargs = {"temporal": self.temporal_steps is None or step < self.temporal_steps}
         if self.added_cond is not None:
-            kwargs["added_cond_kwargs"] = {k: v[:, frames] if k == "text_embeds" and v.ndim == 3 else v
-                                           for k, v in self.added_cond.items()}
+            kwargs["added_cond_kwargs"] = {k: _window(k, v, frames) for k, v in self.added_cond.items()}
         if not self.guided:
             return self.model(x, t, context, **kwargs)
         # Both halves in one model call: one pass over the weights instead of two.
         uncond, cond = self.model(torch.cat([x, x]), torch.cat([t, t]), context, **kwargs).chunk(2)
         guided = uncond + self.guidance_scale * (cond - uncond)
         return rescale_guidance(guided, cond, self.guidance_rescale) if self.guidance_rescale else guided
+
+
+def _window(name: str, value, frames):
+    """An `added_cond_kwargs` value for the window's `frames`: those with a frame axis are sliced."""
+    if name == "image_embeds":
+        return [e[:, frames] for e in value]
+    return value[:, frames] if name == "text_embeds" and value.ndim == 3 else value
 
 
 def temporal_steps(temporal_end: float, num_steps: int) -> int:

@@ -398,3 +398,18 @@ def apply_loras(pipe: VideoPipeline, loras: list[str] | None = None, motion_lora
     if names:
         pipe.set_adapters(names, weights)
     return names
+
+
+def apply_ip_adapter(pipe: VideoPipeline, spec: str | None, image_encoder: str | None = None) -> None:
+    """Load an `--ip-adapter` value (`PATH[:SCALE]`) into `pipe`, its image encoder from `image_encoder` (a folder)
+    or the `image_encoder/` folder beside the file (diffusers' place), and set its scale."""
+    from vidldm.sampling_settings import parse_lora_spec
+
+    if not spec:
+        return
+    path, scale = parse_lora_spec(spec, "--ip-adapter scale")
+    try:
+        pipe.load_ip_adapter(path, image_encoder_folder=str(Path(image_encoder).resolve()) if image_encoder else "image_encoder")
+    except VidldmError as err:
+        raise VidldmError(f"--ip-adapter '{path}': {err}") from err
+    pipe.set_ip_adapter_scale(scale)

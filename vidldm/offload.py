@@ -8,8 +8,14 @@ and this moves that phase's models to the device and every other phase's back to
 them runs, whatever method the pipeline calls on them. Peak accelerator memory is the largest phase's
 weights plus its activations, as with diffusers' offload.
 
-Sequential offload (weights per layer, `enable_sequential_cpu_offload`) needs no such help: accelerate hooks
-every layer that holds weights, and `VideoUNet` calls each of those layers through `__call__`.
+Sequential offload (weights per layer, `sequential_offload`) keeps accelerate's hooks: they sit on every layer
+that holds weights, and `VideoUNet` calls each of those layers through `__call__`, so they fire. Why not
+diffusers' `enable_sequential_cpu_offload` as it is: it names the device with an index, "cpu:0" for "cpu", and
+since torch 2.13 `tensor.to("cpu:0")` on a CPU tensor copies instead of returning the tensor (the indices
+differ by name), so accelerate's `set_module_tensor_to_device` rebuilds a parameter with
+`Parameter(value).to(device)` and gets a plain `Tensor` back; the layer's next offload then calls
+`Tensor(value, requires_grad=...)` and fails (TypeError). A CUDA device ("cuda:0") never copies there; here the
+device is passed as given, which is all the fix needs.
 """
 
 from __future__ import annotations
@@ -60,3 +66,16 @@ class ModelOffload:
     def move(self, model: nn.Module, target) -> None:
         """One model to `target` (a subclass may move otherwise, e.g. a test that empties stored weights)."""
         model.to(target)
+
+
+def sequential_offload(models: list[nn.Module | None], device: torch.device | str) -> None:
+    """accelerate's `cpu_offload` on each model (as diffusers' `enable_sequential_cpu_offload` does): its weights are
+    kept in CPU memory, the model holds none ("meta"), and a hook on every layer with weights moves them to
+    `device` just before the layer runs and drops them just after. Buffers move with the weights of models that
+    hold weights of their own (diffusers' rule), else they stay on `device`."""
+    from accelerate import cpu_offload
+
+    for model in models:
+        if model is not None:
+            model.to("cpu")
+            cpu_offload(model, torch.device(device), offload_buffers=len(model._parameters) > 0)

@@ -16,6 +16,8 @@ Every mode is a choice of inputs to `__call__`:
   input followed by the new frames (`F_in + num_frames - k`; latents: the `num_frames` window only);
 - long clips: `num_frames` beyond the motion adapter's length uses context windows;
 - precomputed text: `prompt_embeds=` / `negative_prompt_embeds=` instead of strings (diffusers' names).
+- image prompts (IP-Adapter, `vidldm/ip_adapter.py`): `ip_adapter_image=` an image for the clip or
+  `{(first, last): image}` per frame range, riding in the denoiser's `added_cond_kwargs` as diffusers' `image_embeds`.
 
 An SDXL model (`text_encoder_2` / `tokenizer_2` set, a UNet with `addition_embed_type="text_time"`) encodes
 with both encoders and passes the pooled text and size ids to the UNet (`models/sdxl.py`), as diffusers'
@@ -52,6 +54,7 @@ from vidldm.denoisers import GuidedDenoiser, temporal_steps
 from vidldm.errors import VidldmError
 from vidldm.frames import frames_to_tensor, load_frames, tensor_to_frames
 from vidldm.free_init import FreeInit
+from vidldm.ip_adapter import VideoIPAdapterMixin
 from vidldm.long_clips import LongClip, long_clip_options
 from vidldm.lora import VideoLoraLoaderMixin
 from vidldm.models import fast, sdxl
@@ -59,7 +62,7 @@ from vidldm.models.motion import MotionAdapter
 from vidldm.models.text import encode_text
 from vidldm.models.video_unet import VideoUNet
 from vidldm.models.video_vae import TemporalDecoder, VideoVAE
-from vidldm.offload import ModelOffload
+from vidldm.offload import ModelOffload, sequential_offload
 from vidldm.sampling import KnownFrames, denoise, freenoise_noise
 from vidldm.sampling_settings import SAMPLING_DEFAULTS, check_generation_defaults
 from vidldm.schedulers import make_scheduler
@@ -100,12 +103,14 @@ class VideoPipelineOutput(BaseOutput):
     frames: Any
 
 
-class VideoPipeline(DiffusionPipeline, VideoLoraLoaderMixin):
+class VideoPipeline(DiffusionPipeline, VideoLoraLoaderMixin, VideoIPAdapterMixin):
     """Image model (VAE, text encoder, UNet) + `MotionAdapter` + scheduler, as in AnimateDiff; LoRAs with
-    diffusers' methods (`load_lora_weights`, `set_adapters`, `fuse_lora`..., see `vidldm/lora.py`)."""
+    diffusers' methods (`load_lora_weights`, `set_adapters`, `fuse_lora`..., see `vidldm/lora.py`); IP-Adapter
+    image prompts likewise (`load_ip_adapter`, `set_ip_adapter_scale`, then `ip_adapter_image=` an image, or
+    `{(first, last): image}` per frame range, or `ip_adapter_image_embeds=`; see `vidldm/ip_adapter.py`)."""
 
-    model_cpu_offload_seq = "text_encoder->unet->vae"
-    _optional_components = ["temporal_decoder", "text_encoder_2", "tokenizer_2"]
+    model_cpu_offload_seq = "text_encoder->image_encoder->unet->vae"
+    _optional_components = ["temporal_decoder", "text_encoder_2", "tokenizer_2", "image_encoder", "feature_extractor"]
 
     def __init__(
         self,
@@ -120,12 +125,15 @@ class VideoPipeline(DiffusionPipeline, VideoLoraLoaderMixin):
         text_encoder_2=None,  # SDXL: the second, projecting text encoder and its tokenizer
         tokenizer_2=None,
         force_zeros_for_empty_prompt: bool = True,  # SDXL: no negative prompt -> zero embeddings (diffusers' rule)
+        image_encoder=None,  # IP-Adapter: CLIPVisionModelWithProjection and its CLIPImageProcessor (load_ip_adapter)
+        feature_extractor=None,
     ):
         super().__init__()
         self.register_modules(
             vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
             motion_adapter=motion_adapter, scheduler=scheduler, temporal_decoder=temporal_decoder,
-            text_encoder_2=text_encoder_2, tokenizer_2=tokenizer_2,
+            text_encoder_2=text_encoder_2, tokenizer_2=tokenizer_2, image_encoder=image_encoder,
+            feature_extractor=feature_extractor,
         )
         self.register_to_config(generation_defaults=check_generation_defaults(generation_defaults or {}))
         if text_encoder_2 is not None:
@@ -348,7 +356,7 @@ class VideoPipeline(DiffusionPipeline, VideoLoraLoaderMixin):
 
     def offload_groups(self) -> dict[str, list]:
         """The models each phase of a call runs: text encoding, the loop (UNet + adapter), VAE encode/decode."""
-        return {"text": [self.text_encoder, self.text_encoder_2], "denoise": [self.unet, self.motion_adapter],
+        return {"text": [self.text_encoder, self.text_encoder_2, self.image_encoder], "denoise": [self.unet, self.motion_adapter],
                 "vae": [self.vae, self.temporal_decoder]}
 
     def enable_model_cpu_offload(self, gpu_id: int | None = None, device: torch.device | str | None = None) -> None:
@@ -361,6 +369,18 @@ class VideoPipeline(DiffusionPipeline, VideoLoraLoaderMixin):
             device = f"cuda:{gpu_id or 0}"
         self.remove_all_hooks()
         self.model_offload = ModelOffload(self.offload_groups(), device)
+
+    def enable_sequential_cpu_offload(self, gpu_id: int | None = None, device: torch.device | str | None = None) -> None:
+        """Keep every weight in CPU memory and move each layer's weights to `device` (default `cuda:gpu_id`) just
+        before it runs, and out after (accelerate's hooks, `vidldm.offload.sequential_offload`, which says why not
+        diffusers' method as it is). Least accelerator memory, slowest; outputs are unchanged."""
+        if device is None:
+            if not torch.cuda.is_available():
+                raise VidldmError("sequential CPU offload moves weights to a GPU and none is available; give device=")
+            device = f"cuda:{gpu_id or 0}"
+        self.remove_all_hooks()
+        self._offload_device = torch.device(device)  # diffusers' attribute, read by its offload helpers
+        sequential_offload([m for m in self.components.values() if isinstance(m, torch.nn.Module)], device)
 
     def remove_all_hooks(self) -> None:
         super().remove_all_hooks()
@@ -384,7 +404,8 @@ class VideoPipeline(DiffusionPipeline, VideoLoraLoaderMixin):
 
     # ------------------------------------------------------------------ checks
     def check_inputs(self, prompt, height, width, num_frames, image, video, output_type,
-                     prompt_embeds=None, negative_prompt_embeds=None, negative_prompt=None, **numbers):
+                     prompt_embeds=None, negative_prompt_embeds=None, negative_prompt=None, image_prompt=(None, None),
+                     **numbers):
         """Every input of `__call__` before any work; `numbers` are checked against the settings table
         (`vidldm.sampling_settings`: the ranges the CLI checks too), by their Python names."""
         if prompt_embeds is not None:
@@ -409,6 +430,7 @@ class VideoPipeline(DiffusionPipeline, VideoLoraLoaderMixin):
             raise VidldmError("give either image= (animate a still) or video= (restyle / extend), not both")
         if output_type not in ("pil", "np", "pt", "latent"):
             raise VidldmError(f"output_type must be 'pil', 'np', 'pt' or 'latent', got {output_type!r}")
+        self.check_image_prompt(*image_prompt)
 
     def check_embeddings(self, prompt, prompt_embeds, negative_prompt, negative_prompt_embeds, num_frames):
         """Precomputed text: `prompt_embeds` `(B, L, D)` or per frame `(B, F, L, D)`;
@@ -452,6 +474,7 @@ class VideoPipeline(DiffusionPipeline, VideoLoraLoaderMixin):
         free_init_order: int | None = None, free_init_spatial_stop_frequency: float | None = None,
         free_init_temporal_stop_frequency: float | None = None, free_init_fast_sampling: bool = False,
         decode_chunk_size: int | None = 8, output_type: OutputType = "pil",
+        ip_adapter_image=None, ip_adapter_image_embeds: list[torch.Tensor] | None = None,
         callback_on_step_end=None, callback_on_step_end_tensor_inputs: tuple[str, ...] = ("latents",),
         prompt_embeds: torch.Tensor | None = None, negative_prompt_embeds: torch.Tensor | None = None,
         pooled_prompt_embeds: torch.Tensor | None = None, negative_pooled_prompt_embeds: torch.Tensor | None = None,
@@ -469,17 +492,16 @@ class VideoPipeline(DiffusionPipeline, VideoLoraLoaderMixin):
         num_frames, height, width = self._sizes(video_frames, extend, num_frames, height, width)
         self.check_inputs(prompt, height, width, num_frames, image, video, output_type, prompt_embeds,
                           negative_prompt_embeds, negative_prompt, strength=strength, num_known_frames=num_known_frames,
-                          decode_chunk_size=decode_chunk_size, **sampling)
+                          decode_chunk_size=decode_chunk_size, image_prompt=(ip_adapter_image, ip_adapter_image_embeds), **sampling)
         long = self.long_clip(num_frames, video is not None and not extend, long)
         # A named scheduler is for this call only: `pipe.scheduler` stays what the user set.
         sched = self.scheduler if scheduler is None else make_scheduler(scheduler, self.scheduler.config)
         device = self._execution_device
 
-        # 1. text: conditional (and unconditional, batched into the same model call) embeddings; SDXL's pooled text
-        context, added = self._text_context(prompt, negative_prompt, prompt_embeds, negative_prompt_embeds, num_frames,
-                                            sampling["guidance_scale"] > 1.0, device, (height, width),
-                                            (pooled_prompt_embeds, negative_pooled_prompt_embeds))
-        batch = context.shape[0] // (2 if sampling["guidance_scale"] > 1.0 else 1)
+        # 1. text: conditional (and unconditional, in the same model call) embeddings; SDXL's pooled text; image prompts
+        context, added, batch = self._conditioning(
+            prompt, negative_prompt, prompt_embeds, negative_prompt_embeds, num_frames, sampling["guidance_scale"] > 1.0,
+            device, (height, width), (pooled_prompt_embeds, negative_pooled_prompt_embeds), (ip_adapter_image, ip_adapter_image_embeds))
 
         # 2. where the loop starts: noise (or the noised input video), the timesteps left, the known frames
         video_vae = VideoVAE(self.vae, chunk_size=decode_chunk_size, temporal_decoder=self.temporal_decoder)
@@ -533,6 +555,18 @@ class VideoPipeline(DiffusionPipeline, VideoLoraLoaderMixin):
                 x = denoise(denoiser, sched, x, timesteps, known=start.known, context=long.windows,
                             generator=generator, progress=bar.update, on_step=on_step)
         return x
+
+    def _conditioning(self, prompt, negative_prompt, prompt_embeds, negative_prompt_embeds, num_frames: int, guided: bool,
+                      device, size: tuple[int, int], pooled, image_prompt) -> tuple[torch.Tensor, dict | None, int]:
+        """`_text_context`'s text and `added_cond_kwargs`, with an IP-Adapter's image prompts added there as
+        `image_embeds` (per frame, `VideoIPAdapterMixin.image_prompt_embeddings`); and the batch B."""
+        context, added = self._text_context(prompt, negative_prompt, prompt_embeds, negative_prompt_embeds, num_frames,
+                                            guided, device, size, pooled)
+        batch = context.shape[0] // (2 if guided else 1)
+        if self.num_ip_adapters:
+            embeds = self.image_prompt_embeddings(*image_prompt, batch, num_frames, guided, device)
+            added = {**(added or {}), "image_embeds": embeds}
+        return context, added, batch
 
     def _text_context(self, prompt, negative_prompt, prompt_embeds, negative_prompt_embeds, num_frames: int,
                       guided: bool, device, size: tuple[int, int], pooled=(None, None)) -> tuple[torch.Tensor, dict | None]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,7 +126,7 @@ def _check_scheduler(name: str) -> None:
     check_scheduler_name(name)
 
 
-def parse_lora_spec(spec: str) -> tuple[str, float]:
+def parse_lora_spec(spec: str, what: str = "LoRA weight") -> tuple[str, float]:
     """`PATH[:WEIGHT]` -> (PATH, WEIGHT), weight 1 when left out. Paths may hold colons, so the text is split
     on the last colon only when what follows parses as a number (`a:b.safetensors:0.8` -> `a:b.safetensors`, 0.8)."""
     head, sep, tail = spec.rpartition(":")
@@ -135,7 +136,7 @@ def parse_lora_spec(spec: str) -> tuple[str, float]:
         except ValueError:
             return spec, 1.0
         if not math.isfinite(weight):
-            raise VidldmError(f"LoRA weight must be a finite number, got '{tail}' in '{spec}'")
+            raise VidldmError(f"{what} must be a finite number, got '{tail}' in '{spec}'")
         return head, weight
     return spec, 1.0
 
@@ -156,6 +157,40 @@ def _record_lora(spec: str) -> str:
     """`PATH[:WEIGHT]` with the path resolved and the weight written out: `/abs/zoom.ckpt:0.8`."""
     path, weight = parse_lora_spec(spec)
     return f"{Path(path).resolve()}:{weight!r}"
+
+
+def parse_ip_image(spec: str) -> tuple[tuple[int, int] | None, str]:
+    """`--ip-image` values: `IMAGE` (the whole clip, range None) or `FIRST-LAST:IMAGE` (those frames, both included).
+    A file whose name looks like a range is the file."""
+    match = re.fullmatch(r"(\d+)-(\d+):(.+)", spec)
+    if match is None or Path(spec).is_file():
+        return None, spec
+    return (int(match[1]), int(match[2])), match[3]
+
+
+def _check_ip_image(spec: str) -> None:
+    frames, path = parse_ip_image(spec)
+    if frames is not None and frames[0] > frames[1]:
+        raise VidldmError(f"--ip-image '{spec}': the range {frames[0]}-{frames[1]} ends before it starts; give FIRST-LAST:IMAGE")
+    if not Path(path).is_file():
+        raise VidldmError(f"--ip-image '{path}' does not exist or is not a file; check the path")
+
+
+def _record_ip_image(spec: str) -> str:
+    frames, path = parse_ip_image(spec)
+    return (f"{frames[0]}-{frames[1]}:" if frames else "") + str(Path(path).resolve())
+
+
+def _check_ip_adapter(spec: str) -> None:
+    path, _ = parse_lora_spec(spec, "--ip-adapter scale")
+    if not Path(path).is_file():
+        raise VidldmError(f"--ip-adapter '{path}' does not exist or is not a file (ip-adapter_sd15.safetensors, .bin); "
+                          "check the path")
+
+
+def _record_ip_adapter(spec: str) -> str:
+    path, scale = parse_lora_spec(spec, "--ip-adapter scale")
+    return f"{Path(path).resolve()}:{scale!r}"
 
 
 # Kept here rather than imported: no torch in this module (sampling.py and free_init.py check they agree).
@@ -207,6 +242,18 @@ SETTINGS: list[Setting] = [
     Setting("motion_lora", "--motion-lora", str, "AnimateDiff motion LoRA (original or diffusers layout), PATH[:WEIGHT]; "
             "repeatable", group="model", to_pipeline=False, repeatable=True, metavar="PATH[:WEIGHT]",
             validate=_check_lora_spec("--motion-lora"), record=_record_lora),
+    # image prompts (IP-Adapter): the adapter and its encoder are loaded with the model; the images are the clip's
+    Setting("ip_adapter", "--ip-adapter", str, "IP-Adapter file (ip-adapter_sd15.safetensors or .bin, plus variants) "
+            "with an optional scale, PATH[:SCALE]; its image encoder is --image-encoder or the image_encoder/ folder "
+            "beside it", group="image prompt", commands=MODES, to_pipeline=False, metavar="PATH[:SCALE]",
+            validate=_check_ip_adapter, record=_record_ip_adapter),
+    Setting("image_encoder", "--image-encoder", str, "the IP-Adapter's CLIP image encoder folder (default: "
+            "image_encoder/ beside the adapter file)", group="image prompt", commands=MODES, to_pipeline=False,
+            is_path=True, metavar="FOLDER"),
+    Setting("ip_image", "--ip-image", str, "image prompt for the IP-Adapter: IMAGE for the whole clip, or "
+            "FIRST-LAST:IMAGE for those frames (repeat the flag; frames outside every range get no image prompt)",
+            group="image prompt", commands=MODES, to_pipeline=False, repeatable=True, metavar="[FIRST-LAST:]IMAGE",
+            validate=_check_ip_image, record=_record_ip_image),
     # what each mode takes
     Setting("image_conditioning", "--image-conditioning", str,
             "clean: known frames enter as clean frames at t=0 (adapters trained with frame conditioning); "

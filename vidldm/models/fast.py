@@ -92,6 +92,8 @@ def fuse_qkv_projections(module: nn.Module) -> int:
             m.fuse_projections(True)
             count += 1
         elif isinstance(m, Attention):
+            if hasattr(m.processor, "to_k_ip"):
+                continue  # an IP-Adapter processor: it attends to image tokens too, which the fused path has no place for
             names = ("to_k", "to_v") if m.is_cross_attention else ("to_q", "to_k", "to_v")
             layers = [getattr(m, n) for n in names]
             if not all(type(layer) is nn.Linear for layer in layers) or (

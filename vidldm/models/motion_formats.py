@@ -79,6 +79,8 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         )
     while isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
         sd = sd["state_dict"]
+    if isinstance(sd, dict) and sd and all(isinstance(v, dict) for v in sd.values()):  # IP-Adapter .bin: two dicts
+        sd = {f"{part}.{k}": v for part, tensors in sd.items() for k, v in tensors.items()}
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise CheckpointError(f"'{path}' holds no tensor state dict; is it a model checkpoint?")
     # Checkpoints saved from DataParallel/DDP wrappers prefix every key with "module.".

@@ -103,9 +103,15 @@ class VideoUNet(nn.Module):
         )
 
     @staticmethod
-    def frame_added(name: str, value: torch.Tensor, b: int, f: int) -> torch.Tensor:
-        """An SDXL `added_cond_kwargs` tensor as `((B F), ...)`: shared by the frames `(B, ...)`, or the pooled text
-        per frame `(B, F, P)` (prompt travel)."""
+    def frame_added(name: str, value: torch.Tensor | list[torch.Tensor], b: int, f: int) -> torch.Tensor | list[torch.Tensor]:
+        """An `added_cond_kwargs` value as `((B F), ...)`: SDXL's shared by the frames `(B, ...)`, or the pooled text
+        per frame `(B, F, P)` (prompt travel); IP-Adapter `image_embeds`, a list (one per adapter) always per frame
+        `(B, F, N, ...)`, so that frame ranges may hold different image prompts."""
+        if name == "image_embeds":
+            if any(e.shape[:2] != (b, f) for e in value):
+                raise ShapeError(f"image_embeds must be one ({b}, {f}, N, ...) tensor per IP-Adapter (a frame axis); got "
+                                 f"{[tuple(e.shape) for e in value]}")
+            return [rearrange(e, "b f ... -> (b f) ...") for e in value]
         if name == "text_embeds" and value.ndim == 3:
             if value.shape[:2] != (b, f):
                 raise ShapeError(f"per-frame text_embeds must be ({b}, {f}, P); got {tuple(value.shape)}")
@@ -128,7 +134,7 @@ class VideoUNet(nn.Module):
 
         sample: `(B, C, F, H, W)`; timestep: scalar, `(B,)` or `(B, F)`; encoder_hidden_states:
         `(B, L, D)` or `(B, F, L, D)`; added_cond_kwargs (SDXL): `text_embeds` `(B, P)` or per frame `(B, F, P)`,
-        `time_ids` `(B, 6)`.
+        `time_ids` `(B, 6)`; IP-Adapter `image_embeds` per frame (see `frame_added`).
         `temporal=False` skips the motion modules: the image UNet alone, every frame on its own.
         Returns `(B, C, F, H, W)`.
         """
@@ -149,10 +155,12 @@ class VideoUNet(nn.Module):
             emb = emb + aug_emb
         if unet.time_embed_act is not None:
             emb = unet.time_embed_act(emb)
+        text = context  # the motion modules' text attention reads the text alone, never image tokens
+        # With an IP-Adapter: (text, [image tokens ((B F), N, T, D) per adapter]) for its attention processors
         context = unet.process_encoder_hidden_states(encoder_hidden_states=context, added_cond_kwargs=added_cond_kwargs or {})
 
         step = _Step(emb, context, f, cross_attention_kwargs, self.gradient_checkpointing and torch.is_grad_enabled(),
-                     temporal)
+                     temporal, text)
         adapter = self.motion_adapter
 
         x = unet.conv_in(x)
@@ -199,8 +207,9 @@ class _Step:
     the motion module is skipped.
     """
 
-    def __init__(self, emb, context, num_frames, cross_attention_kwargs, checkpointing, temporal=True):
+    def __init__(self, emb, context, num_frames, cross_attention_kwargs, checkpointing, temporal=True, text=None):
         self.emb, self.context, self.num_frames = emb, context, num_frames
+        self.text = context if text is None else text
         self.cross_attention_kwargs = cross_attention_kwargs
         self.checkpointing = checkpointing
         self.temporal = temporal
@@ -217,5 +226,5 @@ class _Step:
             x = attn(x, encoder_hidden_states=self.context, cross_attention_kwargs=self.cross_attention_kwargs,
                      return_dict=False)[0]
         if motion_module is not None and self.temporal:
-            x = motion_module(x, self.num_frames, self.context)
+            x = motion_module(x, self.num_frames, self.text)
         return x

@@ -17,7 +17,7 @@ from vidldm import sampling_settings as settings  # noqa: E402
 from vidldm.errors import VidldmError  # noqa: E402
 from vidldm.io import read_video, write_clip  # noqa: E402
 from vidldm.web import build_app, uploads  # noqa: E402
-from vidldm.web.form import form_settings  # noqa: E402
+from vidldm.web.form import _SERVER_GROUPS, form_settings  # noqa: E402
 from vidldm.web.studio import Studio  # noqa: E402
 
 FAST = {"num_frames": 3, "height": 16, "width": 16, "num_inference_steps": 2}
@@ -31,7 +31,9 @@ def _cli_flags(mode: str) -> set[str]:
     from vidldm.cli import build_parser
 
     sub = next(a for a in build_parser()._actions if a.dest == "command").choices[mode]
-    model_flags = {s.flag for s in settings.SETTINGS if s.group == "model" or (s.group == "memory" and not s.to_pipeline)}
+    # the server's own: the model and what loads with it (LoRAs, IP-Adapters), and how it was loaded (offload)
+    model_flags = {s.flag for s in settings.SETTINGS
+                   if s.group in _SERVER_GROUPS or (s.group == "memory" and not s.to_pipeline)}
     longest = [max((o for o in a.option_strings if not o.startswith("--no-")), key=len)
                for a in sub._actions if a.option_strings]  # `--free-noise`, not its `--no-free-noise` form
     return set(longest) - model_flags - {

@@ -13,7 +13,7 @@ LAYERS = [
     ("errors", "atomic", "builtin_names", "sampling_settings", "schedulers", "io", "sampling", "denoisers", "frames", "clip_run",
      "prompt_travel", "seeds", "memory", "free_init", "offload", "long_clips", "run_file", "latents"),
     ("models",),
-    ("lora", "ip_adapter"),
+    ("lora", "ip_adapter", "control"),
     ("pipeline",),
     ("builtins", "loading", "walk"),
     ("data",),

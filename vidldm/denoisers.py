@@ -20,14 +20,17 @@ class GuidedDenoiser:
     `temporal_steps`); later steps refine each frame with the image model alone. `added_cond` (SDXL): the
     UNet's `added_cond_kwargs` in the batch order of `context`, a tensor with a frame axis (`(2B, F, P)`) sliced
     to the window as the context is; IP-Adapter image prompts ride there too, as diffusers passes them:
-    `image_embeds`, one `(2B, F, N, ...)` per adapter, always sliced to the window."""
+    `image_embeds`, one `(2B, F, N, ...)` per adapter, always sliced to the window. `control` (ControlNet, SparseCtrl;
+    `vidldm.control.ControlResiduals`): `control(x, t, context, frames, step, guided)` -> the UNet's residual keywords
+    for this call's batch (both halves under guidance; it decides what each half gets), or {}."""
 
     def __init__(self, model, context: torch.Tensor, guidance_scale: float, guidance_rescale: float = 0.0,
-                 temporal_steps: int | None = None, added_cond: dict[str, torch.Tensor] | None = None):
+                 temporal_steps: int | None = None, added_cond: dict[str, torch.Tensor] | None = None, control=None):
         self.model, self.context = model, context
         self.guidance_scale, self.guidance_rescale = guidance_scale, guidance_rescale
         self.temporal_steps = temporal_steps
         self.added_cond = added_cond
+        self.control = control
 
     @property
     def guided(self) -> bool:
@@ -38,10 +41,13 @@ class GuidedDenoiser:
         kwargs = {"temporal": self.temporal_steps is None or step < self.temporal_steps}
         if self.added_cond is not None:
             kwargs["added_cond_kwargs"] = {k: _window(k, v, frames) for k, v in self.added_cond.items()}
+        if self.guided:  # both halves in one model call: one pass over the weights instead of two
+            x, t = torch.cat([x, x]), torch.cat([t, t])
+        if self.control is not None:
+            kwargs.update(self.control(x, t, context, frames, step, self.guided))
         if not self.guided:
             return self.model(x, t, context, **kwargs)
-        # Both halves in one model call: one pass over the weights instead of two.
-        uncond, cond = self.model(torch.cat([x, x]), torch.cat([t, t]), context, **kwargs).chunk(2)
+        uncond, cond = self.model(x, t, context, **kwargs).chunk(2)
         guided = uncond + self.guidance_scale * (cond - uncond)
         return rescale_guidance(guided, cond, self.guidance_rescale) if self.guidance_rescale else guided
 

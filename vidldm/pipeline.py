@@ -50,6 +50,7 @@ from einops import rearrange
 from PIL import Image
 
 from vidldm import sampling_settings as settings
+from vidldm.control import CONTROL_ARGS, VideoControlNetMixin
 from vidldm.denoisers import GuidedDenoiser, temporal_steps
 from vidldm.errors import VidldmError
 from vidldm.frames import frames_to_tensor, load_frames, tensor_to_frames
@@ -103,14 +104,16 @@ class VideoPipelineOutput(BaseOutput):
     frames: Any
 
 
-class VideoPipeline(DiffusionPipeline, VideoLoraLoaderMixin, VideoIPAdapterMixin):
+class VideoPipeline(DiffusionPipeline, VideoLoraLoaderMixin, VideoIPAdapterMixin, VideoControlNetMixin):
     """Image model (VAE, text encoder, UNet) + `MotionAdapter` + scheduler, as in AnimateDiff; LoRAs with
     diffusers' methods (`load_lora_weights`, `set_adapters`, `fuse_lora`..., see `vidldm/lora.py`); IP-Adapter
     image prompts likewise (`load_ip_adapter`, `set_ip_adapter_scale`, then `ip_adapter_image=` an image, or
-    `{(first, last): image}` per frame range, or `ip_adapter_image_embeds=`; see `vidldm/ip_adapter.py`)."""
+    `{(first, last): image}` per frame range, or `ip_adapter_image_embeds=`; see `vidldm/ip_adapter.py`); ControlNets
+    and SparseCtrl (`controlnet=` or `set_controlnet`, then `conditioning_frames=`...; see `vidldm/control.py`)."""
 
     model_cpu_offload_seq = "text_encoder->image_encoder->unet->vae"
-    _optional_components = ["temporal_decoder", "text_encoder_2", "tokenizer_2", "image_encoder", "feature_extractor"]
+    _optional_components = ["temporal_decoder", "text_encoder_2", "tokenizer_2", "image_encoder", "feature_extractor",
+                            "controlnet"]
 
     def __init__(
         self,
@@ -127,6 +130,7 @@ class VideoPipeline(DiffusionPipeline, VideoLoraLoaderMixin, VideoIPAdapterMixin
         force_zeros_for_empty_prompt: bool = True,  # SDXL: no negative prompt -> zero embeddings (diffusers' rule)
         image_encoder=None,  # IP-Adapter: CLIPVisionModelWithProjection and its CLIPImageProcessor (load_ip_adapter)
         feature_extractor=None,
+        controlnet=None,  # ControlNetModel, SparseControlNetModel or several (vidldm/control.py)
     ):
         super().__init__()
         self.register_modules(
@@ -135,6 +139,7 @@ class VideoPipeline(DiffusionPipeline, VideoLoraLoaderMixin, VideoIPAdapterMixin
             text_encoder_2=text_encoder_2, tokenizer_2=tokenizer_2, image_encoder=image_encoder,
             feature_extractor=feature_extractor,
         )
+        self.set_controlnet(controlnet)
         self.register_to_config(generation_defaults=check_generation_defaults(generation_defaults or {}))
         if text_encoder_2 is not None:
             self.register_to_config(force_zeros_for_empty_prompt=force_zeros_for_empty_prompt)
@@ -356,7 +361,7 @@ class VideoPipeline(DiffusionPipeline, VideoLoraLoaderMixin, VideoIPAdapterMixin
 
     def offload_groups(self) -> dict[str, list]:
         """The models each phase of a call runs: text encoding, the loop (UNet + adapter), VAE encode/decode."""
-        return {"text": [self.text_encoder, self.text_encoder_2, self.image_encoder], "denoise": [self.unet, self.motion_adapter],
+        return {"text": [self.text_encoder, self.text_encoder_2, self.image_encoder], "denoise": [self.unet, self.motion_adapter, self.controlnet],
                 "vae": [self.vae, self.temporal_decoder]}
 
     def enable_model_cpu_offload(self, gpu_id: int | None = None, device: torch.device | str | None = None) -> None:
@@ -475,15 +480,15 @@ class VideoPipeline(DiffusionPipeline, VideoLoraLoaderMixin, VideoIPAdapterMixin
         free_init_temporal_stop_frequency: float | None = None, free_init_fast_sampling: bool = False,
         decode_chunk_size: int | None = 8, output_type: OutputType = "pil",
         ip_adapter_image=None, ip_adapter_image_embeds: list[torch.Tensor] | None = None,
+        conditioning_frames=None, controlnet_conditioning_scale: float | list[float] = 1.0, guess_mode: bool = False,
+        control_guidance_start: float | list[float] = 0.0, control_guidance_end: float | list[float] = 1.0, controlnet_frame_indices=None,
         callback_on_step_end=None, callback_on_step_end_tensor_inputs: tuple[str, ...] = ("latents",),
         prompt_embeds: torch.Tensor | None = None, negative_prompt_embeds: torch.Tensor | None = None,
         pooled_prompt_embeds: torch.Tensor | None = None, negative_pooled_prompt_embeds: torch.Tensor | None = None,
     ) -> VideoPipelineOutput:
-        """Make clips. Shapes: `latents` `(B, C, F, h, w)`; `prompt_embeds` `(B, L, D)` or per frame
-        `(B, F, L, D)` instead of `prompt`; `negative_prompt_embeds` `(B, L, D)` or `(1, L, D)` instead of
-        `negative_prompt`; SDXL also takes their pooled text `(B, P)` (diffusers' names). See `VideoPipelineOutput`
-        for the result. Sampling settings left as None take the model's `sampling_defaults()`; long-clip settings
-        (`context_*`, FreeNoise, FreeInit) are resolved by `vidldm.long_clips` (README, "Long clips")."""
+        """Make clips. `latents` `(B, C, F, h, w)`; `prompt_embeds` `(B, L, D)` or per frame `(B, F, L, D)`, `negative_prompt_embeds`
+        `(B or 1, L, D)`, SDXL's pooled `(B, P)` (diffusers' names); ControlNet/SparseCtrl arguments: `vidldm.control`. Settings
+        left None take `sampling_defaults()`; long-clip ones `vidldm.long_clips`. Result: `VideoPipelineOutput`."""
         long = {k: v for k, v in locals().items() if k.startswith(("context_", "free_")) or k in LONG_CLIP_ARGS}
         # 0. settings: the call's, else the model's own, else diffusers'; all checked before any work
         sampling = self.sampling_defaults(num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
@@ -494,9 +499,10 @@ class VideoPipeline(DiffusionPipeline, VideoLoraLoaderMixin, VideoIPAdapterMixin
                           negative_prompt_embeds, negative_prompt, strength=strength, num_known_frames=num_known_frames,
                           decode_chunk_size=decode_chunk_size, image_prompt=(ip_adapter_image, ip_adapter_image_embeds), **sampling)
         long = self.long_clip(num_frames, video is not None and not extend, long)
-        # A named scheduler is for this call only: `pipe.scheduler` stays what the user set.
-        sched = self.scheduler if scheduler is None else make_scheduler(scheduler, self.scheduler.config)
+        sched = self.scheduler if scheduler is None else make_scheduler(scheduler, self.scheduler.config)  # this call's only
         device = self._execution_device
+        video_vae = VideoVAE(self.vae, chunk_size=decode_chunk_size, temporal_decoder=self.temporal_decoder)
+        control = self.control_residuals(video_vae, {k: v for k, v in locals().items() if k in CONTROL_ARGS}, num_frames, (height, width), device)
 
         # 1. text: conditional (and unconditional, in the same model call) embeddings; SDXL's pooled text; image prompts
         context, added, batch = self._conditioning(
@@ -504,7 +510,6 @@ class VideoPipeline(DiffusionPipeline, VideoLoraLoaderMixin, VideoIPAdapterMixin
             device, (height, width), (pooled_prompt_embeds, negative_pooled_prompt_embeds), (ip_adapter_image, ip_adapter_image_embeds))
 
         # 2. where the loop starts: noise (or the noised input video), the timesteps left, the known frames
-        video_vae = VideoVAE(self.vae, chunk_size=decode_chunk_size, temporal_decoder=self.temporal_decoder)
         shape = (batch, self.unet.config.in_channels, num_frames, height // self.vae_scale_factor, width // self.vae_scale_factor)
         start = self._start_and_known(video_vae, sched, shape, sampling["num_inference_steps"], generator, latents, image,
                                       image_conditioning, video_frames, extend, strength, num_known_frames,
@@ -512,7 +517,7 @@ class VideoPipeline(DiffusionPipeline, VideoLoraLoaderMixin, VideoIPAdapterMixin
 
         # 3. the loop (with FreeInit, again from restarts that keep the last result's low frequencies)
         x = self._sample(context, added, sampling, sched, start, long, generator,
-                         self._step_callback(callback_on_step_end, callback_on_step_end_tensor_inputs))
+                         self._step_callback(callback_on_step_end, callback_on_step_end_tensor_inputs), control)
 
         # 4. decode (extension: the input clip, then the new frames)
         before = video_frames if extend else None
@@ -536,10 +541,11 @@ class VideoPipeline(DiffusionPipeline, VideoLoraLoaderMixin, VideoIPAdapterMixin
                               "drop free_init (or disable_free_init()) for it")
         return long
 
-    def _sample(self, text, added, sampling: dict, sched, start: Start, long: LongClip, generator, on_step) -> torch.Tensor:
+    def _sample(self, text, added, sampling: dict, sched, start: Start, long: LongClip, generator, on_step,
+                control=None) -> torch.Tensor:
         """The one loop (`sampling.denoise`), run once, or `free_init.num_iters` times (FreeInit): each later run
         starts from `FreeInit.restart` of the last result, with the first run's noise, on a fresh schedule.
-        `added`: SDXL's `added_cond_kwargs` (None otherwise)."""
+        `added`: SDXL's `added_cond_kwargs` (None otherwise); `control`: ControlNet residuals (`vidldm.control`)."""
         self._offload("denoise")
         x, noise = start.latents, start.latents.clone()
         for iteration in range(long.free_init.num_iters if long.free_init else 1):
@@ -550,7 +556,8 @@ class VideoPipeline(DiffusionPipeline, VideoLoraLoaderMixin, VideoIPAdapterMixin
                 timesteps = sched.timesteps
             self._num_timesteps = len(timesteps)  # diffusers' name, read by callbacks that show progress
             denoiser = GuidedDenoiser(self.video_unet, text, sampling["guidance_scale"], sampling["guidance_rescale"],
-                                      temporal_steps(sampling["temporal_end"], len(timesteps)), added)
+                                      temporal_steps(sampling["temporal_end"], len(timesteps)), added,
+                                      None if control is None else control.for_steps(len(timesteps)))
             with self.progress_bar(total=len(timesteps)) as bar:
                 x = denoise(denoiser, sched, x, timesteps, known=start.known, context=long.windows,
                             generator=generator, progress=bar.update, on_step=on_step)

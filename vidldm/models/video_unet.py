@@ -120,6 +120,16 @@ class VideoUNet(nn.Module):
             raise ShapeError(f"added_cond_kwargs['{name}'] must have batch {b}; got shape {tuple(value.shape)}")
         return repeat(value, "b ... -> (b f) ...", f=f)
 
+    @staticmethod
+    def add_residuals(skips: list[torch.Tensor], residuals: list[torch.Tensor]) -> list[torch.Tensor]:
+        """The skips `((B F), C_i, H_i, W_i)` (conv_in's output, then every resnet's and downsampler's) plus a ControlNet's
+        residuals of the same shapes, as diffusers' `UNetMotionModel` adds them: the up blocks read the sums, the mid
+        block the plain last down output."""
+        if len(residuals) != len(skips) or any(r.shape[1:] != s.shape[1:] for r, s in zip(residuals, skips)):
+            raise ShapeError(f"the ControlNet makes {len(residuals)} residuals {[tuple(r.shape[1:]) for r in residuals]} but "
+                             f"this UNet has {len(skips)} skips {[tuple(s.shape[1:]) for s in skips]}; it was made for another base model")
+        return [s + r for s, r in zip(skips, residuals)]
+
     # ------------------------------------------------------------------ forward
     def forward(
         self,
@@ -129,14 +139,15 @@ class VideoUNet(nn.Module):
         added_cond_kwargs: dict[str, torch.Tensor] | None = None,
         cross_attention_kwargs: dict[str, Any] | None = None,
         temporal: bool = True,
+        down_block_additional_residuals: list[torch.Tensor] | None = None, mid_block_additional_residual=None,
     ) -> torch.Tensor:
         """Predict noise (or v) for a clip.
 
         sample: `(B, C, F, H, W)`; timestep: scalar, `(B,)` or `(B, F)`; encoder_hidden_states:
         `(B, L, D)` or `(B, F, L, D)`; added_cond_kwargs (SDXL): `text_embeds` `(B, P)` or per frame `(B, F, P)`,
-        `time_ids` `(B, 6)`; IP-Adapter `image_embeds` per frame (see `frame_added`).
-        `temporal=False` skips the motion modules: the image UNet alone, every frame on its own.
-        Returns `(B, C, F, H, W)`.
+        `time_ids` `(B, 6)`; IP-Adapter `image_embeds` per frame (see `frame_added`). ControlNet residuals, folded
+        `((B F), C_i, H_i, W_i)`, one per skip and one for the mid block (diffusers' names; see `add_residuals`).
+        `temporal=False` skips the motion modules: the image UNet alone, every frame on its own. Returns `(B, C, F, H, W)`.
         """
         b, f = self._check_inputs(sample)
         unet = self.unet
@@ -147,8 +158,7 @@ class VideoUNet(nn.Module):
             added_cond_kwargs = {k: self.frame_added(k, v, b, f) for k, v in added_cond_kwargs.items()}
 
         emb = unet.time_embedding(unet.get_time_embed(sample=x, timestep=t), None)
-        class_emb = unet.get_class_embed(sample=x, class_labels=None)
-        if class_emb is not None:
+        if unet.get_class_embed(sample=x, class_labels=None) is not None:
             raise ShapeError("UNets with class embeddings are not supported")
         aug_emb = unet.get_aug_embed(emb=emb, encoder_hidden_states=context, added_cond_kwargs=added_cond_kwargs or {})
         if aug_emb is not None:
@@ -173,6 +183,8 @@ class VideoUNet(nn.Module):
             for down in block.downsamplers or []:
                 x = down(x)
                 skips.append(x)
+        if down_block_additional_residuals is not None:
+            skips = self.add_residuals(skips, down_block_additional_residuals)
 
         if unet.mid_block is not None:
             mid = unet.mid_block
@@ -181,6 +193,8 @@ class VideoUNet(nn.Module):
             for attn, resnet, motion_module in zip(mid.attentions, mid.resnets[1:], motion_modules):
                 x = step(x, None, attn, motion_module)
                 x = resnet(x, emb)
+        if mid_block_additional_residual is not None:
+            x = x + mid_block_additional_residual
 
         # Sizes not divisible by the total upsampling need the skip's size passed to each upsampler.
         forward_size = any(s % 2**unet.num_upsamplers for s in sample.shape[-2:])

@@ -1,0 +1,232 @@
+"""ControlNet and SparseCtrl: vidldm equals diffusers' `AnimateDiffControlNetPipeline` / `AnimateDiffSparseControlNetPipeline`
+on the same tiny random weights, latents, prompts and scheduler; original-layout SparseCtrl files load to the same
+tensors; bad inputs end in one line (the CLI: exit 2, no file written)."""
+
+import numpy as np
+import pytest
+import torch
+from diffusers import ControlNetModel, SparseControlNetModel
+from PIL import Image
+
+from tests.test_ip_adapter import base_model, latents
+from vidldm.errors import VidldmError
+from vidldm.models.tiny import TINY_UNET_CONFIG, randomize_
+
+FRAMES = 4
+SETTINGS = dict(num_frames=FRAMES, height=32, width=32, num_inference_steps=2, guidance_scale=7.5, output_type="np")
+
+
+def tiny_controlnet(unet, seed=1, **overrides) -> ControlNetModel:
+    """A ControlNet for the tiny UNet (its conditioning embedding downsamples 2x, as the tiny VAE does), random
+    everywhere: the zero convolutions a fresh one starts with would make every residual 0."""
+    net = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(16, 32), **overrides)
+    return randomize_(net, std=0.05, seed=seed).eval()
+
+
+def tiny_sparsectrl(seed=2, rgb=False, **overrides) -> SparseControlNetModel:
+    """A SparseCtrl for the tiny UNet: RGB (keyframes as VAE latents, `use_simplified_condition_embedding`) or scribble
+    (keyframes as pixels through a conditioning embedding)."""
+    c = TINY_UNET_CONFIG
+    config = dict(block_out_channels=c["block_out_channels"], layers_per_block=c["layers_per_block"],
+                  down_block_types=("CrossAttnDownBlockMotion", "DownBlockMotion"), cross_attention_dim=c["cross_attention_dim"],
+                  attention_head_dim=c["attention_head_dim"], norm_num_groups=32,
+                  motion_max_seq_length=32, use_simplified_condition_embedding=rgb, conditioning_channels=4 if rgb else 3,
+                  conditioning_embedding_out_channels=(16, 32))
+    torch.manual_seed(seed)
+    return randomize_(SparseControlNetModel(**{**config, **overrides}), std=0.05, seed=seed).eval()
+
+
+def clip(seed=0, frames=FRAMES, size=32):
+    """Control frames as PIL images (what diffusers takes), at the clip's size so neither side resizes."""
+    rng = np.random.default_rng(seed)
+    return [Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)) for _ in range(frames)]
+
+
+def diffusers_twin(theirs, controlnet, sparse=False):
+    from diffusers import AnimateDiffControlNetPipeline, AnimateDiffSparseControlNetPipeline
+
+    kind = AnimateDiffSparseControlNetPipeline if sparse else AnimateDiffControlNetPipeline
+    parts = {k: v for k, v in theirs.components.items() if k in ("vae", "text_encoder", "tokenizer", "unet", "motion_adapter",
+                                                                  "scheduler")}
+    twin = kind(**parts, controlnet=controlnet)
+    twin.set_progress_bar_config(disable=True)
+    return twin
+
+
+@pytest.fixture(scope="module")
+def models():
+    pipe, theirs = base_model()
+    return pipe, theirs, tiny_controlnet(pipe.unet), tiny_controlnet(pipe.unet, seed=5)
+
+
+def max_diff(a, b):
+    return float(np.abs(np.asarray(a) - np.asarray(b)).max())
+
+
+# ----------------------------------------------------------------------------- ControlNet parity
+
+@pytest.mark.parametrize("scale, start, end", [(1.0, 0.0, 1.0), (0.7, 0.0, 0.5)])
+def test_controlnet_matches_diffusers(models, scale, start, end):
+    pipe, theirs, net, _ = models
+    control = dict(controlnet_conditioning_scale=scale, control_guidance_start=start, control_guidance_end=end)
+    pipe.set_controlnet(net)
+    try:
+        ours = pipe("a red circle", latents=latents(), conditioning_frames=clip(), **control, **SETTINGS).frames
+    finally:
+        pipe.set_controlnet(None)
+    ref = diffusers_twin(theirs, net)("a red circle", latents=latents(), conditioning_frames=clip(), **control, **SETTINGS).frames
+    plain = pipe("a red circle", latents=latents(), **SETTINGS).frames
+    print(f"ControlNet scale {scale} steps {start}-{end}: max abs diff vs diffusers {max_diff(ours, ref):.2e}")
+    assert max_diff(ours, ref) <= 1e-4
+    assert max_diff(ours, plain) > 1e-3  # the control acts
+
+
+def test_multi_controlnet_matches_diffusers(models):
+    pipe, theirs, a, b = models
+    control = dict(controlnet_conditioning_scale=[1.0, 0.5], control_guidance_end=[1.0, 0.5])
+    pipe.set_controlnet([a, b])
+    try:
+        ours = pipe("a red circle", latents=latents(), conditioning_frames=[clip(0), clip(1)], **control, **SETTINGS).frames
+    finally:
+        pipe.set_controlnet(None)
+    from diffusers.models.controlnets.multicontrolnet import MultiControlNetModel
+
+    twin = diffusers_twin(theirs, MultiControlNetModel([a, b]))
+    ref = twin("a red circle", latents=latents(), conditioning_frames=[clip(0), clip(1)], **control, **SETTINGS).frames
+    print(f"two ControlNets: max abs diff vs diffusers {max_diff(ours, ref):.2e}")
+    assert max_diff(ours, ref) <= 1e-4
+
+
+def test_guess_mode_matches_diffusers_without_guidance(models):
+    """Guess mode's residual scales (0.1 to 1 from the first skip to the mid block) equal diffusers'. Under guidance
+    diffusers' AnimateDiff pipelines cannot run guess mode (the conditional-only residuals meet a doubled batch); vidldm
+    does what its `StableDiffusionControlNetPipeline` does: the unconditional half gets no control."""
+    pipe, theirs, net, _ = models
+    args = dict(SETTINGS, guidance_scale=1.0)
+    pipe.set_controlnet(net)
+    try:
+        ours = pipe("a red circle", latents=latents(), conditioning_frames=clip(), guess_mode=True, **args).frames
+        plain = pipe("a red circle", latents=latents(), conditioning_frames=clip(), **args).frames
+        guided = pipe("a red circle", latents=latents(), conditioning_frames=clip(), guess_mode=True, **SETTINGS).frames
+    finally:
+        pipe.set_controlnet(None)
+    ref = diffusers_twin(theirs, net)("a red circle", latents=latents(), conditioning_frames=clip(), guess_mode=True, **args).frames
+    assert max_diff(ours, ref) <= 1e-4 and max_diff(ours, plain) > 1e-4
+    assert np.isfinite(guided).all()
+
+
+def test_control_is_sliced_to_context_windows(models):
+    """Windows of 4 frames over 6: each frame's control follows it into every window (temporal layers off, so each
+    frame is made on its own and must equal the same frame made in one window)."""
+    pipe, _, net, _ = models
+    args = dict(SETTINGS, num_frames=6, temporal_end=0.0, latents=latents(6))
+    pipe.set_controlnet(net)
+    try:
+        windowed = pipe("a red circle", conditioning_frames=clip(frames=6), context_frames=4, context_stride=2, **args).frames
+        whole = pipe("a red circle", conditioning_frames=clip(frames=6), context_frames=6, **args).frames
+    finally:
+        pipe.set_controlnet(None)
+    assert max_diff(windowed, whole) <= 1e-5
+
+
+def test_control_inputs_are_checked(models):
+    pipe, _, net, _ = models
+    with pytest.raises(VidldmError, match="need a ControlNet"):
+        pipe("a red circle", conditioning_frames=clip(), **SETTINGS)
+    pipe.set_controlnet(net)
+    try:
+        for kwargs, message in (({}, "a ControlNet is set"), ({"conditioning_frames": clip(frames=3)}, "has 3 frames but the clip has 4"),
+                                ({"conditioning_frames": clip(), "control_guidance_start": 0.6, "control_guidance_end": 0.4},
+                                 "start before it ends"),
+                                ({"conditioning_frames": clip(), "controlnet_conditioning_scale": [1.0, 2.0]}, "2 values for 1")):
+            with pytest.raises(VidldmError, match=message) as err:
+                pipe("a red circle", **kwargs, **SETTINGS)
+            assert "\n" not in str(err.value)
+    finally:
+        pipe.set_controlnet(None)
+    with pytest.raises(VidldmError, match="cross-attention dim 64, this model's is 32"):
+        pipe.set_controlnet(tiny_controlnet(base_model()[0].unet.__class__(**{**TINY_UNET_CONFIG, "cross_attention_dim": 64})))
+
+
+# ----------------------------------------------------------------------------- SparseCtrl parity
+
+@pytest.mark.parametrize("rgb", [False, True])
+def test_sparsectrl_matches_diffusers(models, rgb, monkeypatch):
+    """Keyframes at frames 0 and 3 (diffusers' `controlnet_frame_indices`). The RGB model takes the keyframes as VAE
+    latents: diffusers draws them from the VAE's posterior (`retrieve_latents`' default, a random sample), vidldm takes
+    its mean as for every conditioning frame; the test gives diffusers the mean so the two can be compared."""
+    import diffusers.pipelines.animatediff.pipeline_animatediff_sparsectrl as theirs_module
+
+    monkeypatch.setattr(theirs_module, "retrieve_latents", lambda out, generator=None, sample_mode="sample": out.latent_dist.mode())
+    pipe, theirs, _, _ = models
+    net = tiny_sparsectrl(rgb=rgb)
+    keys = dict(conditioning_frames=clip(7, frames=2), controlnet_frame_indices=[0, 3], controlnet_conditioning_scale=0.8)
+    pipe.set_controlnet(net)
+    try:
+        ours = pipe("a red circle", latents=latents(), **keys, **SETTINGS).frames
+    finally:
+        pipe.set_controlnet(None)
+    ref = diffusers_twin(theirs, net, sparse=True)("a red circle", latents=latents(), **keys, **SETTINGS).frames
+    plain = pipe("a red circle", latents=latents(), **SETTINGS).frames
+    print(f"SparseCtrl {'RGB' if rgb else 'scribble'}: max abs diff vs diffusers {max_diff(ours, ref):.2e}")
+    assert max_diff(ours, ref) <= 1e-4
+    assert max_diff(ours, plain) > 1e-3
+
+
+def test_keyframes_are_checked(models):
+    pipe, _, _, _ = models
+    pipe.set_controlnet(tiny_sparsectrl())
+    try:
+        for kwargs, message in (({"controlnet_frame_indices": [0, 4]}, r"frames in \[0, 3\], got 4"),
+                                ({"controlnet_frame_indices": [1, 1]}, "two keyframes on frame 1"),
+                                ({"controlnet_frame_indices": [0]}, "2 keyframe images for 1")):
+            with pytest.raises(VidldmError, match=message):
+                pipe("a red circle", conditioning_frames=clip(frames=2), **kwargs, **SETTINGS)
+    finally:
+        pipe.set_controlnet(None)
+
+
+def original_layout(net: SparseControlNetModel) -> dict[str, torch.Tensor]:
+    """A SparseCtrl state dict in the AnimateDiff repository's layout (v3_sd15_sparsectrl_*.ckpt), made by inverting
+    diffusers' conversion: motion modules under `temporal_transformer`, `attention_blocks.{0,1}`, `norms.{0,1}`,
+    `ff_norm`, and the position table in both attentions."""
+    import re
+
+    out = {}
+    for key, value in net.state_dict().items():
+        m = re.match(r"(.*\.motion_modules\.\d+)\.(.*)", key)
+        if m is None:
+            out[key] = value.clone()
+            continue
+        prefix, rest = m.groups()
+        pe = re.match(r"(transformer_blocks\.\d+)\.pos_embed\.pe$", rest)
+        if pe:
+            for a in (0, 1):
+                out[f"{prefix}.temporal_transformer.{pe[1]}.attention_blocks.{a}.pos_encoder.pe"] = value.clone()
+            continue
+        for theirs, ours in (("attn1.", "attention_blocks.0."), ("attn2.", "attention_blocks.1."), ("norm1.", "norms.0."),
+                             ("norm2.", "norms.1."), ("norm3.", "ff_norm.")):
+            rest = re.sub(rf"(transformer_blocks\.\d+\.){re.escape(theirs)}", rf"\g<1>{ours}", rest)
+        out[f"{prefix}.temporal_transformer.{rest}"] = value.clone()
+    return out
+
+
+@pytest.mark.parametrize("rgb", [False, True])
+def test_original_sparsectrl_files_load_to_the_same_tensors(tmp_path, models, rgb):
+    from safetensors.torch import save_file
+
+    from vidldm.control import load_control_model
+
+    pipe = models[0]
+    net = tiny_sparsectrl(rgb=rgb)
+    sd = original_layout(net)
+    assert any(".temporal_transformer." in k for k in sd) and not any(".attn1." in k and "motion" in k for k in sd)
+    torch.save({"state_dict": sd}, tmp_path / "v3_sd15_sparsectrl.ckpt")
+    save_file(net.state_dict(), str(tmp_path / "diffusers_layout.safetensors"))
+    net.save_pretrained(tmp_path / "folder")
+    for source in ("v3_sd15_sparsectrl.ckpt", "diffusers_layout.safetensors", "folder"):
+        loaded = load_control_model(tmp_path / source, "sparsectrl", pipe.unet)
+        assert isinstance(loaded, SparseControlNetModel) and loaded.config.use_simplified_condition_embedding == rgb
+        theirs = loaded.state_dict()
+        assert theirs.keys() == net.state_dict().keys()
+        assert all(torch.equal(theirs[k], v) for k, v in net.state_dict().items()), source

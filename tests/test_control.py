@@ -230,3 +230,116 @@ def test_original_sparsectrl_files_load_to_the_same_tensors(tmp_path, models, rg
         theirs = loaded.state_dict()
         assert theirs.keys() == net.state_dict().keys()
         assert all(torch.equal(theirs[k], v) for k, v in net.state_dict().items()), source
+
+
+# ----------------------------------------------------------------------------- canny
+
+def test_canny_draws_one_pixel_outlines():
+    from vidldm.canny import canny
+
+    frames = np.zeros((2, 32, 32, 3), np.uint8)
+    frames[:, 8:24, 8:24] = 255
+    edges = canny(frames)[0, :, :, 0] > 0
+    assert edges.shape == (32, 32) and canny(frames).dtype == np.uint8
+    ring = np.zeros((32, 32), bool)
+    ring[8, 8:24] = ring[23, 8:24] = ring[8:24, 8] = ring[8:24, 23] = True
+    assert np.array_equal(edges, ring)  # the square's border, one pixel wide, nothing inside or outside
+    assert not canny(np.full((1, 16, 16, 3), 90, np.uint8)).any()  # a flat frame has no edges
+
+
+# ----------------------------------------------------------------------------- the CLI
+
+FAST = ["--frames", "4", "--steps", "2", "--model", "tiny", "--height", "32", "--width", "32", "-q", "--seed", "5"]
+
+
+def run_cli(*argv):
+    from vidldm.cli import main
+
+    return main([str(a) for a in argv])
+
+
+def frames_of(folder):
+    return np.stack([np.asarray(Image.open(p)) for p in sorted(folder.glob("frame_*.png"))])
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """A ControlNet folder and single file, an original-layout SparseCtrl, a control clip and keyframes on disk."""
+    from safetensors.torch import save_file
+
+    from vidldm.io import write_clip
+    from vidldm.loading import tiny_pipeline
+
+    folder = tmp_path_factory.mktemp("control")
+    unet = tiny_pipeline().unet
+    net = tiny_controlnet(unet)
+    net.save_pretrained(folder / "controlnet")
+    save_file(net.state_dict(), str(folder / "controlnet.safetensors"))
+    sparse = tiny_sparsectrl(rgb=True)
+    sparse.save_pretrained(folder / "sparsectrl_folder")
+    torch.save({"state_dict": original_layout(sparse)}, folder / "v3_sd15_sparsectrl_rgb.ckpt")
+    other = ControlNetModel.from_unet(unet.__class__(**{**TINY_UNET_CONFIG, "cross_attention_dim": 64}),
+                                      conditioning_embedding_out_channels=(16, 32))
+    save_file(other.state_dict(), str(folder / "sd2_controlnet.safetensors"))
+    (folder / "corrupt.safetensors").write_bytes(b"\x00\x01 not a safetensors file")
+    square = np.zeros((4, 32, 32, 3), np.uint8)
+    for i in range(4):
+        square[i, 8:24, 4 + 2 * i : 20 + 2 * i] = 255
+    write_clip(square.astype(np.float32) / 255, folder / "control.gif", 8.0)
+    write_clip(square[:3].astype(np.float32) / 255, folder / "short.gif", 8.0)
+    for i, still in enumerate(clip(7, frames=2)):
+        still.save(folder / f"key{i}.png")
+    return folder
+
+
+def test_cli_controlnet_is_recorded_and_replayed(tmp_path, files):
+    out = tmp_path / "clip/"
+    assert run_cli("generate", "a red circle", *FAST, "--controlnet", f"{files / 'controlnet'}:0.8", "--control",
+                   files / "control.gif", "--control-end", "0.5", "-o", out) == 0
+    side = __import__("json").loads((tmp_path / "clip.json").read_text())
+    assert side["controlnet"] == [f"{(files / 'controlnet').resolve()}:0.8"] and side["control_end"] == 0.5
+    assert run_cli("generate", "a red circle", *FAST, "-o", tmp_path / "plain/") == 0
+    assert np.abs(frames_of(out).astype(int) - frames_of(tmp_path / "plain")).max() > 0  # the control acts
+    assert run_cli("replay", tmp_path / "clip.json", "-o", tmp_path / "again/", "-q") == 0
+    assert np.array_equal(frames_of(out), frames_of(tmp_path / "again"))
+
+
+def test_cli_canny_single_file_restyle_and_sparsectrl(tmp_path, files):
+    """A single-file ControlNet on canny edges of a plain clip, in restyle; an original-layout SparseCtrl with keyframes."""
+    assert run_cli("restyle", files / "control.gif", "a red circle", *FAST[2:], "--controlnet", files / "controlnet.safetensors",
+                   "--control", files / "control.gif", "--control-preprocess", "canny", "-o", tmp_path / "restyled.gif") == 0
+    assert run_cli("generate", "a red circle", *FAST, "--sparsectrl", f"{files / 'v3_sd15_sparsectrl_rgb.ckpt'}:0.9",
+                   "--keyframe", f"0:{files / 'key0.png'}", "--keyframe", f"3:{files / 'key1.png'}",
+                   "-o", tmp_path / "sparse.gif") == 0
+
+
+def test_cli_bad_control_inputs_exit_2_with_one_line_and_write_nothing(tmp_path, files, capsys):
+    net, key = f"{files / 'controlnet'}", f"0:{files / 'key0.png'}"
+    control = ["--controlnet", net, "--control", files / "control.gif"]
+    cases = [
+        (["--control", files / "control.gif"], "--control needs a ControlNet"),
+        (["--controlnet", net], "1 --controlnet for 0 --control"),
+        ([*control, "--control", files / "control.gif"], "1 --controlnet for 2 --control"),
+        (["--keyframe", key], "--keyframe needs a SparseCtrl"),
+        (["--sparsectrl", files / "sparsectrl_folder"], "--sparsectrl needs keyframes"),
+        (["--sparsectrl", files / "sparsectrl_folder", "--keyframe", f"7:{files / 'key0.png'}"], r"frames in [0, 3], got 7"),
+        (["--sparsectrl", files / "sparsectrl_folder", "--keyframe", key, "--keyframe", f"0:{files / 'key1.png'}"],
+         "two --keyframe values on frame 0"),
+        (["--sparsectrl", files / "sparsectrl_folder", "--keyframe", "first.png"], "--keyframe takes FRAME:IMAGE"),
+        (["--controlnet", files / "corrupt.safetensors", "--control", files / "control.gif"], "not a valid safetensors file"),
+        (["--controlnet", files / "sd2_controlnet.safetensors", "--control", files / "control.gif"],
+         "cross-attention dim 64, this model's is 32"),
+        (["--controlnet", files / "sparsectrl_folder", "--control", files / "control.gif"], "pass it with --sparsectrl"),
+        (["--controlnet", net, "--control", files / "short.gif"], "has 3 frames but the clip has 4"),
+        (["--controlnet", tmp_path / "missing", "--control", files / "control.gif"], "neither a file nor a diffusers folder"),
+        ([*control, "--control-start", "0.8", "--control-end", "0.2"], "must be before --control-end"),
+        (["--guess-mode"], "--guess-mode needs a ControlNet"),
+        ([*control, "--control-start", "1.5"], "--control-start must be between 0 and 1"),
+    ]
+    for i, (flags, message) in enumerate(cases):
+        out = tmp_path / f"clip{i}.mp4"
+        capsys.readouterr()
+        assert run_cli("generate", "a red circle", *FAST, *flags, "-o", out) == 2, flags
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, (flags, err)
+        assert not out.exists() and not out.with_suffix(".json").exists()

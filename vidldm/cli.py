@@ -21,6 +21,7 @@ from vidldm import __version__, prompt_travel
 from vidldm import sampling_settings as settings
 from vidldm.builtin_names import default_model
 from vidldm.clip_run import (  # noqa: F401 (sidecar_path, write_sidecar: the CLI's names since before)
+    check_control,
     check_memory,
     check_prompt,
     image_prompt,
@@ -239,6 +240,7 @@ def run_mode(args: argparse.Namespace, pipes: dict | None = None) -> Path:
     settings.check_args(args)  # first: the prompt's frames are checked against a valid --frames
     check_prompt(args)
     image_prompt(args)  # --ip-adapter and --ip-image come together
+    check_control(args)  # so do --controlnet and --control, --sparsectrl and --keyframe
     for key in input_keys(args):
         check_media(getattr(args, key), "image" if key in settings.IMAGE_INPUTS else "video")
     args.seed = normalize_seed(args.seed) if args.seed is not None else random.randrange(2**31)
@@ -272,11 +274,11 @@ def memory_options(args: argparse.Namespace, device: str):
 def load_model(args: argparse.Namespace, device: str, pipes: dict | None = None):
     """The pipeline the model and memory settings name (dtype: fp16 on a GPU, fp32 on a CPU unless `--dtype`), its
     LoRAs loaded and offload set; from `pipes` when the previous clip used the same ones (run files)."""
-    from vidldm.loading import apply_ip_adapter, apply_loras, load_pipeline
+    from vidldm.loading import apply_controlnets, apply_ip_adapter, apply_loras, load_pipeline
 
     dtype = args.dtype or ("fp16" if str(device).startswith("cuda") else "fp32")
     key = tuple((s.key, str(getattr(args, s.key, None))) for s in settings.SETTINGS
-                if s.group in ("model", "memory") or s.name in ("ip_adapter", "image_encoder"))
+                if s.group in ("model", "memory") or s.name in ("ip_adapter", "image_encoder", "controlnet", "sparsectrl"))
     key += (device, dtype)
     if pipes is not None and key in pipes:
         return pipes[key]
@@ -287,6 +289,7 @@ def load_model(args: argparse.Namespace, device: str, pipes: dict | None = None)
                          dtype=dtype, variant=args.variant)
     apply_loras(pipe, getattr(args, "lora", None), getattr(args, "motion_lora", None))  # before offload: peft wraps
     apply_ip_adapter(pipe, getattr(args, "ip_adapter", None), getattr(args, "image_encoder", None))  # and the encoder
+    apply_controlnets(pipe, getattr(args, "controlnet", None), getattr(args, "sparsectrl", None))  # offloaded with the UNet
     if offload is not None:                                                               # the layers hooks then move
         offload(pipe, device)
     if getattr(args, "vae_tiling", False):

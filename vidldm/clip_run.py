@@ -70,6 +70,60 @@ def image_prompt(args: argparse.Namespace) -> Any:
     return prompt
 
 
+def check_control(args: argparse.Namespace) -> list[tuple[int, str]]:
+    """The control flags fit together (before any model loads): one `--control` per `--controlnet`, keyframes with
+    `--sparsectrl` and the reverse, the other control settings only with a net. Returns the keyframes, by frame."""
+    nets, controls = getattr(args, "controlnet", None) or [], getattr(args, "control", None) or []
+    sparse, keys = getattr(args, "sparsectrl", None), getattr(args, "keyframe", None) or []
+    if controls and not nets:
+        raise VidldmError("--control needs a ControlNet: give --controlnet PATH[:SCALE] (one per --control)")
+    if len(controls) != len(nets):
+        raise VidldmError(f"{len(nets)} --controlnet for {len(controls)} --control; give one --control per --controlnet, in order")
+    if keys and not sparse:
+        raise VidldmError("--keyframe needs a SparseCtrl model: give --sparsectrl PATH[:SCALE]")
+    if sparse and not keys:
+        raise VidldmError("--sparsectrl needs keyframes: give --keyframe FRAME:IMAGE (repeat for several frames)")
+    settings_given = [s.flag for s in settings.SETTINGS if s.group == "control" and s.key not in
+                      ("controlnet", "control", "sparsectrl", "keyframe") and getattr(args, s.key, None) not in (None, False)]
+    if settings_given and not nets and not sparse:
+        raise VidldmError(f"{settings_given[0]} needs a ControlNet: give --controlnet PATH[:SCALE] with --control, or --sparsectrl")
+    if getattr(args, "control_preprocess", None) and not nets:
+        raise VidldmError("--control-preprocess makes the frames of --control; give --controlnet and --control")
+    parsed = [settings.parse_keyframe(k) for k in keys]
+    frames = [i for i, _ in parsed]
+    twice = sorted({i for i in frames if frames.count(i) > 1})
+    if twice:
+        raise VidldmError(f"two --keyframe values on frame {twice[0]}; give each frame one keyframe")
+    start = getattr(args, "control_start", None)
+    if start is not None and start >= (getattr(args, "control_end", None) or 1.0):
+        raise VidldmError(f"--control-start ({start}) must be before --control-end ({getattr(args, 'control_end', None) or 1.0})")
+    return parsed
+
+
+def control_inputs(args: argparse.Namespace) -> dict[str, Any]:
+    """The control flags as the pipeline's ControlNet arguments (nets in the order `--controlnet`..., `--sparsectrl`,
+    as `loading.apply_controlnets` loads them); {} without control. Canny edges are made here when asked."""
+    keyframes = check_control(args)
+    nets = [*(getattr(args, "controlnet", None) or []), *([args.sparsectrl] if getattr(args, "sparsectrl", None) else [])]
+    if not nets:
+        return {}
+    frames: list[Any] = list(getattr(args, "control", None) or [])
+    if getattr(args, "control_preprocess", None) == "canny":
+        from vidldm.canny import canny
+        from vidldm.io import read_video
+
+        frames = [canny(read_video(path)[0]) for path in frames]
+    if keyframes:
+        frames.append([path for _, path in keyframes])
+    scales = [settings.parse_lora_spec(spec, "scale")[1] for spec in nets]
+    start, end = getattr(args, "control_start", None), getattr(args, "control_end", None)
+    return {"conditioning_frames": frames if len(nets) > 1 else frames[0],
+            "controlnet_conditioning_scale": scales if len(nets) > 1 else scales[0],
+            "control_guidance_start": 0.0 if start is None else start, "control_guidance_end": 1.0 if end is None else end,
+            "guess_mode": bool(getattr(args, "guess_mode", False)),
+            "controlnet_frame_indices": [i for i, _ in keyframes] or None}
+
+
 def make_clip(pipe, args: argparse.Namespace, output: Path, device: str,
               on_step: Callable[[int, int], None] | None = None):
     """Sample the clip `args` asks for with `pipe`, write it to `output` and its sidecar beside it (both atomic);
@@ -84,6 +138,7 @@ def make_clip(pipe, args: argparse.Namespace, output: Path, device: str,
     inputs = mode_inputs(pipe, args)
     if getattr(args, "ip_adapter", None):
         inputs["ip_adapter_image"] = image_prompt(args)
+    inputs.update(control_inputs(args))
     frames = pipe(prompt, **settings.pipeline_kwargs(args), **inputs, output_type="np",
                   generator=torch.Generator(device="cpu").manual_seed(args.seed),
                   callback_on_step_end=_step_callback(on_step)).frames[0]

@@ -156,6 +156,8 @@ class VideoControlNetMixin:
             check_fits(net, self.unet, f"ControlNet {i + 1}" if len(nets) > 1 else "the ControlNet")
         if len(nets) > 1 and not isinstance(controlnet, MultiControlNetModel):
             controlnet = MultiControlNetModel(nets)
+        elif len(nets) == 1:
+            controlnet = nets[0]
         self.register_modules(controlnet=controlnet)
 
     @property
@@ -287,7 +289,7 @@ def load_control_model(path, kind: str, unet, dtype: torch.dtype = torch.float32
             raise
         except (RuntimeError, KeyError, ValueError, IndexError) as err:
             raise CheckpointError(f"'{path}' does not fit this model as a {cls.__name__} ({first_line(err)[:200]})") from err
-    check_fits(net, unet, f"'{path}'")
+    check_fits(net, unet, f"this {cls.__name__}")
     return net.to(device=device, dtype=dtype).eval()
 
 

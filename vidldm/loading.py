@@ -413,3 +413,22 @@ def apply_ip_adapter(pipe: VideoPipeline, spec: str | None, image_encoder: str |
     except VidldmError as err:
         raise VidldmError(f"--ip-adapter '{path}': {err}") from err
     pipe.set_ip_adapter_scale(scale)
+
+
+def apply_controlnets(pipe: VideoPipeline, controlnets: list[str] | None = None, sparsectrl: str | None = None) -> None:
+    """Load `--controlnet` values and a `--sparsectrl` value (`PATH[:SCALE]`; the scales are the call's) into `pipe`,
+    in that order, in the UNet's dtype and device (`vidldm.control.load_control_model`)."""
+    from vidldm.control import load_control_model
+    from vidldm.sampling_settings import parse_lora_spec
+
+    nets = []
+    for flag, kind, specs in (("--controlnet", "controlnet", controlnets or []),
+                              ("--sparsectrl", "sparsectrl", [sparsectrl] if sparsectrl else [])):
+        for spec in specs:
+            path, _ = parse_lora_spec(spec, f"{flag} scale")
+            try:
+                nets.append(load_control_model(path, kind, pipe.unet, pipe.unet.dtype, pipe.unet.device))
+            except VidldmError as err:
+                raise VidldmError(f"{flag} '{path}': {err}") from err
+    if nets:
+        pipe.set_controlnet(nets)

@@ -193,6 +193,44 @@ def _record_ip_adapter(spec: str) -> str:
     return f"{Path(path).resolve()}:{scale!r}"
 
 
+def _check_control_model(flag: str) -> Callable[[str], None]:
+    def check(spec: str) -> None:
+        path, _ = parse_lora_spec(spec, f"{flag} scale")
+        if not Path(path).is_file() and not (Path(path) / "config.json").is_file():
+            raise VidldmError(f"{flag} '{path}' is neither a file nor a diffusers folder (config.json + weights); check the path")
+    return check
+
+
+def _record_control_model(spec: str) -> str:
+    path, scale = parse_lora_spec(spec, "scale")
+    return f"{Path(path).resolve()}:{scale!r}"
+
+
+def _check_control(path: str) -> None:
+    if not Path(path).exists():
+        raise VidldmError(f"--control '{path}' does not exist; give a video, a folder of frames or an image")
+
+
+def parse_keyframe(spec: str) -> tuple[int, str]:
+    """`--keyframe INDEX:IMAGE` -> (INDEX, IMAGE); a one-line error when it is not that."""
+    match = re.fullmatch(r"(\d+):(.+)", str(spec))
+    if match is None:
+        raise VidldmError(f"--keyframe takes FRAME:IMAGE with a frame index from 0, e.g. 0:first.png; got {spec!r}")
+    return int(match[1]), match[2]
+
+
+def _check_keyframe(spec: str) -> None:
+    _, path = parse_keyframe(spec)
+    if not Path(path).is_file():
+        raise VidldmError(f"--keyframe image '{path}' does not exist or is not a file; check the path")
+
+
+def _record_keyframe(spec: str) -> str:
+    index, path = parse_keyframe(spec)
+    return f"{index}:{Path(path).resolve()}"
+
+
+CONTROLLED = ("generate", "restyle")  # the commands that take ControlNet / SparseCtrl (vidldm/control.py)
 # Kept here rather than imported: no torch in this module (sampling.py and free_init.py check they agree).
 WEIGHTING_SCHEMES = ("ramp", "flat", "pyramid", "delayed_reverse_sawtooth")
 NOISE_TYPES = ("shuffle_context", "repeat_context", "random")
@@ -254,6 +292,32 @@ SETTINGS: list[Setting] = [
             "FIRST-LAST:IMAGE for those frames (repeat the flag; frames outside every range get no image prompt)",
             group="image prompt", commands=MODES, to_pipeline=False, repeatable=True, metavar="[FIRST-LAST:]IMAGE",
             validate=_check_ip_image, record=_record_ip_image),
+    # control (ControlNet, SparseCtrl): the nets are loaded with the model; the control frames are the clip's
+    Setting("controlnet", "--controlnet", str, "SD ControlNet (diffusers folder or single .safetensors/.pth file) with "
+            "an optional scale, PATH[:SCALE]; repeat for several, each with its own --control, in order", group="control",
+            commands=CONTROLLED, to_pipeline=False, repeatable=True, metavar="PATH[:SCALE]",
+            validate=_check_control_model("--controlnet"), record=_record_control_model),
+    Setting("control", "--control", str, "the ControlNet's control frames: a video, a folder of frames or an image (for "
+            "every frame); as many frames as the clip, resized to it; one per --controlnet", group="control",
+            commands=CONTROLLED, to_pipeline=False, repeatable=True, metavar="VIDEO|FOLDER|IMAGE", validate=_check_control,
+            record=lambda path: str(Path(path).resolve())),
+    Setting("control_preprocess", "--control-preprocess", str, "make the control frames from a plain video: canny "
+            "(edges, for canny ControlNets; default: the frames are used as given)", group="control",
+            commands=CONTROLLED, to_pipeline=False, choices=("canny",)),
+    Setting("control_guidance_start", "--control-start", float, "0-1: fraction of the steps before the control "
+            "starts (default: 0)", low=0.0, high=1.0, group="control", commands=CONTROLLED, to_pipeline=False),
+    Setting("control_guidance_end", "--control-end", float, "0-1: fraction of the steps after which the control "
+            "stops (default: 1)", low=0.0, high=1.0, group="control", commands=CONTROLLED, to_pipeline=False),
+    Setting("guess_mode", "--guess-mode", bool, "the control acts on the conditional half of guidance only (the "
+            "ControlNet reads the content from its frames; try --guidance 3-5)", default=False, flag_only=True,
+            group="control", commands=CONTROLLED, to_pipeline=False),
+    Setting("sparsectrl", "--sparsectrl", str, "AnimateDiff SparseCtrl (v3 RGB or scribble .ckpt/.safetensors, or a "
+            "diffusers folder) with an optional scale, PATH[:SCALE]; give its keyframes with --keyframe",
+            group="control", commands=CONTROLLED, to_pipeline=False, metavar="PATH[:SCALE]",
+            validate=_check_control_model("--sparsectrl"), record=_record_control_model),
+    Setting("keyframe", "--keyframe", str, "a SparseCtrl keyframe: FRAME:IMAGE (an RGB still, or a scribble for the "
+            "scribble model); repeat for several frames", group="control", commands=CONTROLLED, to_pipeline=False,
+            repeatable=True, metavar="FRAME:IMAGE", validate=_check_keyframe, record=_record_keyframe),
     # what each mode takes
     Setting("image_conditioning", "--image-conditioning", str,
             "clean: known frames enter as clean frames at t=0 (adapters trained with frame conditioning); "

@@ -18,7 +18,7 @@ from vidldm.errors import VidldmError
 from vidldm.sampling_settings import Setting
 
 # Settings that belong to the server, not to a clip: the model is loaded once; outputs are never replaced.
-_SERVER_GROUPS = ("model", "image prompt")  # image prompts (IP-Adapter): the CLI's and Python's for now
+_SERVER_GROUPS = ("model", "image prompt", "control")  # IP-Adapter, ControlNet/SparseCtrl: the CLI's and Python's for now
 
 
 def form_settings(mode: str) -> list[Setting]:

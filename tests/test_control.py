@@ -110,9 +110,12 @@ def test_guess_mode_matches_diffusers_without_guidance(models):
         guided = pipe("a red circle", latents=latents(), conditioning_frames=clip(), guess_mode=True, **SETTINGS).frames
     finally:
         pipe.set_controlnet(None)
-    ref = diffusers_twin(theirs, net)("a red circle", latents=latents(), conditioning_frames=clip(), guess_mode=True, **args).frames
+    twin = diffusers_twin(theirs, net)
+    ref = twin("a red circle", latents=latents(), conditioning_frames=clip(), guess_mode=True, **args).frames
     assert max_diff(ours, ref) <= 1e-4 and max_diff(ours, plain) > 1e-4
     assert np.isfinite(guided).all()
+    with pytest.raises(RuntimeError, match="must match"):  # diffusers 0.3x-0.4x: (B F) residuals, (2B F) samples
+        twin("a red circle", latents=latents(), conditioning_frames=clip(), guess_mode=True, **SETTINGS)
 
 
 def test_control_is_sliced_to_context_windows(models):
@@ -343,3 +346,102 @@ def test_cli_bad_control_inputs_exit_2_with_one_line_and_write_nothing(tmp_path,
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1, (flags, err)
         assert not out.exists() and not out.with_suffix(".json").exists()
+
+
+def test_a_sparsectrl_given_as_motion_adapter_points_at_the_flag(tmp_path):
+    from safetensors.torch import save_file
+
+    from vidldm.models.motion_formats import load_motion_adapter
+
+    net = tiny_sparsectrl(rgb=True)
+    torch.save({"state_dict": original_layout(net)}, tmp_path / "v3_sd15_sparsectrl_rgb.ckpt")
+    save_file(net.state_dict(), str(tmp_path / "diffusers.safetensors"))
+    for name in ("v3_sd15_sparsectrl_rgb.ckpt", "diffusers.safetensors"):
+        with pytest.raises(VidldmError, match="it is a SparseCtrl model, not a motion adapter; pass it with --sparsectrl"):
+            load_motion_adapter(tmp_path / name)
+
+
+def sd_controlnet_layout(net: ControlNetModel, layers_per_block: int) -> dict[str, torch.Tensor]:
+    """A ControlNet state dict in the original SD layout (`control_v11p_sd15_*.pth`: `control_model.input_blocks...`,
+    `zero_convs`, `middle_block_out`, `input_hint_block`), made by inverting diffusers' single-file conversion."""
+    import re
+
+    fixed = {"time_embedding.linear_1": "time_embed.0", "time_embedding.linear_2": "time_embed.2",
+             "conv_in": "input_blocks.0.0", "controlnet_cond_embedding.conv_in": "input_hint_block.0",
+             "controlnet_cond_embedding.conv_out": "input_hint_block.14", "controlnet_mid_block": "middle_block_out.0",
+             "mid_block.resnets.0": "middle_block.0", "mid_block.attentions.0": "middle_block.1",
+             "mid_block.resnets.1": "middle_block.2"}
+    resnet = (("norm1", "in_layers.0"), ("conv1", "in_layers.2"), ("norm2", "out_layers.0"), ("conv2", "out_layers.3"),
+              ("time_emb_proj", "emb_layers.1"), ("conv_shortcut", "skip_connection"))
+    out = {}
+    for key, value in net.state_dict().items():
+        new = key
+        for ours, theirs in fixed.items():
+            if key.startswith(ours + "."):
+                new = theirs + key[len(ours):]
+        if m := re.match(r"down_blocks\.(\d+)\.(resnets|attentions|downsamplers)\.(\d+)\.(.*)", key):
+            b, kind, j, rest = int(m[1]), m[2], int(m[3]), m[4]
+            block = 1 + b * (layers_per_block + 1) + (layers_per_block if kind == "downsamplers" else j)
+            new = {"resnets": f"input_blocks.{block}.0.{rest}", "attentions": f"input_blocks.{block}.1.{rest}",
+                   "downsamplers": f"input_blocks.{block}.0.op.{rest.removeprefix('conv.')}"}[kind]
+        elif m := re.match(r"controlnet_down_blocks\.(\d+)\.(.*)", key):
+            new = f"zero_convs.{m[1]}.0.{m[2]}"
+        elif m := re.match(r"controlnet_cond_embedding\.blocks\.(\d+)\.(.*)", key):
+            new = f"input_hint_block.{2 * (int(m[1]) + 1)}.{m[2]}"
+        if "resnets" in key or new.startswith("middle_block.0") or new.startswith("middle_block.2"):
+            for ours, theirs in resnet:
+                new = new.replace(f".{ours}.", f".{theirs}.")
+        out["control_model." + new] = value.clone()
+    return out
+
+
+def test_sd_controlnet_single_files_load_to_the_same_tensors(tmp_path, models):
+    """Original-layout (`control_model.*`) and diffusers-layout single files; SD's hint encoder (16, 32, 96, 256), whose
+    layout diffusers' converter knows."""
+    from safetensors.torch import save_file
+
+    from vidldm.control import load_control_model
+
+    unet = models[0].unet
+    net = randomize_(ControlNetModel.from_unet(unet), std=0.05, seed=3)
+    sd = sd_controlnet_layout(net, unet.config.layers_per_block)
+    assert any(k.startswith("control_model.input_blocks.1.0.in_layers") for k in sd)
+    save_file(sd, str(tmp_path / "control_sd15.safetensors"))
+    torch.save(sd, tmp_path / "control_sd15.pth")
+    save_file(net.state_dict(), str(tmp_path / "diffusers.safetensors"))
+    for name in ("control_sd15.safetensors", "control_sd15.pth", "diffusers.safetensors"):
+        loaded = load_control_model(tmp_path / name, "controlnet", unet).state_dict()
+        assert loaded.keys() == net.state_dict().keys(), name
+        assert all(torch.equal(loaded[k], v) for k, v in net.state_dict().items()), name
+
+
+def test_controlnet_offloads_with_the_unet(models):
+    """The ControlNet is a pipeline component: sequential offload hooks its layers too, the frames stay bitwise equal."""
+    from vidldm.loading import tiny_pipeline
+
+    base, _ = base_model()
+    net = tiny_controlnet(base.unet)
+    pipe = base.with_parts(controlnet=net)
+    assert pipe.controlnet is net and "controlnet" in pipe.components
+    want = pipe("a red circle", latents=latents(), conditioning_frames=clip(), **SETTINGS).frames
+    pipe.enable_sequential_cpu_offload(device="cpu")
+    assert {p.device.type for p in net.parameters()} == {"meta"}
+    assert np.array_equal(pipe("a red circle", latents=latents(), conditioning_frames=clip(), **SETTINGS).frames, want)
+    assert tiny_pipeline().controlnet is None
+
+
+def test_controlnet_and_sparsectrl_together(models):
+    """A ControlNet and a SparseCtrl at once (diffusers has no such pipeline): their residuals add up, so the result is
+    neither one's alone."""
+    pipe, _, net, _ = models
+    sparse = tiny_sparsectrl()
+    keys = dict(controlnet_frame_indices=[0, 3])
+    made = {}
+    for name, nets, frames in (("both", [net, sparse], [clip(), clip(7, frames=2)]), ("control", net, clip()),
+                               ("sparse", sparse, clip(7, frames=2))):
+        pipe.set_controlnet(nets)
+        try:
+            made[name] = pipe("a red circle", latents=latents(), conditioning_frames=frames, **keys, **SETTINGS).frames
+        finally:
+            pipe.set_controlnet(None)
+    assert max_diff(made["both"], made["control"]) > 1e-3 and max_diff(made["both"], made["sparse"]) > 1e-3

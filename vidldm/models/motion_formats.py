@@ -29,6 +29,9 @@ from vidldm.models.motion import MotionAdapter
 
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 
+SPARSECTRL_NOT_ADAPTER = ("this has its own conv_in and condition encoder: it is a SparseCtrl model, not a motion adapter; "
+                          "pass it with --sparsectrl (Python: pipe.set_controlnet, see docs/control.md)")
+
 # (vidldm/AnimateDiff fragment, diffusers fragment); order matters for the reverse direction.
 _RENAMES = [
     (".temporal_transformer.", "."),
@@ -138,7 +141,7 @@ def diffusers_to_animatediff(sd: dict[str, torch.Tensor]) -> dict[str, torch.Ten
     out = {}
     for key, value in sd.items():
         if key.startswith("conv_in."):
-            raise CheckpointError("this diffusers adapter has its own conv_in (SparseCtrl-style); not supported")
+            raise CheckpointError(SPARSECTRL_NOT_ADAPTER)
         m = re.match(r"(.*\.motion_modules\.\d+)\.(.*)", key)
         if m is None:
             raise CheckpointError(f"unexpected key in diffusers motion adapter: {key}")
@@ -219,6 +222,8 @@ def infer_config(sd: dict[str, torch.Tensor]) -> dict[str, Any]:
 
 def adapter_from_state_dict(sd: dict[str, torch.Tensor], **overrides: Any) -> MotionAdapter:
     """Build a `MotionAdapter` from an AnimateDiff or diffusers state dict, strictly (no missing/extra keys)."""
+    if any(k.startswith(("conv_in.", "controlnet_cond_embedding.")) for k in sd):
+        raise CheckpointError(SPARSECTRL_NOT_ADAPTER)
     layout = detect_layout(sd)
     if layout == "diffusers":
         sd = diffusers_to_animatediff(sd)

@@ -27,6 +27,14 @@ VALUES = {
     "--scheduler": ["ddim", "euler_a", "dpm++", "bogus"],
     "--context-overlap": ["0", "1", "-1", "99"],
     "--dtype": ["fp32", "fp64"],
+    # control flags (ControlNet, SparseCtrl): alone or with missing files, each ends in one line before any model loads
+    "--controlnet": ["missing.safetensors", "missing:0.5"],
+    "--control": ["missing.mp4"],
+    "--control-start": ["0.2", "1.5", "nan"],
+    "--control-end": ["0.5", "-1"],
+    "--control-preprocess": ["canny", "sobel"],
+    "--sparsectrl": ["missing.ckpt"],
+    "--keyframe": ["0:missing.png", "first.png"],
 }
 PROMPTS = ["a red circle moving right", "", "   ", "0:a red circle | 1:a blue square", "0:a | x:b", "5:a | 2:b",
            "0:a | 0:b", "99:a", "0:a |", "ratio 16:9 | wide", "0:a | 1:"]

@@ -192,7 +192,9 @@ class VideoControlNetMixin:
                                                  encode)
             else:
                 cond, mask = control_clip(source, num_frames, *size), None
-            units.append(ControlUnit(net, cond, float(scale), float(start), float(end), mask))
+            # on the device once: the loop slices them for every model call
+            mask = None if mask is None else mask.to(device)
+            units.append(ControlUnit(net, cond.to(device), float(scale), float(start), float(end), mask))
         guess = bool(given["guess_mode"]) or bool(nets[0].config.get("global_pool_conditions", False))
         return ControlResiduals(units, guess)
 

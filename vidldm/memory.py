@@ -86,7 +86,8 @@ class ModelSizes:
 
     @classmethod
     def from_pipeline(cls, pipe) -> ModelSizes:
-        modules = [getattr(pipe, n, None) for n in ("vae", "text_encoder", "unet", "motion_adapter", "temporal_decoder")]
+        modules = [getattr(pipe, n, None) for n in ("vae", "text_encoder", "unet", "motion_adapter", "temporal_decoder",
+                                                "controlnet")]  # ControlNets' weights sit beside the UNet's
         tensors = [t for m in modules if m is not None for t in (*m.parameters(), *m.buffers())]
         adapter = getattr(pipe, "motion_adapter", None)
         return cls.from_configs(dict(pipe.unet.config), dict(pipe.vae.config), dict(adapter.config) if adapter else None,

@@ -18,6 +18,8 @@ Every mode is a choice of inputs to `__call__`:
 - precomputed text: `prompt_embeds=` / `negative_prompt_embeds=` instead of strings (diffusers' names).
 - image prompts (IP-Adapter, `vidldm/ip_adapter.py`): `ip_adapter_image=` an image for the clip or
   `{(first, last): image}` per frame range, riding in the denoiser's `added_cond_kwargs` as diffusers' `image_embeds`.
+- structure (ControlNet, SparseCtrl, `vidldm/control.py`): `set_controlnet(...)`, then `conditioning_frames=` a control
+  clip per net, or keyframes with `controlnet_frame_indices=`; residuals the denoiser adds per context window.
 
 An SDXL model (`text_encoder_2` / `tokenizer_2` set, a UNet with `addition_embed_type="text_time"`) encodes
 with both encoders and passes the pooled text and size ids to the UNet (`models/sdxl.py`), as diffusers'

@@ -445,3 +445,12 @@ def test_controlnet_and_sparsectrl_together(models):
         finally:
             pipe.set_controlnet(None)
     assert max_diff(made["both"], made["control"]) > 1e-3 and max_diff(made["both"], made["sparse"]) > 1e-3
+
+
+def test_sdxl_controlnets_are_refused():
+    from tests.test_sdxl import sdxl_unet
+    from vidldm.control import check_fits
+
+    unet = sdxl_unet()
+    with pytest.raises(VidldmError, match="SDXL ControlNets are not supported yet"):
+        check_fits(ControlNetModel.from_unet(unet), unet, "the ControlNet")

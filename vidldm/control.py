@@ -245,6 +245,9 @@ def _nets(controlnet) -> list:
 def check_fits(net, unet, name: str) -> None:
     """Refuse a net made for another base model: its cross-attention width and block widths must be the UNet's."""
     ours, theirs = unet.config, net.config
+    if ours.get("addition_embed_type") or theirs.get("addition_embed_type"):
+        # an SDXL ControlNet needs the pooled text and size ids, which the control path does not pass yet
+        raise VidldmError(f"{name}: SDXL ControlNets are not supported yet; vidldm runs ControlNets for SD 1.x/2.x bases")
     if theirs.cross_attention_dim != ours.cross_attention_dim:
         raise VidldmError(f"{name} was made for a base model with cross-attention dim {theirs.cross_attention_dim}, this "
                           f"model's is {ours.cross_attention_dim} (SD 1.x: 768, SD 2.x: 1024, SDXL: 2048); use one made for this base")

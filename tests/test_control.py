@@ -454,3 +454,28 @@ def test_sdxl_controlnets_are_refused():
     unet = sdxl_unet()
     with pytest.raises(VidldmError, match="SDXL ControlNets are not supported yet"):
         check_fits(ControlNetModel.from_unet(unet), unet, "the ControlNet")
+
+
+def test_guess_mode_under_guidance_leaves_the_unconditional_half_alone(models):
+    """What diffusers' StableDiffusionControlNetPipeline does in guess mode: the net runs on the conditional half only
+    (its text, its latents) and the unconditional half gets zero residuals."""
+    from vidldm.control import ControlResiduals, ControlUnit, pixels
+
+    pipe, _, net, _ = models
+    cond = pixels(np.stack([np.asarray(im) for im in clip()]), 32, 32)
+    x, t = torch.randn(2, 4, FRAMES, 16, 16), torch.full((2, FRAMES), 500)
+    text = torch.randn(2, 7, 32)
+    control = ControlResiduals([ControlUnit(net, cond, 1.0, 0.0, 1.0)], guess_mode=True, num_steps=2)
+    out = control(x, t, text, slice(0, FRAMES), 0, guided=True)
+    alone = control(x[1:], t[1:], text[1:], slice(0, FRAMES), 0, guided=False)
+    for both, one in zip([*out["down_block_additional_residuals"], out["mid_block_additional_residual"]],
+                         [*alone["down_block_additional_residuals"], alone["mid_block_additional_residual"]]):
+        uncond, conditional = both.chunk(2)
+        assert not uncond.any() and torch.equal(conditional, one) and one.abs().max() > 0
+
+
+def test_set_controlnet_after_offload_is_refused(models):
+    base, _ = base_model()
+    base.model_offload = object()  # what enable_model_cpu_offload sets (it needs a GPU or a device to be called)
+    with pytest.raises(VidldmError, match="before enabling CPU offload"):
+        base.set_controlnet(models[2])

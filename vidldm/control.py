@@ -152,6 +152,9 @@ class VideoControlNetMixin:
         """Use `controlnet` (a `ControlNetModel`, a `SparseControlNetModel`, a list of them or a `MultiControlNetModel`;
         None: none) in later calls; a net made for another base model is refused."""
         nets = _nets(controlnet)
+        if nets and getattr(self, "model_offload", None) is not None:  # its groups were fixed when offload was enabled
+            raise VidldmError("set the ControlNet before enabling CPU offload (it must move with the UNet); call "
+                              "pipe.remove_all_hooks() first")
         for i, net in enumerate(nets):
             check_fits(net, self.unet, f"ControlNet {i + 1}" if len(nets) > 1 else "the ControlNet")
         if len(nets) > 1 and not isinstance(controlnet, MultiControlNetModel):

@@ -185,7 +185,7 @@ def test_evaluation_report_has_ceilings_floor_and_animation(pipe, tmp_path):
 def test_paraphrases_are_held_out_and_keep_the_clip():
     """Every held-out wording names the spec's colour, shape and background, none of the training motion
     phrases, and no training caption; the 210 evaluation prompts meet every synonym and sentence frame."""
-    from vidldm.data.shapes import MOTIONS, SHAPES, COLOURS
+    from vidldm.data.shapes import COLOURS, MOTIONS, SHAPES
     from vidldm.eval.paraphrase import FRAMES, SYNONYMS, paraphrase
 
     specs = evaluation_specs(210)

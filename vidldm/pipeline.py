@@ -65,6 +65,7 @@ from vidldm.models.motion import MotionAdapter
 from vidldm.models.text import encode_text
 from vidldm.models.video_unet import VideoUNet
 from vidldm.models.video_vae import TemporalDecoder, VideoVAE
+from vidldm.noise_prior import correlate
 from vidldm.offload import ModelOffload, sequential_offload
 from vidldm.sampling import KnownFrames, denoise, freenoise_noise
 from vidldm.sampling_settings import SAMPLING_DEFAULTS, check_generation_defaults
@@ -472,6 +473,7 @@ class VideoPipeline(DiffusionPipeline, VideoLoraLoaderMixin, VideoIPAdapterMixin
         num_frames: int | None = None, height: int | None = None, width: int | None = None,
         num_inference_steps: int | None = None, guidance_scale: float | None = None,
         guidance_rescale: float | None = None, temporal_end: float | None = None, scheduler: str | None = None,
+        noise_prior: str | None = None, noise_prior_strength: float | None = None,
         generator: torch.Generator | list[torch.Generator] | None = None, latents: torch.Tensor | None = None,
         image=None, image_conditioning: Literal["auto", "clean", "replace"] = "auto",
         video=None, strength: float = 0.6, extend: bool = False, num_known_frames: int | None = None,
@@ -493,8 +495,7 @@ class VideoPipeline(DiffusionPipeline, VideoLoraLoaderMixin, VideoIPAdapterMixin
         left None take `sampling_defaults()`; long-clip ones `vidldm.long_clips`. Result: `VideoPipelineOutput`."""
         long = {k: v for k, v in locals().items() if k.startswith(("context_", "free_")) or k in LONG_CLIP_ARGS}
         # 0. settings: the call's, else the model's own, else diffusers'; all checked before any work
-        sampling = self.sampling_defaults(num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
-                                          guidance_rescale=guidance_rescale, temporal_end=temporal_end)
+        sampling = self.sampling_defaults(**{k: v for k, v in locals().items() if k in SAMPLING_DEFAULTS})
         video_frames = load_frames(video) if video is not None else None
         num_frames, height, width = self._sizes(video_frames, extend, num_frames, height, width)
         self.check_inputs(prompt, height, width, num_frames, image, video, output_type, prompt_embeds,
@@ -515,7 +516,7 @@ class VideoPipeline(DiffusionPipeline, VideoLoraLoaderMixin, VideoIPAdapterMixin
         shape = (batch, self.unet.config.in_channels, num_frames, height // self.vae_scale_factor, width // self.vae_scale_factor)
         start = self._start_and_known(video_vae, sched, shape, sampling["num_inference_steps"], generator, latents, image,
                                       image_conditioning, video_frames, extend, strength, num_known_frames,
-                                      (height, width), long, device)
+                                      (height, width), long, device, (sampling["noise_prior"], sampling["noise_prior_strength"]))
 
         # 3. the loop (with FreeInit, again from restarts that keep the last result's low frequencies)
         x = self._sample(context, added, sampling, sched, start, long, generator,
@@ -624,7 +625,8 @@ class VideoPipeline(DiffusionPipeline, VideoLoraLoaderMixin, VideoIPAdapterMixin
 
     def _start_and_known(self, video_vae: VideoVAE, sched, shape: tuple[int, ...], num_inference_steps: int, generator,
                          latents, image, image_conditioning, video_frames, extend: bool, strength: float,
-                         num_known_frames, size: tuple[int, int], long: LongClip, device) -> Start:
+                         num_known_frames, size: tuple[int, int], long: LongClip, device,
+                         noise_prior: tuple[str, float] = ("independent", 1.0)) -> Start:
         """Start latents `shape` `(B, C, F, h, w)`, the timesteps still to run and the known frames of every mode:
         noise for text-to-video; noise + a clean still at frame 0 for animation; noise + the input's last
         frames for extension; the input noised part-way down the schedule for video-to-video (SDEdit)."""
@@ -636,7 +638,10 @@ class VideoPipeline(DiffusionPipeline, VideoLoraLoaderMixin, VideoIPAdapterMixin
         sched.set_timesteps(num_inference_steps, device=device)
         timesteps = sched.timesteps
         dtype = self.unet.dtype
-        noise = randn_tensor(shape, generator=generator, device=device, dtype=dtype) if latents is None else latents.to(device, dtype)
+        if latents is None:  # the model's noise prior (vidldm.noise_prior) on fresh noise; given latents are used as they are
+            noise = correlate(randn_tensor(shape, generator=generator, device=device, dtype=dtype), *noise_prior)
+        else:
+            noise = latents.to(device, dtype)
         if num_frames > long.windows.length and latents is None:
             noise = freenoise_noise(noise, long.windows.length, long.windows.stride, long.noise_type, _first(generator))
         if known is not None:

@@ -234,6 +234,7 @@ CONTROLLED = ("generate", "restyle")  # the commands that take ControlNet / Spar
 # Kept here rather than imported: no torch in this module (sampling.py and free_init.py check they agree).
 WEIGHTING_SCHEMES = ("ramp", "flat", "pyramid", "delayed_reverse_sawtooth")
 NOISE_TYPES = ("shuffle_context", "repeat_context", "random")
+NOISE_PRIORS = ("independent", "mixed", "progressive")  # vidldm.noise_prior (checks that they agree)
 FREE_INIT_METHODS = ("butterworth", "ideal", "gaussian")
 MAX_FREE_INIT = 10
 # FreeInit restarts from noise; restyle starts from the input video
@@ -346,6 +347,13 @@ SETTINGS: list[Setting] = [
     Setting("temporal_end", "--temporal-end", float, "0-1: fraction of the steps that run the temporal layers; the "
             "last steps refine each frame with the image model alone (default: the model's, 1)", low=0.0, high=1.0,
             fallback=1.0, legacy=1.0, commands=(*SAMPLED, "eval")),
+    Setting("noise_prior", "--noise-prior", str, "how the frames' starting noise is correlated: independent, mixed "
+            "(a share common to all frames) or progressive (each frame partly its predecessor's), PYoCo's priors; only "
+            "for a model trained with one, train.noise_prior (default: the model's, independent)", choices=NOISE_PRIORS,
+            fallback="independent", legacy="independent"),
+    Setting("noise_prior_strength", "--noise-prior-strength", float, "the prior's alpha: mixed frames share "
+            "alpha^2/(1+alpha^2) of their noise; progressive neighbours correlate alpha/sqrt(1+alpha^2) (default: the "
+            "model's, 1)", low=0.0, fallback=1.0, legacy=1.0),
     Setting("scheduler", "--scheduler", str, "ddim, euler, euler_a, dpm++, unipc, lcm, A1111/ComfyUI names (dpmpp_2m_karras, "
             "euler_karras, dpmpp_sde, ...) or a diffusers class name; all: vidldm info --schedulers (default: ddim)", default="ddim",
             validate=_check_scheduler),

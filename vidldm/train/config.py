@@ -32,7 +32,7 @@ import yaml
 
 from vidldm.builtin_names import BUILTIN as BUILTIN_MODELS  # no torch: recipes are checked before models load
 from vidldm.errors import VidldmError
-from vidldm.sampling_settings import check_generation_defaults
+from vidldm.sampling_settings import NOISE_PRIORS, check_generation_defaults
 
 STAGES = ("temporal", "image", "vae", "decoder")
 RENAMED = {"model.max_frames": "model.max_seq_length"}  # old key -> new key
@@ -91,6 +91,9 @@ class TrainConfig:
                                          # frame-rate upsampling; see vidldm.train.stages.known_frame_indices)
     pure_noise_fraction: float = 0.0     # temporal stage: share of samples at the last timestep with no signal left (see TemporalStage)
     flicker_weight: float = 0.0          # temporal stage: extra loss on the frame-to-frame change of the error (TemporalStage.flicker)
+    noise_prior: str = "independent"     # temporal stage: independent | mixed | progressive (PYoCo, vidldm.noise_prior);
+                                         # the saved model samples with it unless `sampling:` says otherwise
+    noise_prior_strength: float = 1.0    # the prior's alpha
     lora_rank: int | None = None         # temporal stage: train a motion LoRA instead of full weights
     frames_per_clip: int | None = None  # image stage: train on this many random frames of each clip (more captions a step)
     noise_offset: float = 0.0
@@ -289,6 +292,7 @@ def check(config: Config, source: str) -> None:
         if schedule.get("rescale_betas_zero_snr") and schedule.get("prediction_type") != "v_prediction":
             raise VidldmError(f"{source}: a zero-terminal-SNR schedule needs model.noise_schedule.prediction_type: "
                               "v_prediction (at SNR 0 the noise is the input, so predicting it says nothing)")
+    _check_noise_prior(config, source)
     try:
         config.sampling = check_generation_defaults(config.sampling or {})
     except VidldmError as err:
@@ -311,6 +315,20 @@ def check(config: Config, source: str) -> None:
                 f"{source}: data.num_frames is {d.num_frames} but the motion adapter's position encoding covers "
                 f"{length} frames; lower num_frames or set model.max_seq_length for a fresh adapter"
             )
+
+
+def _check_noise_prior(config: Config, source: str) -> None:
+    """`train.noise_prior` and its strength, checked; a model trained on correlated noise is saved to sample from it."""
+    t = config.train
+    if t.noise_prior not in NOISE_PRIORS:
+        raise VidldmError(f"{source}: train.noise_prior must be one of {', '.join(NOISE_PRIORS)}, got {t.noise_prior!r}")
+    if not (isinstance(t.noise_prior_strength, (int, float)) and t.noise_prior_strength >= 0):
+        raise VidldmError(f"{source}: train.noise_prior_strength must be a number >= 0, got {t.noise_prior_strength!r}")
+    if t.noise_prior != "independent" and config.stage != "temporal":
+        raise VidldmError(f"{source}: train.noise_prior is for the temporal stage (frames of other stages are separate samples)")
+    if t.noise_prior != "independent":  # a model trained on correlated noise must be sampled from it
+        config.sampling = {"noise_prior": t.noise_prior, "noise_prior_strength": t.noise_prior_strength,
+                           **(config.sampling or {})}
 
 
 def adapter_max_seq_length(model: ModelConfig) -> int:

@@ -29,6 +29,7 @@ from vidldm.errors import VidldmError
 from vidldm.models.text import encode_text
 from vidldm.models.video_unet import VideoUNet
 from vidldm.models.video_vae import TemporalDecoder, VideoVAE
+from vidldm.noise_prior import correlate
 from vidldm.pipeline import VideoPipeline
 from vidldm.train.config import Config
 
@@ -90,8 +91,12 @@ class Stage(nn.Module):
             video = batch["pixel_values"].to(self.vae.device)
             return VideoVAE(self.vae, chunk_size=16).encode(video, generator=generator, sample=True).to(self.unet.dtype)
 
+    def correlate(self, noise: torch.Tensor) -> torch.Tensor:
+        """The noise prior across frames: none here (frames of an image stage are separate samples)."""
+        return noise
+
     def noise_and_timesteps(self, latents: torch.Tensor, generator: torch.Generator):
-        noise = torch.randn(latents.shape, generator=generator).to(latents)
+        noise = self.correlate(torch.randn(latents.shape, generator=generator)).to(latents)
         offset = self.config.train.noise_offset
         if offset:  # brightness shifts the plain noise cannot express (Guttenberg 2023)
             noise = noise + offset * torch.randn((*latents.shape[:2], *[1] * (latents.ndim - 2)), generator=generator).to(latents)
@@ -213,6 +218,10 @@ class TemporalStage(Stage):
             if self.config.train.known_frames == "sparse":  # ... for keyframes at any frames too
                 pipe.motion_adapter.register_to_config(sparse_frame_conditioning=True)
         return None
+
+    def correlate(self, noise: torch.Tensor) -> torch.Tensor:
+        """`(B, C, F, h, w)` noise with `train.noise_prior` across the frames (PYoCo, `vidldm.noise_prior`)."""
+        return correlate(noise, self.config.train.noise_prior, self.config.train.noise_prior_strength)
 
     def forward(self, batch: dict, generator: torch.Generator) -> torch.Tensor:
         latents = self.latents(batch, generator)

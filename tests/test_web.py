@@ -233,10 +233,12 @@ def _blank(setting):
 
 def _job(client, seed: int):
     # the generate tab's inputs in the order of form.form_settings("generate"), by name
+    from vidldm.sampling_settings import SAMPLING_DEFAULTS
     from vidldm.web.form import form_settings
 
     values = {"num_frames": FRAMES, "num_inference_steps": STEPS, "seed": str(seed), "height": 32, "width": 32}
-    defaults = {"scheduler": "ddim", "fps": 8, "guidance_scale": 7.5, "guidance_rescale": 0.0, "temporal_end": 1.0}
+    # what the form shows for the tiny model: the table's fallbacks (it has no defaults of its own)
+    defaults = {"scheduler": "ddim", "fps": 8, **SAMPLING_DEFAULTS}
     args = [values.get(s.name, defaults.get(s.name, _blank(s))) for s in form_settings("generate")]
     return client.submit(f"a red circle, job {seed}", *args, api_name="/generate")
 

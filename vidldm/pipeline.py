@@ -626,7 +626,7 @@ class VideoPipeline(DiffusionPipeline, VideoLoraLoaderMixin, VideoIPAdapterMixin
     def _start_and_known(self, video_vae: VideoVAE, sched, shape: tuple[int, ...], num_inference_steps: int, generator,
                          latents, image, image_conditioning, video_frames, extend: bool, strength: float,
                          num_known_frames, size: tuple[int, int], long: LongClip, device,
-                         noise_prior: tuple[str, float] = ("independent", 1.0)) -> Start:
+                         noise_prior: tuple[str, float]) -> Start:
         """Start latents `shape` `(B, C, F, h, w)`, the timesteps still to run and the known frames of every mode:
         noise for text-to-video; noise + a clean still at frame 0 for animation; noise + the input's last
         frames for extension; the input noised part-way down the schedule for video-to-video (SDEdit)."""

@@ -188,8 +188,9 @@ def _check_ip_adapter(spec: str) -> None:
                           "check the path")
 
 
-def _record_ip_adapter(spec: str) -> str:
-    path, scale = parse_lora_spec(spec, "--ip-adapter scale")
+def _record_path_and_scale(spec: str) -> str:
+    """`PATH[:SCALE]` (an IP-Adapter, ControlNet or SparseCtrl; checked before) as a sidecar records it."""
+    path, scale = parse_lora_spec(spec, "scale")
     return f"{Path(path).resolve()}:{scale!r}"
 
 
@@ -199,11 +200,6 @@ def _check_control_model(flag: str) -> Callable[[str], None]:
         if not Path(path).is_file() and not (Path(path) / "config.json").is_file():
             raise VidldmError(f"{flag} '{path}' is neither a file nor a diffusers folder (config.json + weights); check the path")
     return check
-
-
-def _record_control_model(spec: str) -> str:
-    path, scale = parse_lora_spec(spec, "scale")
-    return f"{Path(path).resolve()}:{scale!r}"
 
 
 def _check_control(path: str) -> None:
@@ -285,7 +281,7 @@ SETTINGS: list[Setting] = [
     Setting("ip_adapter", "--ip-adapter", str, "IP-Adapter file (ip-adapter_sd15.safetensors or .bin, plus variants) "
             "with an optional scale, PATH[:SCALE]; its image encoder is --image-encoder or the image_encoder/ folder "
             "beside it", group="image prompt", commands=MODES, to_pipeline=False, metavar="PATH[:SCALE]",
-            validate=_check_ip_adapter, record=_record_ip_adapter),
+            validate=_check_ip_adapter, record=_record_path_and_scale),
     Setting("image_encoder", "--image-encoder", str, "the IP-Adapter's CLIP image encoder folder (default: "
             "image_encoder/ beside the adapter file)", group="image prompt", commands=MODES, to_pipeline=False,
             is_path=True, metavar="FOLDER"),
@@ -297,7 +293,7 @@ SETTINGS: list[Setting] = [
     Setting("controlnet", "--controlnet", str, "SD ControlNet (diffusers folder or single .safetensors/.pth file) with "
             "an optional scale, PATH[:SCALE]; repeat for several, each with its own --control, in order", group="control",
             commands=CONTROLLED, to_pipeline=False, repeatable=True, metavar="PATH[:SCALE]",
-            validate=_check_control_model("--controlnet"), record=_record_control_model),
+            validate=_check_control_model("--controlnet"), record=_record_path_and_scale),
     Setting("control", "--control", str, "the ControlNet's control frames: a video, a folder of frames or an image (for "
             "every frame); as many frames as the clip, resized to it; one per --controlnet", group="control",
             commands=CONTROLLED, to_pipeline=False, repeatable=True, metavar="VIDEO|FOLDER|IMAGE", validate=_check_control,
@@ -315,7 +311,7 @@ SETTINGS: list[Setting] = [
     Setting("sparsectrl", "--sparsectrl", str, "AnimateDiff SparseCtrl (v3 RGB or scribble .ckpt/.safetensors, or a "
             "diffusers folder) with an optional scale, PATH[:SCALE]; give its keyframes with --keyframe",
             group="control", commands=CONTROLLED, to_pipeline=False, metavar="PATH[:SCALE]",
-            validate=_check_control_model("--sparsectrl"), record=_record_control_model),
+            validate=_check_control_model("--sparsectrl"), record=_record_path_and_scale),
     Setting("keyframe", "--keyframe", str, "a SparseCtrl keyframe: FRAME:IMAGE (an RGB still, or a scribble for the "
             "scribble model); repeat for several frames", group="control", commands=CONTROLLED, to_pipeline=False,
             repeatable=True, metavar="FRAME:IMAGE", validate=_check_keyframe, record=_record_keyframe),

@@ -32,7 +32,7 @@ import yaml
 
 from vidldm.builtin_names import BUILTIN as BUILTIN_MODELS  # no torch: recipes are checked before models load
 from vidldm.errors import VidldmError
-from vidldm.sampling_settings import NOISE_PRIORS, check_generation_defaults
+from vidldm.sampling_settings import BY_NAME, check_generation_defaults
 
 STAGES = ("temporal", "image", "vae", "decoder")
 RENAMED = {"model.max_frames": "model.max_seq_length"}  # old key -> new key
@@ -320,10 +320,11 @@ def check(config: Config, source: str) -> None:
 def _check_noise_prior(config: Config, source: str) -> None:
     """`train.noise_prior` and its strength, checked; a model trained on correlated noise is saved to sample from it."""
     t = config.train
-    if t.noise_prior not in NOISE_PRIORS:
-        raise VidldmError(f"{source}: train.noise_prior must be one of {', '.join(NOISE_PRIORS)}, got {t.noise_prior!r}")
-    if not (isinstance(t.noise_prior_strength, (int, float)) and t.noise_prior_strength >= 0):
-        raise VidldmError(f"{source}: train.noise_prior_strength must be a number >= 0, got {t.noise_prior_strength!r}")
+    try:  # the sampling settings' own checks (choices, a number >= 0), under the recipe's names
+        for name in ("noise_prior", "noise_prior_strength"):
+            BY_NAME[name].check(getattr(t, name), f"train.{name}")
+    except VidldmError as err:
+        raise VidldmError(f"{source}: {err}") from None
     if t.noise_prior != "independent" and config.stage != "temporal":
         raise VidldmError(f"{source}: train.noise_prior is for the temporal stage (frames of other stages are separate samples)")
     if t.noise_prior != "independent":  # a model trained on correlated noise must be sampled from it

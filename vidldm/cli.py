@@ -31,6 +31,7 @@ from vidldm.clip_run import (  # noqa: F401 (sidecar_path, write_sidecar: the CL
     read_sidecar,
     resolve_sampling,
     sidecar_path,
+    sparsectrl_spec,
     write_sidecar,
 )
 from vidldm.errors import VidldmError
@@ -158,13 +159,15 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Generate clips for a fixed set of shapes prompts and read them back with an oracle: "
                        "colour/shape/motion accuracy, persistence, smoothness, size stability; also the real clips "
                        "(ceiling), the image model frame by frame (floor) and image animation.")
-    p.add_argument("benchmark", choices=("shapes",))
+    p.add_argument("benchmark", choices=("shapes", "keyframes"),
+                   help="shapes: text to video; keyframes: start and end keyframes through the model's keyframe encoder")
     p.add_argument("--model", default="shapes", help="model to evaluate (default: shapes)")
-    p.add_argument("--n", type=int, default=210, help="number of prompts (default: 210)")
+    p.add_argument("--n", type=int, default=None, help="number of prompts (default: 210; keyframes: 50 clips)")
+    p.add_argument("--sparsectrl", help="keyframes: the SparseCtrl keyframe encoder (default: the model's own)")
     p.add_argument("--animate", type=int, default=50, help="number of stills to animate (default: 50)")
     settings.add_flags(p, "eval", model_default="shapes")
     p.add_argument("--device", help="cpu, cuda, ...")
-    p.add_argument("-o", "--output", default="docs/evaluation.md", help="markdown report (default: docs/evaluation.md)")
+    p.add_argument("-o", "--output", help="markdown report (default: docs/evaluation.md; keyframes: docs/eval-keyframes.md)")
     p = sub.add_parser("info", help="describe a model or a motion adapter", description="Describe a model (pipeline folder, built-in name) or a motion-adapter file/folder.")
     p.add_argument("model", nargs="?", help="the model or adapter to describe (not needed with --schedulers)")
     p.add_argument("--schedulers", action="store_true", help="list the names --scheduler takes")
@@ -279,7 +282,7 @@ def load_model(args: argparse.Namespace, device: str, pipes: dict | None = None)
     dtype = args.dtype or ("fp16" if str(device).startswith("cuda") else "fp32")
     key = tuple((s.key, str(getattr(args, s.key, None))) for s in settings.SETTINGS
                 if s.group in ("model", "memory") or s.name in ("ip_adapter", "image_encoder", "controlnet", "sparsectrl"))
-    key += (device, dtype)
+    key += (device, dtype, sparsectrl_spec(args))
     if pipes is not None and key in pipes:
         return pipes[key]
     if pipes is not None:
@@ -289,7 +292,7 @@ def load_model(args: argparse.Namespace, device: str, pipes: dict | None = None)
                          dtype=dtype, variant=args.variant)
     apply_loras(pipe, getattr(args, "lora", None), getattr(args, "motion_lora", None))  # before offload: peft wraps
     apply_ip_adapter(pipe, getattr(args, "ip_adapter", None), getattr(args, "image_encoder", None))  # and the encoder
-    apply_controlnets(pipe, getattr(args, "controlnet", None), getattr(args, "sparsectrl", None))  # offloaded with the UNet
+    apply_controlnets(pipe, getattr(args, "controlnet", None), sparsectrl_spec(args))  # offloaded with the UNet
     if offload is not None:                                                               # the layers hooks then move
         offload(pipe, device)
     if getattr(args, "vae_tiling", False):
@@ -469,6 +472,12 @@ def evaluate(args: argparse.Namespace) -> None:
     from vidldm.io import check_output_folder
     from vidldm.loading import load_pipeline
 
+    if args.benchmark == "keyframes":
+        return evaluate_keyframes(args)
+    if args.sparsectrl:
+        raise VidldmError("--sparsectrl is for vidldm eval keyframes")
+    args.n = 210 if args.n is None else args.n
+    args.output = args.output or "docs/evaluation.md"
     if args.n < 1 or args.animate < 0:
         raise VidldmError("--n must be at least 1 and --animate at least 0")
     settings.check_args(args)
@@ -486,6 +495,44 @@ def evaluate(args: argparse.Namespace) -> None:
     used = f"{args.steps} steps, guidance {args.guidance}, temporal layers for {args.temporal_end:g} of the steps, device {device}"
     print(write_report(rows, animation, out, command, used, model=args.model))
     print(f"animation: first-frame PSNR {animation['first_frame_psnr_db']:.1f} dB, motion {100 * animation['motion_acc']:.1f}%")
+    print(f"wrote {out}")
+
+
+def evaluate_keyframes(args: argparse.Namespace) -> None:
+    """`vidldm eval keyframes`: start and end keyframes through the keyframe encoder (vidldm.eval.keyframes)."""
+    import torch
+
+    from vidldm import atomic
+    from vidldm.builtin_names import own_keyframe_encoder
+    from vidldm.eval.keyframes import HELD_OUT_SEED, format_rows
+    from vidldm.eval.keyframes import evaluate_keyframes as run_eval
+    from vidldm.io import check_output_folder
+    from vidldm.loading import apply_controlnets, load_pipeline
+
+    args.n = 50 if args.n is None else args.n
+    if args.n < 1:
+        raise VidldmError("--n must be at least 1")
+    settings.check_args(args)
+    encoder = args.sparsectrl or own_keyframe_encoder(args.model)
+    if encoder is None:
+        raise VidldmError(f"the model '{args.model}' has no keyframe encoder of its own; give --sparsectrl PATH")
+    out = Path(args.output or "docs/eval-keyframes.md")
+    check_output_folder(out)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    pipe = load_pipeline(args.model, device=device)
+    apply_controlnets(pipe, sparsectrl=str(encoder))
+    pipe.set_progress_bar_config(disable=True)
+    resolve_sampling(pipe, args)
+    start = time.perf_counter()
+    rows = run_eval(pipe, n=args.n, steps=args.steps, guidance=args.guidance, temporal_end=args.temporal_end,
+                    log=lambda m: print(m, file=sys.stderr))
+    table = format_rows(rows)
+    command = f"vidldm eval keyframes --model {args.model} --n {args.n}" + (f" --sparsectrl {args.sparsectrl}" if args.sparsectrl else "")
+    text = (f"# Keyframes: {args.n} held-out clips (make-shapes seed {HELD_OUT_SEED}), frames 0 and last given\n\n"
+            f"Made with `{command}` ({args.steps} steps, guidance {args.guidance}, temporal layers for "
+            f"{args.temporal_end:g} of the steps, device {device}, {time.perf_counter() - start:.0f} s).\n\n{table}\n")
+    atomic.write_text(out, text)
+    print(table)
     print(f"wrote {out}")
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from vidldm import __version__, prompt_travel
 from vidldm import sampling_settings as settings
+from vidldm.builtin_names import default_model, own_keyframe_encoder
 from vidldm.errors import VidldmError
 
 
@@ -74,13 +75,14 @@ def check_control(args: argparse.Namespace) -> list[tuple[int, str]]:
     """The control flags fit together (before any model loads): one `--control` per `--controlnet`, keyframes with
     `--sparsectrl` and the reverse, the other control settings only with a net. Returns the keyframes, by frame."""
     nets, controls = getattr(args, "controlnet", None) or [], getattr(args, "control", None) or []
-    sparse, keys = getattr(args, "sparsectrl", None), getattr(args, "keyframe", None) or []
+    sparse, keys = sparsectrl_spec(args), getattr(args, "keyframe", None) or []
     if controls and not nets:
         raise VidldmError("--control needs a ControlNet: give --controlnet PATH[:SCALE] (one per --control)")
     if len(controls) != len(nets):
         raise VidldmError(f"{len(nets)} --controlnet for {len(controls)} --control; give one --control per --controlnet, in order")
     if keys and not sparse:
-        raise VidldmError("--keyframe needs a SparseCtrl model: give --sparsectrl PATH[:SCALE]")
+        raise VidldmError(f"--keyframe needs a SparseCtrl model: give --sparsectrl PATH[:SCALE] (the model "
+                          f"'{getattr(args, 'model', None)}' has no keyframe encoder of its own)")
     if sparse and not keys:
         raise VidldmError("--sparsectrl needs keyframes: give --keyframe FRAME:IMAGE (repeat for several frames)")
     settings_given = [s.flag for s in settings.SETTINGS if s.group == "control" and s.key not in
@@ -100,11 +102,23 @@ def check_control(args: argparse.Namespace) -> list[tuple[int, str]]:
     return parsed
 
 
+def sparsectrl_spec(args: argparse.Namespace) -> str | None:
+    """`--sparsectrl`, or with `--keyframe` alone the model's own keyframe encoder (`sparsectrl/` in its folder; the
+    shipped shapes model has one), or None. Resolved on every use, never written into `args`: a sidecar records
+    what the user gave, and replays on another machine find the model's encoder there."""
+    given = getattr(args, "sparsectrl", None)
+    if given or not getattr(args, "keyframe", None):
+        return given
+    own = own_keyframe_encoder(str(getattr(args, "model", None) or default_model()))
+    return None if own is None else str(own)
+
+
 def control_inputs(args: argparse.Namespace) -> dict[str, Any]:
     """The control flags as the pipeline's ControlNet arguments (nets in the order `--controlnet`..., `--sparsectrl`,
     as `loading.apply_controlnets` loads them); {} without control. Canny edges are made here when asked."""
     keyframes = check_control(args)
-    nets = [*(getattr(args, "controlnet", None) or []), *([args.sparsectrl] if getattr(args, "sparsectrl", None) else [])]
+    sparse = sparsectrl_spec(args)
+    nets = [*(getattr(args, "controlnet", None) or []), *([sparse] if sparse else [])]
     if not nets:
         return {}
     frames: list[Any] = list(getattr(args, "control", None) or [])

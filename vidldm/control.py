@@ -369,9 +369,20 @@ def sparsectrl_from_state_dict(sd: dict[str, torch.Tensor], unet) -> SparseContr
     else:
         channels, widths = _embedding_channels(sd)
     pe = [v for k, v in sd.items() if k.endswith("pos_embed.pe")]
+    net = _sparsectrl_like(unet, channels - 1, widths, simplified, pe[0].shape[1] if pe else 32)
+    missing, unexpected = net.load_state_dict(sd, strict=False)
+    missing = [k for k in missing if not k.endswith("pos_embed.pe")]  # a fixed table, the same for every file
+    if missing or unexpected:
+        raise VidldmError(f"the SparseCtrl weights do not fit this model ({len(missing)} missing, e.g. "
+                          f"{(missing or unexpected)[0]}); it was made for another base model")
+    return net
+
+
+def _sparsectrl_like(unet, channels: int, widths: tuple[int, ...], simplified: bool, max_seq_length: int) -> SparseControlNetModel:
+    """A `SparseControlNetModel` with `unet`'s blocks taking `channels` conditioning channels (the mask comes on top)."""
     c = unet.config
-    net = SparseControlNetModel(
-        in_channels=c.in_channels, conditioning_channels=channels - 1, flip_sin_to_cos=c.flip_sin_to_cos,
+    return SparseControlNetModel(
+        in_channels=c.in_channels, conditioning_channels=channels, flip_sin_to_cos=c.flip_sin_to_cos,
         freq_shift=c.freq_shift, block_out_channels=c.block_out_channels, layers_per_block=c.layers_per_block,
         down_block_types=tuple("CrossAttnDownBlockMotion" if "CrossAttn" in t else "DownBlockMotion" for t in c.down_block_types),
         downsample_padding=c.downsample_padding, mid_block_scale_factor=c.mid_block_scale_factor, act_fn=c.act_fn,
@@ -379,10 +390,25 @@ def sparsectrl_from_state_dict(sd: dict[str, torch.Tensor], unet) -> SparseContr
         attention_head_dim=c.attention_head_dim, num_attention_heads=c.num_attention_heads,
         use_linear_projection=c.use_linear_projection, upcast_attention=c.upcast_attention,
         conditioning_embedding_out_channels=widths, use_simplified_condition_embedding=simplified,
-        motion_max_seq_length=pe[0].shape[1] if pe else 32)
-    missing, unexpected = net.load_state_dict(sd, strict=False)
-    missing = [k for k in missing if not k.endswith("pos_embed.pe")]  # a fixed table, the same for every file
-    if missing or unexpected:
-        raise VidldmError(f"the SparseCtrl weights do not fit this model ({len(missing)} missing, e.g. "
-                          f"{(missing or unexpected)[0]}); it was made for another base model")
+        motion_max_seq_length=max_seq_length)
+
+
+def new_keyframe_encoder(unet, motion_adapter) -> SparseControlNetModel:
+    """A keyframe encoder to train for `unet` and its `motion_adapter` (`vidldm train`, stage `keyframe`): an RGB
+    SparseCtrl (AnimateDiff v3's kind: the keyframes' VAE latents and a mask, one zero-initialised convolution in)
+    whose blocks start as copies of the UNet's encoder half and whose motion modules start as the adapter's temporal
+    attention where their shapes fit (vidldm's extra layers have no place in diffusers' modules and start fresh).
+
+    Its output convolutions start at zero, as every ControlNet's do: untrained, it adds nothing, and the model is
+    the one it was made from."""
+    net = _sparsectrl_like(unet, unet.config.in_channels, (16, 32, 96, 256), True, motion_adapter.max_seq_length)
+    for name in ("conv_in", "time_proj", "time_embedding", "down_blocks", "mid_block"):
+        getattr(net, name).load_state_dict(getattr(unet, name).state_dict(), strict=False)
+    own = net.state_dict()
+    from vidldm.models.motion_formats import animatediff_to_diffusers
+
+    temporal = {k: v for k, v in motion_adapter.state_dict().items()
+                if k.startswith("down_blocks.") and ".temporal_transformer." in k}
+    fitting = {k: v for k, v in animatediff_to_diffusers(temporal).items() if k in own and own[k].shape == v.shape}
+    net.load_state_dict(fitting, strict=False)
     return net

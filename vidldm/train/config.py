@@ -1,6 +1,6 @@
 """Training recipes: a YAML file read into dataclasses and checked before any model is loaded.
 
-    stage: temporal              # temporal | image | vae | decoder
+    stage: temporal              # temporal | image | vae | decoder | keyframe
     output_dir: runs/my-run
     model: {pretrained: tiny, motion_adapter: null, max_seq_length: 16}
     data: {root: videos/, num_frames: 16, height: 64, width: 64, stride: 1}
@@ -34,7 +34,7 @@ from vidldm.builtin_names import BUILTIN as BUILTIN_MODELS  # no torch: recipes 
 from vidldm.errors import VidldmError
 from vidldm.sampling_settings import BY_NAME, check_generation_defaults
 
-STAGES = ("temporal", "image", "vae", "decoder")
+STAGES = ("temporal", "image", "vae", "decoder", "keyframe")
 RENAMED = {"model.max_frames": "model.max_seq_length"}  # old key -> new key
 # What `model.noise_schedule` may change, e.g. zero terminal SNR (Lin et al. 2023):
 # {prediction_type: v_prediction, rescale_betas_zero_snr: true, timestep_spacing: trailing}
@@ -52,6 +52,7 @@ class ModelConfig:
     max_seq_length: int | None = None    # position-encoding length of a fresh adapter (default 32, tiny 16)
     spatiotemporal_levels: list[int] | None = None  # add spatio-temporal attention at these UNet levels (new layers start as identity)
     noise_schedule: dict[str, Any] | None = None  # scheduler overrides for training and the saved model (NOISE_SCHEDULE_KEYS)
+    sparsectrl: str | None = None        # keyframe stage: continue training this keyframe encoder (else a new one)
 
 
 @dataclass
@@ -230,6 +231,7 @@ def _resolve_paths(config: Config, base: Path) -> None:
     config.data.root, config.data.captions = rel(config.data.root), rel(config.data.captions)
     config.data.latent_cache = rel(config.data.latent_cache)
     config.model.motion_adapter = rel(config.model.motion_adapter)
+    config.model.sparsectrl = rel(config.model.sparsectrl)
     # Built-in model names stay names, even where a folder of that name sits beside the recipe.
     if config.model.pretrained not in BUILTIN_MODELS:
         config.model.pretrained = rel(config.model.pretrained) or config.model.pretrained
@@ -278,21 +280,9 @@ def check(config: Config, source: str) -> None:
     levels = config.model.spatiotemporal_levels
     if levels is not None and not (isinstance(levels, list) and all(isinstance(v, int) and v >= 0 for v in levels)):
         raise VidldmError(f"{source}: model.spatiotemporal_levels must be a list of UNet levels (0 = finest), got {levels!r}")
-    schedule = config.model.noise_schedule
-    if schedule is not None:
-        if not isinstance(schedule, dict):
-            raise VidldmError(f"{source}: model.noise_schedule must be a mapping, e.g. {{prediction_type: v_prediction}}")
-        for key, value in schedule.items():
-            if key not in NOISE_SCHEDULE_KEYS:
-                raise VidldmError(f"{source}: unknown key 'model.noise_schedule.{key}'; known keys: {', '.join(NOISE_SCHEDULE_KEYS)}")
-            allowed = NOISE_SCHEDULE_KEYS[key]
-            if type(value) is not type(allowed[0]) or value not in allowed:  # 1 == True: compare types too
-                choices = ", ".join(str(v).lower() for v in allowed)
-                raise VidldmError(f"{source}: model.noise_schedule.{key} must be one of {choices}, got {value!r}")
-        if schedule.get("rescale_betas_zero_snr") and schedule.get("prediction_type") != "v_prediction":
-            raise VidldmError(f"{source}: a zero-terminal-SNR schedule needs model.noise_schedule.prediction_type: "
-                              "v_prediction (at SNR 0 the noise is the input, so predicting it says nothing)")
+    _check_noise_schedule(config.model.noise_schedule, source)
     _check_noise_prior(config, source)
+    _check_keyframe_encoder(config, source)
     try:
         config.sampling = check_generation_defaults(config.sampling or {})
     except VidldmError as err:
@@ -301,10 +291,10 @@ def check(config: Config, source: str) -> None:
         raise VidldmError(f"{source}: train.ema_decay must be between 0 and 1, got {t.ema_decay}")
     if t.known_frames not in ("first", "sparse"):
         raise VidldmError(f"{source}: train.known_frames must be first or sparse, got {t.known_frames!r}")
-    if config.stage == "temporal":
+    if config.stage in ("temporal", "keyframe"):
         if t.max_known_frames is None:
             t.max_known_frames = max(1, min(4, d.num_frames - 1))
-        if t.frame_conditioning > 0 and not 1 <= t.max_known_frames < d.num_frames:
+        if (t.frame_conditioning > 0 or config.stage == "keyframe") and not 1 <= t.max_known_frames < d.num_frames:
             raise VidldmError(
                 f"{source}: train.max_known_frames must be between 1 and data.num_frames - 1 "
                 "(frame conditioning needs frames left to predict)"
@@ -315,6 +305,23 @@ def check(config: Config, source: str) -> None:
                 f"{source}: data.num_frames is {d.num_frames} but the motion adapter's position encoding covers "
                 f"{length} frames; lower num_frames or set model.max_seq_length for a fresh adapter"
             )
+
+
+def _check_noise_schedule(schedule, source: str) -> None:
+    if schedule is None:
+        return
+    if not isinstance(schedule, dict):
+        raise VidldmError(f"{source}: model.noise_schedule must be a mapping, e.g. {{prediction_type: v_prediction}}")
+    for key, value in schedule.items():
+        if key not in NOISE_SCHEDULE_KEYS:
+            raise VidldmError(f"{source}: unknown key 'model.noise_schedule.{key}'; known keys: {', '.join(NOISE_SCHEDULE_KEYS)}")
+        allowed = NOISE_SCHEDULE_KEYS[key]
+        if type(value) is not type(allowed[0]) or value not in allowed:  # 1 == True: compare types too
+            choices = ", ".join(str(v).lower() for v in allowed)
+            raise VidldmError(f"{source}: model.noise_schedule.{key} must be one of {choices}, got {value!r}")
+    if schedule.get("rescale_betas_zero_snr") and schedule.get("prediction_type") != "v_prediction":
+        raise VidldmError(f"{source}: a zero-terminal-SNR schedule needs model.noise_schedule.prediction_type: "
+                          "v_prediction (at SNR 0 the noise is the input, so predicting it says nothing)")
 
 
 def _check_noise_prior(config: Config, source: str) -> None:
@@ -330,6 +337,16 @@ def _check_noise_prior(config: Config, source: str) -> None:
     if t.noise_prior != "independent":  # a model trained on correlated noise must be sampled from it
         config.sampling = {"noise_prior": t.noise_prior, "noise_prior_strength": t.noise_prior_strength,
                            **(config.sampling or {})}
+
+
+def _check_keyframe_encoder(config: Config, source: str) -> None:
+    given = config.model.sparsectrl
+    if given is None:
+        return
+    if config.stage != "keyframe":
+        raise VidldmError(f"{source}: model.sparsectrl is the keyframe encoder the keyframe stage continues; stage is {config.stage}")
+    if not Path(given).exists():
+        raise VidldmError(f"{source}: model.sparsectrl '{given}' does not exist")
 
 
 def adapter_max_seq_length(model: ModelConfig) -> int:

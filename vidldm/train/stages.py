@@ -9,6 +9,7 @@ what a sample is:
 | `image`    | the spatial UNet               | each frame of a clip as its own image        |
 | `vae`      | the VAE                        | each frame, reconstructed (+ small KL)       |
 | `decoder`  | temporal decoder layers        | a clip, reconstructed without flicker        |
+| `keyframe` | a SparseCtrl keyframe encoder  | a clip; noise on every frame, keyframes told |
 
 Wrapping the whole computation in one module lets accelerate/DDP see a single model whose
 frozen parts simply carry no gradients. Batches hold either `pixel_values` `(B, 3, F, H, W)`
@@ -289,6 +290,61 @@ class TemporalStage(Stage):
         return t, torch.where(where, noise, noisy), torch.where(where, pure_target, target)
 
 
+class KeyframeStage(TemporalStage):
+    """Trains a keyframe encoder (an RGB SparseCtrl, `vidldm.control.new_keyframe_encoder`) for the frozen UNet and
+    motion adapter: every frame is noised, and the encoder is told a few of them (their clean latents and a 0/1
+    mask, at the patterns sampling asks for: `known_frame_indices`, sparse) as SparseCtrl is. Its residuals steer
+    the clip towards them; the loss is on every frame, the keyframes too, since they are not given to the UNet.
+
+    The encoder is saved as `sparsectrl/` beside the model's parts, where `--keyframe` finds it without
+    `--sparsectrl`; the pipeline itself is unchanged (`model.sparsectrl` continues training one)."""
+
+    part = "sparsectrl"
+
+    def __init__(self, pipe: VideoPipeline, config: Config):
+        super().__init__(pipe, config)
+        from vidldm.control import load_control_model, new_keyframe_encoder
+
+        given = config.model.sparsectrl
+        net = (load_control_model(given, "sparsectrl", pipe.unet) if given
+               else new_keyframe_encoder(pipe.unet, pipe.motion_adapter))
+        self.sparsectrl = net.to(pipe.unet.device)
+        if config.train.gradient_checkpointing:
+            self.sparsectrl.enable_gradient_checkpointing()
+
+    def use_lora(self, rank: int):
+        return Stage.use_lora(self, rank)
+
+    def on_finish(self, pipe: VideoPipeline, batches) -> str | None:
+        return None  # the adapter did not change: nothing to record on it
+
+    def forward(self, batch: dict, generator: torch.Generator) -> torch.Tensor:
+        from vidldm.control import ControlUnit, _run
+
+        latents = self.latents(batch, generator)
+        context = self.prompt_embeds(batch, generator)
+        noise, t = self.noise_and_timesteps(latents, generator)
+        b, _, f = latents.shape[:3]
+        noisy = self.noise_scheduler.add_noise(latents, noise, t)
+        target = self.target(latents, noise, t)
+        cond = torch.zeros_like(latents)
+        mask = torch.zeros(b, 1, *latents.shape[2:], device=latents.device, dtype=latents.dtype)
+        for i in range(b):
+            idx = known_frame_indices(f, self.config.train.max_known_frames, True, generator)
+            cond[i, :, idx], mask[i, :, idx] = latents[i, :, idx], 1.0
+        frame_t = t[:, None].repeat(1, f)
+        unit = ControlUnit(self.sparsectrl, cond, 1.0, 0.0, 1.0, mask)
+        down, mid = _run(unit, noisy, frame_t, context, slice(None), guess_mode=False)
+        pred = self.video_unet(noisy, frame_t, context, down_block_additional_residuals=down,
+                               mid_block_additional_residual=mid)
+        error = pred.float() - target.float()
+        every = torch.ones(b, f, device=latents.device)
+        loss = self.masked_mean(error, latents, every, t)
+        if self.config.train.flicker_weight:
+            loss = loss + self.config.train.flicker_weight * self.flicker(error, latents, every, t)
+        return loss
+
+
 class ImageStage(Stage):
     """Trains the spatial UNet as a text-to-image model on single frames."""
 
@@ -419,4 +475,5 @@ class DecoderStage(Stage):
         return F.mse_loss(recon, target) + motion
 
 
-STAGE_CLASSES = {"temporal": TemporalStage, "image": ImageStage, "vae": VaeStage, "decoder": DecoderStage}
+STAGE_CLASSES = {"temporal": TemporalStage, "image": ImageStage, "vae": VaeStage, "decoder": DecoderStage,
+                 "keyframe": KeyframeStage}

@@ -333,14 +333,16 @@ class Trainer:
         if self.main:
             if message:
                 print(message)
-            pipe, part = self.pipe, self.stage.part
+            pipe, part, trained = self.pipe, self.stage.part, self.stage.trainable()
             self.out.mkdir(parents=True, exist_ok=True)  # --export may name a new output_dir
             # Staged and renamed like checkpoints: a kill mid-save leaves the previous folders or none, never half
             with atomic.replace_folder(self.out / part) as tmp:
-                getattr(pipe, part).save_pretrained(tmp)
+                trained.save_pretrained(tmp)
             full = pipe.with_parts().to(torch.float32)
             with atomic.replace_folder(self.out / "pipeline") as tmp:
                 full.save_pretrained(tmp)
+                if part not in full.components:  # a keyframe encoder: beside the parts, loaded when asked for
+                    trained.to(torch.float32).save_pretrained(Path(tmp) / part)
             atomic.write_text(self.out / "config.yaml", _yaml(self.config.to_dict()))
             print(f"saved {self.out / part} and the full pipeline {self.out / 'pipeline'}")
             self.validate(final=True)

@@ -1,0 +1,149 @@
+"""The keyframe encoder (issue 27): a SparseCtrl that `vidldm train` (stage keyframe) trains for a model, that the
+model brings in its folder, that `--keyframe` uses without `--sparsectrl`, and that `vidldm eval keyframes` measures."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from vidldm.builtin_names import own_keyframe_encoder
+from vidldm.cli import main
+from vidldm.control import new_keyframe_encoder
+from vidldm.data.shapes import evaluation_specs, render_clip
+from vidldm.errors import VidldmError
+from vidldm.eval.keyframes import centroid_error, format_rows, monotone, read_rows
+from vidldm.loading import load_pipeline
+from vidldm.train.config import load_config
+from vidldm.train.trainer import Trainer
+
+from .test_train import moving_square, recipe, snapshot, video_folder  # noqa: F401 (a fixture)
+
+
+def _call(pipe, **kw):
+    return pipe("a square moving right", num_frames=4, height=16, width=16, num_inference_steps=3, output_type="np",
+                generator=torch.Generator().manual_seed(0), **kw).frames[0]
+
+
+def _keys():
+    clip = moving_square(4)
+    return dict(conditioning_frames=[clip[0], clip[3]], controlnet_frame_indices=[0, 3])
+
+
+def test_a_new_keyframe_encoder_starts_as_the_model_it_was_made_from():
+    pipe = load_pipeline("tiny", device="cpu")
+    pipe.set_progress_bar_config(disable=True)
+    net = new_keyframe_encoder(pipe.unet, pipe.motion_adapter)
+    assert net.config.use_simplified_condition_embedding and net.config.conditioning_channels == pipe.unet.config.in_channels
+    for key, value in pipe.unet.down_blocks.state_dict().items():  # the UNet's encoder half, copied
+        assert torch.equal(net.down_blocks.state_dict()[key], value), key
+    plain = _call(pipe)
+    pipe.set_controlnet(net)
+    np.testing.assert_allclose(_call(pipe, **_keys()), plain, atol=1e-6)  # its zero convolutions add nothing yet
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, video_folder):  # noqa: F811
+    tmp = tmp_path_factory.mktemp("keyframe")
+    config = load_config(recipe(tmp, video_folder, stage="keyframe", train={"max_steps": 6, "learning_rate": 3e-3},
+                                checkpoint={"every": 100}))
+    trainer = Trainer(config)
+    frozen = {name: snapshot(getattr(trainer.pipe, name)) for name in ("unet", "motion_adapter", "vae")}
+    encoder_before = snapshot(trainer.stage.sparsectrl)
+    trainer.train()
+    return tmp / "run", trainer, frozen, encoder_before
+
+
+def test_the_keyframe_stage_trains_the_encoder_alone_and_saves_it_beside_the_model(trained):
+    run, trainer, frozen, encoder_before = trained
+    assert {n.split(".")[0] for n, p in trainer.stage.named_parameters() if p.requires_grad} == {"sparsectrl"}
+    for name, state in frozen.items():
+        for key, value in getattr(trainer.pipe, name).state_dict().items():
+            assert torch.equal(value, state[key]), f"{name}.{key} changed"
+    after = trainer.stage.sparsectrl.state_dict()
+    assert not torch.equal(after["controlnet_cond_embedding.weight"], encoder_before["controlnet_cond_embedding.weight"])
+    assert (run / "sparsectrl" / "config.json").is_file()
+    assert own_keyframe_encoder(str(run / "pipeline")) == run / "pipeline" / "sparsectrl"
+    pipe = load_pipeline(run / "pipeline", device="cpu")
+    assert pipe.controlnets == []  # the pipeline itself is unchanged: plain prompts need no keyframes
+    assert pipe.motion_adapter.config.get("sparse_frame_conditioning") is None  # nor does the adapter claim anything
+
+
+def test_keyframe_alone_uses_the_models_own_encoder(trained, tmp_path, capsys):
+    run = trained[0]
+    Image.fromarray(moving_square(4)[0]).save(tmp_path / "start.png")
+    Image.fromarray(moving_square(4)[3]).save(tmp_path / "end.png")
+    common = ["generate", "a square moving right", "--frames", "4", "--height", "16", "--width", "16", "--steps", "2",
+              "--seed", "1", "--keyframe", f"0:{tmp_path / 'start.png'}", "--keyframe", f"3:{tmp_path / 'end.png'}"]
+    own = tmp_path / "own.gif"
+    assert main([*common, "--model", str(run / "pipeline"), "-o", str(own)]) == 0
+    given = tmp_path / "given.gif"
+    assert main([*common, "--model", str(run / "pipeline"), "--sparsectrl", str(run / "sparsectrl"), "-o", str(given)]) == 0
+    assert own.read_bytes() == given.read_bytes()  # the same encoder, found in the model's folder
+    capsys.readouterr()
+    refused = tmp_path / "refused.gif"
+    assert main([*common, "--model", "tiny", "-o", str(refused)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "has no keyframe encoder of its own" in err[0] and "--sparsectrl" in err[0]
+    assert not refused.exists()
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"model": {"sparsectrl": "/no/such/encoder"}, "stage": "keyframe"}, "model.sparsectrl '/no/such/encoder' does not exist"),
+    ({"model": {"sparsectrl": "."}}, "model.sparsectrl is the keyframe encoder the keyframe stage continues"),
+    ({"stage": "keyframe", "train": {"max_known_frames": 4}}, "train.max_known_frames must be between 1 and data.num_frames - 1"),
+])
+def test_keyframe_recipes_are_checked(tmp_path, video_folder, change, message):  # noqa: F811
+    with pytest.raises(VidldmError, match=message):
+        load_config(recipe(tmp_path, video_folder, **change))
+
+
+def test_the_keyframe_stage_continues_a_saved_encoder(trained, tmp_path, video_folder):  # noqa: F811
+    run = trained[0]
+    config = load_config(recipe(tmp_path, video_folder, stage="keyframe", model={"sparsectrl": str(run / "sparsectrl")},
+                                train={"max_steps": 1}))
+    trainer = Trainer(config)
+    saved = trained[1].stage.sparsectrl.state_dict()
+    for key, value in trainer.stage.sparsectrl.state_dict().items():
+        assert torch.equal(value, saved[key]), key
+
+
+# ----------------------------------------------------------------------------- the eval
+
+def test_centroid_error_and_monotone_read_what_the_clip_shows():
+    clip = render_clip(evaluation_specs(20, seed=2029)[0])
+    assert centroid_error(clip[0], clip[0]) == 0.0
+    shifted = np.roll(clip[0], 4, axis=1)  # 4 px to the right: the background is plain, so the roll moves the object
+    assert centroid_error(shifted, clip[0]) == pytest.approx(4.0, abs=0.5)
+    moving = next(render_clip(s) for s in evaluation_specs(20, seed=2029) if s.motion.startswith("moving"))
+    assert monotone(moving)
+    assert not monotone(moving[[0, 1, 2, 3, 2, 1, 0, 15]])  # back and forth along the path
+
+
+def test_read_rows_put_the_real_clips_at_the_ceiling():
+    specs = evaluation_specs(6, seed=2029)
+    real = [render_clip(s) for s in specs]
+    row = read_rows(real, real, [s.motion.startswith("moving") for s in specs], 3.0)
+    assert row["ends_within"] == 1.0 and row["first_error_px"] == 0.0 and row["monotone"] == 1.0
+    swapped = read_rows(real[::-1], real, [True] * 6, 3.0)  # others' clips: their objects sit elsewhere
+    assert swapped["ends_within"] < 1.0 and swapped["mean_error_px"] > 3.0
+    assert "| real |" in format_rows({"real": row})
+
+
+def test_eval_keyframes_with_an_untrained_encoder_matches_the_prompt_alone(tmp_path):
+    from vidldm.eval.keyframes import evaluate_keyframes
+
+    pipe = load_pipeline("tiny", device="cpu")
+    pipe.set_progress_bar_config(disable=True)
+    pipe.set_controlnet(new_keyframe_encoder(pipe.unet, pipe.motion_adapter))
+    rows = evaluate_keyframes(pipe, n=2, steps=2, guidance=1.0, log=lambda m: None)
+    assert list(rows) == ["video model, keyframes 0 and last (SparseCtrl)", "video model, the prompt alone",
+                          "image model, frame by frame (floor)", "real clips (ceiling)"]
+    keyed, alone = rows["video model, keyframes 0 and last (SparseCtrl)"], rows["video model, the prompt alone"]
+    assert keyed == pytest.approx(alone, nan_ok=True)  # zero convolutions: the keyframes change nothing yet
+    assert pipe.controlnets  # the encoder is set again afterwards
+
+
+def test_eval_keyframes_needs_an_encoder(capsys):
+    assert main(["eval", "keyframes", "--model", "tiny"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no keyframe encoder of its own; give --sparsectrl" in err[0]

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from vidldm.data.shapes import evaluation_specs, render_clip
+from vidldm.eval.keyframes import monotone
 from vidldm.eval.shapes import analyse_clip
 from vidldm.loading import load_pipeline
 from vidldm.walk import latent_walk
@@ -48,19 +49,6 @@ def psnr_of(mean_squared_error: float) -> float:
 
 def to_uint8(frames: np.ndarray) -> np.ndarray:
     return (np.clip(frames, 0, 1) * 255).round().astype(np.uint8)
-
-
-def monotone(clip: np.ndarray, tolerance: float = 1.0) -> bool:
-    """The object's progress along the line from its first to its last place never steps back > `tolerance` px."""
-    centroids = np.array([f.centroid for f in analyse_clip(clip).frames], np.float64)
-    if np.isnan(centroids).any():
-        return False
-    direction = centroids[-1] - centroids[0]
-    length = np.linalg.norm(direction)
-    if length < 1:
-        return True  # no travel to be monotone along
-    progress = (centroids - centroids[0]) @ (direction / length)
-    return bool(np.all(np.diff(progress) >= -tolerance))
 
 
 def run(pipe, clip: np.ndarray, prompt: str, seed: int, **call) -> np.ndarray:

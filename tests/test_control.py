@@ -424,10 +424,13 @@ def test_controlnet_offloads_with_the_unet(models):
     pipe = base.with_parts(controlnet=net)
     assert pipe.controlnet is net and "controlnet" in pipe.components
     want = pipe("a red circle", latents=latents(), conditioning_frames=clip(), **SETTINGS).frames
+    later = tiny_controlnet(base.unet)
     pipe.enable_sequential_cpu_offload(device="cpu")
     assert {p.device.type for p in net.parameters()} == {"meta"}
     assert np.array_equal(pipe("a red circle", latents=latents(), conditioning_frames=clip(), **SETTINGS).frames, want)
     assert tiny_pipeline().controlnet is None
+    with pytest.raises(VidldmError, match="set the ControlNet before enabling CPU offload"):
+        pipe.set_controlnet(later)  # its layers would have no hooks: it would run off the device
 
 
 def test_controlnet_and_sparsectrl_together(models):

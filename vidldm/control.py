@@ -152,7 +152,7 @@ class VideoControlNetMixin:
         """Use `controlnet` (a `ControlNetModel`, a `SparseControlNetModel`, a list of them or a `MultiControlNetModel`;
         None: none) in later calls; a net made for another base model is refused."""
         nets = _nets(controlnet)
-        if nets and getattr(self, "model_offload", None) is not None:  # its groups were fixed when offload was enabled
+        if nets and self.offloaded:  # its groups (its hooked layers) were fixed when offload was enabled
             raise VidldmError("set the ControlNet before enabling CPU offload (it must move with the UNet); call "
                               "pipe.remove_all_hooks() first")
         for i, net in enumerate(nets):

@@ -389,10 +389,17 @@ class VideoPipeline(DiffusionPipeline, VideoLoraLoaderMixin, VideoIPAdapterMixin
         self.remove_all_hooks()
         self._offload_device = torch.device(device)  # diffusers' attribute, read by its offload helpers
         sequential_offload([m for m in self.components.values() if isinstance(m, torch.nn.Module)], device)
+        self.__dict__["_sequential_offload"] = True  # a module added later would have no hooks (set_controlnet refuses)
+
+    @property
+    def offloaded(self) -> bool:
+        """Whether CPU offload (model or sequential) is on: the modules it moves were fixed when it was enabled."""
+        return self.model_offload is not None or self.__dict__.get("_sequential_offload", False)
 
     def remove_all_hooks(self) -> None:
         super().remove_all_hooks()
         self.model_offload = None
+        self.__dict__["_sequential_offload"] = False
 
     def maybe_free_model_hooks(self) -> None:
         """After a call: every offloaded model back in CPU memory."""

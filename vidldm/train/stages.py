@@ -224,13 +224,17 @@ class TemporalStage(Stage):
         """`(B, C, F, h, w)` noise with `train.noise_prior` across the frames (PYoCo, `vidldm.noise_prior`)."""
         return correlate(noise, self.config.train.noise_prior, self.config.train.noise_prior_strength)
 
-    def forward(self, batch: dict, generator: torch.Generator) -> torch.Tensor:
+    def noised(self, batch: dict, generator: torch.Generator):
+        """A batch's clean latents `(B, C, F, h, w)`, text, noise, timesteps `(B,)`, noised latents and target."""
         latents = self.latents(batch, generator)
         context = self.prompt_embeds(batch, generator)
         noise, t = self.noise_and_timesteps(latents, generator)
-        b, _, f = latents.shape[:3]
         noisy = self.noise_scheduler.add_noise(latents, noise, t)
-        target = self.target(latents, noise, t)
+        return latents, context, noise, t, noisy, self.target(latents, noise, t)
+
+    def forward(self, batch: dict, generator: torch.Generator) -> torch.Tensor:
+        latents, context, noise, t, noisy, target = self.noised(batch, generator)
+        b, f = latents.shape[0], latents.shape[2]
         pure = torch.rand(b, generator=generator) < self.config.train.pure_noise_fraction
         if pure.any():
             t, noisy, target = self.pure_noise(latents, noise, t, noisy, target, pure.to(latents.device))
@@ -321,12 +325,8 @@ class KeyframeStage(TemporalStage):
     def forward(self, batch: dict, generator: torch.Generator) -> torch.Tensor:
         from vidldm.control import ControlUnit, _run
 
-        latents = self.latents(batch, generator)
-        context = self.prompt_embeds(batch, generator)
-        noise, t = self.noise_and_timesteps(latents, generator)
-        b, _, f = latents.shape[:3]
-        noisy = self.noise_scheduler.add_noise(latents, noise, t)
-        target = self.target(latents, noise, t)
+        latents, context, _, t, noisy, target = self.noised(batch, generator)
+        b, f = latents.shape[0], latents.shape[2]
         cond = torch.zeros_like(latents)
         mask = torch.zeros(b, 1, *latents.shape[2:], device=latents.device, dtype=latents.dtype)
         for i in range(b):

@@ -75,6 +75,24 @@ def test_given_latents_are_used_as_they_are(pipe):
     assert torch.equal(clip(pipe, latents=latents), clip(pipe, latents=latents, noise_prior="mixed"))
 
 
+def test_free_init_restarts_draw_their_new_noise_with_the_prior():
+    """FreeInit's restarts replace the high frequencies with new noise: a model trained on a prior gets it there too
+    (with every frequency replaced, the restart is the new noise alone, so its frames correlate as the prior says)."""
+    from diffusers import DDIMScheduler
+
+    from vidldm.free_init import FreeInit
+
+    every = FreeInit(num_iters=2, spatial_stop_frequency=0.0)  # low pass all zero: nothing of the last run is kept
+    shape, scheduler = (3000, 1, 6, 1, 1), DDIMScheduler()
+    latents, noise = torch.zeros(shape), torch.zeros(shape)
+    fresh = every.restart(latents, noise, scheduler, seeded(5), ("mixed", 1.0)).reshape(3000, 6)
+    off_diagonal = torch.corrcoef(fresh.T)[~torch.eye(6, dtype=torch.bool)]
+    assert off_diagonal.mean() == pytest.approx(0.5, abs=0.05)  # a^2 / (1 + a^2) at a = 1
+    plain = every.restart(latents, noise, scheduler, seeded(5))
+    assert torch.equal(plain, every.restart(latents, noise, scheduler, seeded(5), ("independent", 0.0)))
+    assert torch.corrcoef(plain.reshape(3000, 6).T)[0, 1].abs() < 0.1
+
+
 def test_pipeline_refuses_a_bad_prior_by_its_python_name(pipe):
     with pytest.raises(VidldmError, match="noise_prior"):
         clip(pipe, noise_prior="pink")

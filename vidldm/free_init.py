@@ -49,14 +49,19 @@ class FreeInit:
             return num_inference_steps
         return max(1, int(num_inference_steps / self.num_iters * (iteration + 1)))
 
-    def restart(self, latents: torch.Tensor, initial_noise: torch.Tensor, scheduler, generator=None) -> torch.Tensor:
+    def restart(self, latents: torch.Tensor, initial_noise: torch.Tensor, scheduler, generator=None,
+                noise_prior: tuple[str, float] = ("independent", 0.0)) -> torch.Tensor:
         """Latents `(B, C, F, h, w)` to start the next iteration from: `latents` (the last run's result) noised to
-        the last training timestep with `initial_noise`, low frequencies kept, high ones from new noise."""
+        the last training timestep with `initial_noise`, low frequencies kept, high ones from new noise, drawn with
+        the model's `noise_prior` (`vidldm.noise_prior`: a model trained on correlated noise gets it here too)."""
         from diffusers.utils.torch_utils import randn_tensor
+
+        from vidldm.noise_prior import correlate
 
         t = torch.full((latents.shape[0],), scheduler.config.num_train_timesteps - 1, dtype=torch.long)
         z_t = scheduler.add_noise(latents, initial_noise, t.to(latents.device)).to(torch.float32)
-        fresh = randn_tensor(latents.shape, generator=generator, device=latents.device, dtype=torch.float32)
+        fresh = correlate(randn_tensor(latents.shape, generator=generator, device=latents.device, dtype=torch.float32),
+                          *noise_prior)
         low_pass = low_pass_filter(latents.shape[-3:], self.method, self.order, self.spatial_stop_frequency,
                                    self.temporal_stop_frequency, device=latents.device)
         return mix_frequencies(z_t, fresh, low_pass).to(latents.dtype)

@@ -561,7 +561,8 @@ class VideoPipeline(DiffusionPipeline, VideoLoraLoaderMixin, VideoIPAdapterMixin
         for iteration in range(long.free_init.num_iters if long.free_init else 1):
             timesteps = start.timesteps
             if long.free_init is not None:
-                x = long.free_init.restart(x, noise, sched, generator) if iteration else x
+                prior = (sampling["noise_prior"], sampling["noise_prior_strength"])
+                x = long.free_init.restart(x, noise, sched, generator, prior) if iteration else x
                 sched.set_timesteps(long.free_init.steps(start.num_inference_steps, iteration), device=x.device)
                 timesteps = sched.timesteps
             self._num_timesteps = len(timesteps)  # diffusers' name, read by callbacks that show progress

@@ -316,6 +316,17 @@ def test_cli_canny_single_file_restyle_and_sparsectrl(tmp_path, files):
                    "-o", tmp_path / "sparse.gif") == 0
 
 
+@pytest.mark.parametrize("command, inputs", [("animate", ["key0.png"]), ("extend", ["control.gif"]),
+                                             ("inbetween", ["key0.png", "key1.png"])])
+def test_cli_every_mode_takes_a_controlnet(tmp_path, files, command, inputs):
+    """animate, extend and inbetween (and interpolate-frames) take the control flags as generate does."""
+    given = [files / name for name in inputs]
+    assert run_cli(command, *given, "a red circle", *FAST, "-o", tmp_path / "plain/") == 0
+    assert run_cli(command, *given, "a red circle", *FAST, "--controlnet", files / "controlnet", "--control",
+                   files / "control.gif", "-o", tmp_path / "controlled/") == 0
+    assert np.abs(frames_of(tmp_path / "controlled").astype(int) - frames_of(tmp_path / "plain")).max() > 0
+
+
 def test_cli_bad_control_inputs_exit_2_with_one_line_and_write_nothing(tmp_path, files, capsys):
     net, key = f"{files / 'controlnet'}", f"0:{files / 'key0.png'}"
     control = ["--controlnet", net, "--control", files / "control.gif"]

@@ -226,7 +226,7 @@ def _record_keyframe(spec: str) -> str:
     return f"{index}:{Path(path).resolve()}"
 
 
-CONTROLLED = ("generate", "restyle")  # the commands that take ControlNet / SparseCtrl (vidldm/control.py)
+CONTROLLED = MODES  # every mode takes ControlNet / SparseCtrl (vidldm/control.py), as the pipeline does
 # Kept here rather than imported: no torch in this module (sampling.py and free_init.py check they agree).
 WEIGHTING_SCHEMES = ("ramp", "flat", "pyramid", "delayed_reverse_sawtooth")
 NOISE_TYPES = ("shuffle_context", "repeat_context", "random")

@@ -147,3 +147,40 @@ def test_eval_keyframes_needs_an_encoder(capsys):
     assert main(["eval", "keyframes", "--model", "tiny"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no keyframe encoder of its own; give --sparsectrl" in err[0]
+
+
+def test_the_settings_an_encoder_was_tuned_with_apply_unless_given(trained, tmp_path):
+    """`sparsectrl/sampling.json`: the scale and sampling settings `--keyframe` uses with the model's own encoder; a
+    flag the user gives wins, and the sidecar records what was used."""
+    import json
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(trained[0] / "pipeline", model)
+    Image.fromarray(moving_square(4)[0]).save(tmp_path / "start.png")
+    (model / "sparsectrl" / "sampling.json").write_text(json.dumps({"scale": 0.5, "temporal_end": 0.5}))
+    common = ["generate", "a square moving right", "--model", str(model), "--frames", "4", "--height", "16", "--width",
+              "16", "--steps", "2", "--seed", "1", "--keyframe", f"0:{tmp_path / 'start.png'}"]
+    assert main([*common, "-o", str(tmp_path / "tuned.gif")]) == 0
+    assert json.loads((tmp_path / "tuned.json").read_text())["temporal_end"] == 0.5
+    assert main([*common, "--sparsectrl", f"{model / 'sparsectrl'}:0.5", "--temporal-end", "0.5",
+                 "-o", str(tmp_path / "spelled.gif")]) == 0
+    assert (tmp_path / "tuned.gif").read_bytes() == (tmp_path / "spelled.gif").read_bytes()
+    assert main([*common, "--temporal-end", "1", "-o", str(tmp_path / "mine.gif")]) == 0
+    assert json.loads((tmp_path / "mine.json").read_text())["temporal_end"] == 1.0
+
+
+@pytest.mark.parametrize("text, message", [
+    ("{not json", "is not valid JSON"),
+    ('{"scale": "strong"}', "scale must be a number >= 0"),
+    ('{"scale": 1.5, "temporal_ends": 0.5}', "unknown sampling setting 'temporal_ends'"),
+    ("[1.5]", "must hold a JSON object"),
+])
+def test_a_bad_encoder_settings_file_is_one_line(tmp_path, text, message):
+    from vidldm.clip_run import keyframe_encoder_settings
+
+    (tmp_path / "sampling.json").write_text(text)
+    with pytest.raises(VidldmError, match=message):
+        keyframe_encoder_settings(tmp_path)
+    (tmp_path / "sampling.json").write_text('{"scale": 1.5, "temporal_end": 0.85}')
+    assert keyframe_encoder_settings(tmp_path) == (1.5, {"temporal_end": 0.85})

@@ -504,6 +504,7 @@ def evaluate_keyframes(args: argparse.Namespace) -> None:
 
     from vidldm import atomic
     from vidldm.builtin_names import own_keyframe_encoder
+    from vidldm.clip_run import keyframe_encoder_settings
     from vidldm.eval.keyframes import HELD_OUT_SEED, format_rows
     from vidldm.eval.keyframes import evaluate_keyframes as run_eval
     from vidldm.io import check_output_folder
@@ -513,23 +514,29 @@ def evaluate_keyframes(args: argparse.Namespace) -> None:
     if args.n < 1:
         raise VidldmError("--n must be at least 1")
     settings.check_args(args)
-    encoder = args.sparsectrl or own_keyframe_encoder(args.model)
-    if encoder is None:
+    own = None if args.sparsectrl else own_keyframe_encoder(args.model)
+    if own is None and not args.sparsectrl:
         raise VidldmError(f"the model '{args.model}' has no keyframe encoder of its own; give --sparsectrl PATH")
+    path, scale = settings.parse_lora_spec(args.sparsectrl, "--sparsectrl scale") if args.sparsectrl else (str(own), 1.0)
+    if own is not None:  # as `--keyframe` uses it: at the scale and settings it was tuned with, unless given
+        scale, tuned = keyframe_encoder_settings(own)
+        for name, value in tuned.items():
+            if getattr(args, settings.BY_NAME[name].key, None) is None:
+                setattr(args, settings.BY_NAME[name].key, value)
     out = Path(args.output or "docs/eval-keyframes.md")
     check_output_folder(out)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     pipe = load_pipeline(args.model, device=device)
-    apply_controlnets(pipe, sparsectrl=str(encoder))
+    apply_controlnets(pipe, sparsectrl=path)
     pipe.set_progress_bar_config(disable=True)
     resolve_sampling(pipe, args)
     start = time.perf_counter()
     rows = run_eval(pipe, n=args.n, steps=args.steps, guidance=args.guidance, temporal_end=args.temporal_end,
-                    log=lambda m: print(m, file=sys.stderr))
+                    scale=scale, log=lambda m: print(m, file=sys.stderr))
     table = format_rows(rows)
     command = f"vidldm eval keyframes --model {args.model} --n {args.n}" + (f" --sparsectrl {args.sparsectrl}" if args.sparsectrl else "")
     text = (f"# Keyframes: {args.n} held-out clips (make-shapes seed {HELD_OUT_SEED}), frames 0 and last given\n\n"
-            f"Made with `{command}` ({args.steps} steps, guidance {args.guidance}, temporal layers for "
+            f"Made with `{command}` (keyframe scale {scale:g}, {args.steps} steps, guidance {args.guidance}, temporal layers for "
             f"{args.temporal_end:g} of the steps, device {device}, {time.perf_counter() - start:.0f} s).\n\n{table}\n")
     atomic.write_text(out, text)
     print(table)

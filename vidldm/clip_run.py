@@ -23,6 +23,9 @@ def resolve_sampling(pipe, args: argparse.Namespace) -> None:
     """Fill the sampling settings left out with the model's own defaults (saved with it, e.g. the shapes model's),
     else diffusers' (25 steps, guidance 7.5), so the sidecar records what was used."""
     given = {name: getattr(args, settings.BY_NAME[name].key, None) for name in settings.SAMPLING_DEFAULTS}
+    own = _own_encoder(args)  # keyframes through the model's own encoder: the settings it was tuned with come next
+    tuned = keyframe_encoder_settings(own)[1] if own is not None else {}
+    given = {name: tuned.get(name) if value is None else value for name, value in given.items()}
     for name, value in pipe.sampling_defaults(**given).items():
         setattr(args, settings.BY_NAME[name].key, value)
 
@@ -104,13 +107,44 @@ def check_control(args: argparse.Namespace) -> list[tuple[int, str]]:
 
 def sparsectrl_spec(args: argparse.Namespace) -> str | None:
     """`--sparsectrl`, or with `--keyframe` alone the model's own keyframe encoder (`sparsectrl/` in its folder; the
-    shipped shapes model has one), or None. Resolved on every use, never written into `args`: a sidecar records
-    what the user gave, and replays on another machine find the model's encoder there."""
-    given = getattr(args, "sparsectrl", None)
-    if given or not getattr(args, "keyframe", None):
-        return given
-    own = own_keyframe_encoder(str(getattr(args, "model", None) or default_model()))
-    return None if own is None else str(own)
+    shipped shapes model has one) at the scale it was tuned with, or None. Resolved on every use, never written into
+    `args`: a sidecar records what the user gave, and replays on another machine find the model's encoder there."""
+    own = _own_encoder(args)
+    if own is None:
+        return getattr(args, "sparsectrl", None)
+    return f"{own}:{keyframe_encoder_settings(own)[0]:g}"
+
+
+def _own_encoder(args: argparse.Namespace) -> Path | None:
+    """The model's own keyframe encoder when `--keyframe` comes without `--sparsectrl`, else None."""
+    if getattr(args, "sparsectrl", None) or not getattr(args, "keyframe", None):
+        return None
+    return own_keyframe_encoder(str(getattr(args, "model", None) or default_model()))
+
+
+ENCODER_SAMPLING = "sampling.json"  # beside a keyframe encoder's weights: the settings it was tuned with
+
+
+def keyframe_encoder_settings(folder: Path) -> tuple[float, dict[str, Any]]:
+    """(scale, sampling defaults) a keyframe encoder was tuned with, from its folder's sampling.json, e.g.
+    `{"scale": 1.5, "temporal_end": 0.85}`; (1.0, {}) without one. Used when `--keyframe` takes the model's own
+    encoder; the user's flags still win. Why it is not the model's sampling.json: plain prompts keep theirs."""
+    path = Path(folder) / ENCODER_SAMPLING
+    if not path.is_file():
+        return 1.0, {}
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise VidldmError(f"'{path}' is not valid JSON ({err}); re-export the model") from err
+    if not isinstance(data, dict):
+        raise VidldmError(f"'{path}' must hold a JSON object of settings, e.g. {{\"scale\": 1.5}}")
+    scale = data.pop("scale", 1.0)
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 <= scale < float("inf"):
+        raise VidldmError(f"'{path}': scale must be a number >= 0, got {scale!r}")
+    try:
+        return float(scale), settings.check_generation_defaults(data)
+    except VidldmError as err:
+        raise VidldmError(f"'{path}': {err}") from err
 
 
 def control_inputs(args: argparse.Namespace) -> dict[str, Any]:

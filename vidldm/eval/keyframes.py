@@ -75,9 +75,10 @@ def read_rows(made: list[np.ndarray], real: list[np.ndarray], moving: list[bool]
 
 @torch.no_grad()
 def evaluate_keyframes(pipe, n: int = 50, steps: int | None = None, guidance: float | None = None,
-                       temporal_end: float | None = None, tolerance: float = 3.0,
+                       temporal_end: float | None = None, scale: float = 1.0, tolerance: float = 3.0,
                        log: Callable[[str], None] = print) -> dict[str, dict[str, float]]:
-    """Rows of the keyframe eval for `pipe`, which has a SparseCtrl keyframe encoder set (`set_controlnet`)."""
+    """Rows of the keyframe eval for `pipe`, which has a SparseCtrl keyframe encoder set (`set_controlnet`), used at
+    `scale`; the other rows run the same prompts, seeds and settings without it."""
     specs = evaluation_specs(n, seed=HELD_OUT_SEED)
     real = [render_clip(s) for s in specs]
     moving = [s.motion.startswith("moving") for s in specs]
@@ -90,7 +91,8 @@ def evaluate_keyframes(pipe, n: int = 50, steps: int | None = None, guidance: fl
         pipe.set_controlnet(encoder if keyframes else None)
         made = []
         for i, (spec, clip) in enumerate(zip(specs, real)):
-            keys = dict(conditioning_frames=[clip[0], clip[-1]], controlnet_frame_indices=[0, f - 1]) if keyframes else {}
+            keys = dict(conditioning_frames=[clip[0], clip[-1]], controlnet_frame_indices=[0, f - 1],
+                        controlnet_conditioning_scale=scale) if keyframes else {}
             out = pipe(spec.caption, generator=torch.Generator().manual_seed(i), **common, **keys, **call)
             made.append(_uint8(out.frames[0]))
         rows[name] = read_rows(made, real, moving, tolerance)

@@ -50,6 +50,8 @@ def main(src: str, dst: str, vae: str | None = None, sparsectrl: str | None = No
     for name, module in parts.items():
         module.to(torch.float16).save_pretrained(tmp / name)
         drop_source_path(tmp / name / "config.json")
+    if sparsectrl is not None and (Path(sparsectrl) / SAMPLING_FILE).is_file():  # the settings it was tuned with
+        shutil.copy(Path(sparsectrl) / SAMPLING_FILE, tmp / "sparsectrl" / SAMPLING_FILE)
     pipe.scheduler.save_pretrained(tmp / "scheduler")  # the noise schedule the weights were trained with
     (tmp / SAMPLING_FILE).write_text(json.dumps(pipe.generation_defaults, indent=2) + "\n")
     shutil.rmtree(out, ignore_errors=True)

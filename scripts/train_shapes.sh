@@ -49,11 +49,11 @@ state() {
     esac
 }
 
-# stage NAME QUICK_STEPS: train configs/shapes/NAME.yaml (into runs/shapes/NAME); a quick run
+# stage NAME QUICK_STEPS [FLAGS...]: train configs/shapes/NAME.yaml (into runs/shapes/NAME) with FLAGS; a quick run
 # caps it at QUICK_STEPS steps, or skips it where that is 0; a smoke run caps every stage at 2 steps and
 # points it at runs/shapes-smoke (its output, the cache, and the stage before it: the recipes form one chain).
 stage() {
-    local name=$1 quick_steps=$2 cap=() more=() now
+    local name=$1 quick_steps=$2 cap=() more=() now given=("${@:3}")
     local out=$RUNS/$name
     if [ "$QUICK" = 1 ]; then
         [ "$quick_steps" = 0 ] && return 0
@@ -73,7 +73,7 @@ stage() {
     fi
     mkdir -p "$out" && mark started "${cap[*]}" "$out"
     # shellcheck disable=SC2086  # EXTRA is a list of flags
-    vidldm train "configs/shapes/$name.yaml" "${cap[@]}" "${more[@]}" $EXTRA
+    vidldm train "configs/shapes/$name.yaml" "${given[@]}" "${cap[@]}" "${more[@]}" $EXTRA
     mark finished "${cap[*]}" "$out"
 }
 
@@ -102,10 +102,12 @@ stage temporal_polish3 0
 # Squares' corners: the loss weighted toward the object, then the cleaner timesteps drawn more often.
 stage temporal_object 0
 stage temporal_object2 0
+# The keyframe encoder, for the frozen model (its recipes start from the shipped model; here from this run's).
+stage keyframe 0 --set "model.pretrained=$LAST/pipeline"
 if [ "$QUICK" = 1 ]; then
     echo "quick run done: the model is $LAST/pipeline (vidldm generate \"a red circle moving right on a black background\" --model $LAST/pipeline)"
 else
-    python scripts/export_shapes.py "$LAST/pipeline" "$DEST"
+    python scripts/export_shapes.py "$LAST/pipeline" "$DEST"  # with the keyframe encoder in pipeline/sparsectrl
     if [ "$SMOKE" = 1 ]; then
         echo "smoke run done: every stage ran and exported into $DEST (vidldm generate \"a red circle\" --model $DEST)"
     fi

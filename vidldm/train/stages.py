@@ -249,11 +249,16 @@ class TemporalStage(Stage):
                 noisy[i, :, idx] = latents[i, :, idx]
                 frame_t[i, idx] = 0
                 loss_mask[i, idx] = 0
-        pred = self.video_unet(noisy, frame_t, context)
+        return self.prediction_loss(self.video_unet(noisy, frame_t, context), target, latents, loss_mask, t)
+
+    def prediction_loss(self, pred: torch.Tensor, target: torch.Tensor, latents: torch.Tensor, mask: torch.Tensor,
+                        t: torch.Tensor) -> torch.Tensor:
+        """The loss on `pred` against `target` `(B, C, F, h, w)` over the frames `mask` `(B, F)` keeps, with the
+        flicker term when `train.flicker_weight` asks for it."""
         error = pred.float() - target.float()
-        loss = self.masked_mean(error, latents, loss_mask, t)
+        loss = self.masked_mean(error, latents, mask, t)
         if self.config.train.flicker_weight:
-            loss = loss + self.config.train.flicker_weight * self.flicker(error, latents, loss_mask, t)
+            loss = loss + self.config.train.flicker_weight * self.flicker(error, latents, mask, t)
         return loss
 
     def masked_mean(self, error: torch.Tensor, latents: torch.Tensor, mask: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -337,12 +342,7 @@ class KeyframeStage(TemporalStage):
         down, mid = _run(unit, noisy, frame_t, context, slice(None), guess_mode=False)
         pred = self.video_unet(noisy, frame_t, context, down_block_additional_residuals=down,
                                mid_block_additional_residual=mid)
-        error = pred.float() - target.float()
-        every = torch.ones(b, f, device=latents.device)
-        loss = self.masked_mean(error, latents, every, t)
-        if self.config.train.flicker_weight:
-            loss = loss + self.config.train.flicker_weight * self.flicker(error, latents, every, t)
-        return loss
+        return self.prediction_loss(pred, target, latents, torch.ones(b, f, device=latents.device), t)
 
 
 class ImageStage(Stage):

@@ -282,7 +282,8 @@ def load_model(args: argparse.Namespace, device: str, pipes: dict | None = None)
     dtype = args.dtype or ("fp16" if str(device).startswith("cuda") else "fp32")
     key = tuple((s.key, str(getattr(args, s.key, None))) for s in settings.SETTINGS
                 if s.group in ("model", "memory") or s.name in ("ip_adapter", "image_encoder", "controlnet", "sparsectrl"))
-    key += (device, dtype, sparsectrl_spec(args))
+    sparsectrl = sparsectrl_spec(args)  # --sparsectrl, or the model's own encoder for --keyframe alone
+    key += (device, dtype, sparsectrl)
     if pipes is not None and key in pipes:
         return pipes[key]
     if pipes is not None:
@@ -292,7 +293,7 @@ def load_model(args: argparse.Namespace, device: str, pipes: dict | None = None)
                          dtype=dtype, variant=args.variant)
     apply_loras(pipe, getattr(args, "lora", None), getattr(args, "motion_lora", None))  # before offload: peft wraps
     apply_ip_adapter(pipe, getattr(args, "ip_adapter", None), getattr(args, "image_encoder", None))  # and the encoder
-    apply_controlnets(pipe, getattr(args, "controlnet", None), sparsectrl_spec(args))  # offloaded with the UNet
+    apply_controlnets(pipe, getattr(args, "controlnet", None), sparsectrl)  # offloaded with the UNet
     if offload is not None:                                                               # the layers hooks then move
         offload(pipe, device)
     if getattr(args, "vae_tiling", False):
@@ -514,12 +515,13 @@ def evaluate_keyframes(args: argparse.Namespace) -> None:
     if args.n < 1:
         raise VidldmError("--n must be at least 1")
     settings.check_args(args)
-    own = None if args.sparsectrl else own_keyframe_encoder(args.model)
-    if own is None and not args.sparsectrl:
-        raise VidldmError(f"the model '{args.model}' has no keyframe encoder of its own; give --sparsectrl PATH")
-    path, scale = settings.parse_lora_spec(args.sparsectrl, "--sparsectrl scale") if args.sparsectrl else (str(own), 1.0)
-    if own is not None:  # as `--keyframe` uses it: at the scale and settings it was tuned with, unless given
-        scale, tuned = keyframe_encoder_settings(own)
+    if args.sparsectrl:
+        path, scale = settings.parse_lora_spec(args.sparsectrl, "--sparsectrl scale")
+    else:  # the model's own, as `--keyframe` uses it: at the scale and settings it was tuned with, unless given
+        own = own_keyframe_encoder(args.model)
+        if own is None:
+            raise VidldmError(f"the model '{args.model}' has no keyframe encoder of its own; give --sparsectrl PATH")
+        path, (scale, tuned) = str(own), keyframe_encoder_settings(own)
         for name, value in tuned.items():
             if getattr(args, settings.BY_NAME[name].key, None) is None:
                 setattr(args, settings.BY_NAME[name].key, value)

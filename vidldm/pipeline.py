@@ -558,10 +558,10 @@ class VideoPipeline(DiffusionPipeline, VideoLoraLoaderMixin, VideoIPAdapterMixin
         `added`: SDXL's `added_cond_kwargs` (None otherwise); `control`: ControlNet residuals (`vidldm.control`)."""
         self._offload("denoise")
         x, noise = start.latents, start.latents.clone()
+        prior = (sampling["noise_prior"], sampling["noise_prior_strength"])  # for FreeInit's new noise
         for iteration in range(long.free_init.num_iters if long.free_init else 1):
             timesteps = start.timesteps
             if long.free_init is not None:
-                prior = (sampling["noise_prior"], sampling["noise_prior_strength"])
                 x = long.free_init.restart(x, noise, sched, generator, prior) if iteration else x
                 sched.set_timesteps(long.free_init.steps(start.num_inference_steps, iteration), device=x.device)
                 timesteps = sched.timesteps

@@ -226,7 +226,6 @@ def _record_keyframe(spec: str) -> str:
     return f"{index}:{Path(path).resolve()}"
 
 
-CONTROLLED = MODES  # every mode takes ControlNet / SparseCtrl (vidldm/control.py), as the pipeline does
 # Kept here rather than imported: no torch in this module (sampling.py and free_init.py check they agree).
 WEIGHTING_SCHEMES = ("ramp", "flat", "pyramid", "delayed_reverse_sawtooth")
 NOISE_TYPES = ("shuffle_context", "repeat_context", "random")
@@ -292,28 +291,28 @@ SETTINGS: list[Setting] = [
     # control (ControlNet, SparseCtrl): the nets are loaded with the model; the control frames are the clip's
     Setting("controlnet", "--controlnet", str, "SD ControlNet (diffusers folder or single .safetensors/.pth file) with "
             "an optional scale, PATH[:SCALE]; repeat for several, each with its own --control, in order", group="control",
-            commands=CONTROLLED, to_pipeline=False, repeatable=True, metavar="PATH[:SCALE]",
+            commands=MODES, to_pipeline=False, repeatable=True, metavar="PATH[:SCALE]",
             validate=_check_control_model("--controlnet"), record=_record_path_and_scale),
     Setting("control", "--control", str, "the ControlNet's control frames: a video, a folder of frames or an image (for "
             "every frame); as many frames as the clip, resized to it; one per --controlnet", group="control",
-            commands=CONTROLLED, to_pipeline=False, repeatable=True, metavar="VIDEO|FOLDER|IMAGE", validate=_check_control,
+            commands=MODES, to_pipeline=False, repeatable=True, metavar="VIDEO|FOLDER|IMAGE", validate=_check_control,
             record=lambda path: str(Path(path).resolve())),
     Setting("control_preprocess", "--control-preprocess", str, "make the control frames from a plain video: canny "
             "(edges, for canny ControlNets; default: the frames are used as given)", group="control",
-            commands=CONTROLLED, to_pipeline=False, choices=("canny",)),
+            commands=MODES, to_pipeline=False, choices=("canny",)),
     Setting("control_guidance_start", "--control-start", float, "0-1: fraction of the steps before the control "
-            "starts (default: 0)", low=0.0, high=1.0, group="control", commands=CONTROLLED, to_pipeline=False),
+            "starts (default: 0)", low=0.0, high=1.0, group="control", commands=MODES, to_pipeline=False),
     Setting("control_guidance_end", "--control-end", float, "0-1: fraction of the steps after which the control "
-            "stops (default: 1)", low=0.0, high=1.0, group="control", commands=CONTROLLED, to_pipeline=False),
+            "stops (default: 1)", low=0.0, high=1.0, group="control", commands=MODES, to_pipeline=False),
     Setting("guess_mode", "--guess-mode", bool, "the control acts on the conditional half of guidance only (the "
             "ControlNet reads the content from its frames; try --guidance 3-5)", default=False, flag_only=True,
-            group="control", commands=CONTROLLED, to_pipeline=False),
+            group="control", commands=MODES, to_pipeline=False),
     Setting("sparsectrl", "--sparsectrl", str, "AnimateDiff SparseCtrl (v3 RGB or scribble .ckpt/.safetensors, or a "
             "diffusers folder) with an optional scale, PATH[:SCALE]; give its keyframes with --keyframe",
-            group="control", commands=CONTROLLED, to_pipeline=False, metavar="PATH[:SCALE]",
+            group="control", commands=MODES, to_pipeline=False, metavar="PATH[:SCALE]",
             validate=_check_control_model("--sparsectrl"), record=_record_path_and_scale),
     Setting("keyframe", "--keyframe", str, "a SparseCtrl keyframe: FRAME:IMAGE (an RGB still, or a scribble for the "
-            "scribble model); repeat for several frames", group="control", commands=CONTROLLED, to_pipeline=False,
+            "scribble model); repeat for several frames", group="control", commands=MODES, to_pipeline=False,
             repeatable=True, metavar="FRAME:IMAGE", validate=_check_keyframe, record=_record_keyframe),
     # what each mode takes
     Setting("image_conditioning", "--image-conditioning", str,

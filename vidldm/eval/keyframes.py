@@ -27,6 +27,7 @@ import torch
 
 from vidldm.data.shapes import evaluation_specs, render_clip
 from vidldm.eval.shapes import analyse_clip
+from vidldm.io import to_uint8_frames
 
 HELD_OUT_SEED = 2029
 
@@ -52,10 +53,6 @@ def centroid_error(made: np.ndarray, key: np.ndarray) -> float:
     if np.isnan(a).any() or np.isnan(b).any():
         return 0.0 if np.isnan(a).any() and np.isnan(b).any() else math.inf
     return float(np.linalg.norm(a - b))
-
-
-def _uint8(frames: np.ndarray) -> np.ndarray:
-    return (np.clip(frames, 0, 1) * 255).round().astype(np.uint8)
 
 
 def read_rows(made: list[np.ndarray], real: list[np.ndarray], moving: list[bool], tolerance: float) -> dict[str, float]:
@@ -94,7 +91,7 @@ def evaluate_keyframes(pipe, n: int = 50, steps: int | None = None, guidance: fl
             keys = dict(conditioning_frames=[clip[0], clip[-1]], controlnet_frame_indices=[0, f - 1],
                         controlnet_conditioning_scale=scale) if keyframes else {}
             out = pipe(spec.caption, generator=torch.Generator().manual_seed(i), **common, **keys, **call)
-            made.append(_uint8(out.frames[0]))
+            made.append(to_uint8_frames(out.frames[0]))
         rows[name] = read_rows(made, real, moving, tolerance)
         log(f"{name}: {rows[name]}")
 

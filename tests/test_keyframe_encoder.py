@@ -91,10 +91,28 @@ def test_keyframe_alone_uses_the_models_own_encoder(trained, tmp_path, capsys):
     ({"model": {"sparsectrl": "/no/such/encoder"}, "stage": "keyframe"}, "model.sparsectrl '/no/such/encoder' does not exist"),
     ({"model": {"sparsectrl": "."}}, "model.sparsectrl is the keyframe encoder the keyframe stage continues"),
     ({"stage": "keyframe", "train": {"max_known_frames": 4}}, "train.max_known_frames must be between 1 and data.num_frames - 1"),
+    ({"stage": "keyframe", "train": {"keyframe_weight": 0}}, "train.keyframe_weight must be a number > 0"),
 ])
 def test_keyframe_recipes_are_checked(tmp_path, video_folder, change, message):  # noqa: F811
     with pytest.raises(VidldmError, match=message):
         load_config(recipe(tmp_path, video_folder, **change))
+
+
+def test_keyframe_weight_weighs_the_frames_the_encoder_is_told(trained, monkeypatch):
+    """The loss is a weighted mean over frames: from the other frames' mean (weight -> 0) to the keyframes' (weight ->
+    inf), monotone in between, and the plain mean at 1 (what the stage trained with before the setting existed)."""
+    trainer = trained[1]
+    batch = trainer.data.next()
+
+    def loss(weight):
+        monkeypatch.setattr(trainer.config.train, "keyframe_weight", weight)
+        with torch.no_grad():  # the same generator: the same keyframes, noise and timesteps for every weight
+            return float(trainer.stage.forward(batch, torch.Generator().manual_seed(3)))
+
+    losses = [loss(w) for w in (1e-6, 0.5, 1.0, 4.0, 1e6)]
+    assert loss(1.0) == losses[2]
+    assert losses == sorted(losses) or losses == sorted(losses, reverse=True)
+    assert abs(losses[0] - losses[-1]) > 1e-3 * abs(losses[2])  # keyframes and the rest are not predicted alike
 
 
 def test_the_keyframe_stage_continues_a_saved_encoder(trained, tmp_path, video_folder):  # noqa: F811

@@ -92,6 +92,7 @@ class TrainConfig:
                                          # frame-rate upsampling; see vidldm.train.stages.known_frame_indices)
     pure_noise_fraction: float = 0.0     # temporal stage: share of samples at the last timestep with no signal left (see TemporalStage)
     flicker_weight: float = 0.0          # temporal stage: extra loss on the frame-to-frame change of the error (TemporalStage.flicker)
+    keyframe_weight: float = 1.0         # keyframe stage: loss weight of the frames the encoder is told, against 1 for the others
     noise_prior: str = "independent"     # temporal stage: independent | mixed | progressive (PYoCo, vidldm.noise_prior);
                                          # the saved model samples with it unless `sampling:` says otherwise
     noise_prior_strength: float = 1.0    # the prior's alpha
@@ -266,6 +267,8 @@ def check(config: Config, source: str) -> None:
     for name, value in (("train.foreground_weight", t.foreground_weight), ("train.flicker_weight", t.flicker_weight)):
         if not isinstance(value, (int, float)) or value < 0:
             raise VidldmError(f"{source}: {name} must be a number >= 0, got {value!r}")
+    if not isinstance(t.keyframe_weight, (int, float)) or not t.keyframe_weight > 0:
+        raise VidldmError(f"{source}: train.keyframe_weight must be a number > 0, got {t.keyframe_weight!r}")
     if t.crop_size is not None and not (isinstance(t.crop_size, int) and 8 <= t.crop_size <= min(d.height, d.width)):
         raise VidldmError(f"{source}: train.crop_size must be an integer between 8 and the frame size, got {t.crop_size!r}")
     if t.snr_gamma is not None and not (isinstance(t.snr_gamma, (int, float)) and t.snr_gamma > 0):

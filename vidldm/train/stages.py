@@ -252,11 +252,11 @@ class TemporalStage(Stage):
         return self.prediction_loss(self.video_unet(noisy, frame_t, context), target, latents, loss_mask, t)
 
     def prediction_loss(self, pred: torch.Tensor, target: torch.Tensor, latents: torch.Tensor, mask: torch.Tensor,
-                        t: torch.Tensor) -> torch.Tensor:
-        """The loss on `pred` against `target` `(B, C, F, h, w)` over the frames `mask` `(B, F)` keeps, with the
-        flicker term when `train.flicker_weight` asks for it."""
+                        t: torch.Tensor, frame_weights: torch.Tensor | None = None) -> torch.Tensor:
+        """The loss on `pred` against `target` `(B, C, F, h, w)` over the frames `mask` `(B, F)` keeps, each
+        weighted by `frame_weights` `(B, F)` if given, with the flicker term when `train.flicker_weight` asks for it."""
         error = pred.float() - target.float()
-        loss = self.masked_mean(error, latents, mask, t)
+        loss = self.masked_mean(error, latents, mask if frame_weights is None else mask * frame_weights, t)
         if self.config.train.flicker_weight:
             loss = loss + self.config.train.flicker_weight * self.flicker(error, latents, mask, t)
         return loss
@@ -342,7 +342,10 @@ class KeyframeStage(TemporalStage):
         down, mid = _run(unit, noisy, frame_t, context, slice(None), guess_mode=False)
         pred = self.video_unet(noisy, frame_t, context, down_block_additional_residuals=down,
                                mid_block_additional_residual=mid)
-        return self.prediction_loss(pred, target, latents, torch.ones(b, f, device=latents.device), t)
+        # `keyframe_weight`: a clip whose keyframes come out a few pixels off is what a user of keyframes sees first
+        told = rearrange(mask, "b 1 f h w -> b f h w")[..., 0, 0]
+        weights = 1 + (self.config.train.keyframe_weight - 1) * told
+        return self.prediction_loss(pred, target, latents, torch.ones(b, f, device=latents.device), t, weights)
 
 
 class ImageStage(Stage):

@@ -300,11 +300,32 @@ def test_cli_controlnet_is_recorded_and_replayed(tmp_path, files):
     assert run_cli("generate", "a red circle", *FAST, "--controlnet", f"{files / 'controlnet'}:0.8", "--control",
                    files / "control.gif", "--control-end", "0.5", "-o", out) == 0
     side = __import__("json").loads((tmp_path / "clip.json").read_text())
-    assert side["controlnet"] == [f"{(files / 'controlnet').resolve()}:0.8"] and side["control_end"] == 0.5
+    assert side["controlnet"] == [f"{(files / 'controlnet').resolve()}:0.8"] and side["control_end"] == [0.5]
     assert run_cli("generate", "a red circle", *FAST, "-o", tmp_path / "plain/") == 0
     assert np.abs(frames_of(out).astype(int) - frames_of(tmp_path / "plain")).max() > 0  # the control acts
     assert run_cli("replay", tmp_path / "clip.json", "-o", tmp_path / "again/", "-q") == 0
     assert np.array_equal(frames_of(out), frames_of(tmp_path / "again"))
+    # sidecars written before --control-end took one value per net hold a plain number: they replay the same
+    (tmp_path / "old.json").write_text(__import__("json").dumps({**side, "control_end": 0.5}))
+    assert run_cli("replay", tmp_path / "old.json", "-o", tmp_path / "legacy/", "-q") == 0
+    assert np.array_equal(frames_of(out), frames_of(tmp_path / "legacy"))
+
+
+def test_cli_control_windows_per_net(tmp_path, files):
+    """`--control-end` once per net applies to each net in order: the same net twice with the ends swapped makes the
+    same clip, which one end for both does not (with the first end applied to both nets, the swap would differ)."""
+    net = ["--controlnet", f"{files / 'controlnet'}:0.8", "--control", files / "control.gif"]
+    made = {}
+    for name, ends in (("a", ["0.3", "1"]), ("b", ["1", "0.3"]), ("one", ["0.3"])):
+        flags = [flag for end in ends for flag in ("--control-end", end)]
+        assert run_cli("generate", "a red circle", *FAST, *net, *net, *flags, "-o", tmp_path / f"{name}/") == 0
+        made[name] = frames_of(tmp_path / name)
+    assert np.array_equal(made["a"], made["b"])
+    assert np.abs(made["a"].astype(int) - made["one"]).max() > 0
+    side = __import__("json").loads((tmp_path / "a.json").read_text())
+    assert side["control_end"] == [0.3, 1.0]
+    assert run_cli("replay", tmp_path / "a.json", "-o", tmp_path / "again/", "-q") == 0
+    assert np.array_equal(made["a"], frames_of(tmp_path / "again"))
 
 
 def test_cli_canny_single_file_restyle_and_sparsectrl(tmp_path, files):
@@ -349,6 +370,10 @@ def test_cli_bad_control_inputs_exit_2_with_one_line_and_write_nothing(tmp_path,
         ([*control, "--control-start", "0.8", "--control-end", "0.2"], "must be before --control-end"),
         (["--guess-mode"], "--guess-mode needs a ControlNet"),
         ([*control, "--control-start", "1.5"], "--control-start must be between 0 and 1"),
+        ([*control, *control, "--control-end", "0.5", "--control-end", "0.6", "--control-end", "0.7"],
+         "3 --control-end for 2 nets; give it once for every net, or once per net"),
+        ([*control, *control, "--control-start", "0.2", "--control-start", "0.6", "--control-end", "0.5"],
+         "--control-start (0.6) must be before --control-end (0.5) of net 2"),
     ]
     for i, (flags, message) in enumerate(cases):
         out = tmp_path / f"clip{i}.mp4"

@@ -53,6 +53,16 @@ def test_prompts_pair_with_seeds_one_prompt_takes_every_seed_and_repeats_count_u
     assert len({flags(j)["--seed"] for j in random_seeds}) == 3  # seed -1 (the default): drawn per clip
 
 
+def test_control_windows_take_one_value_or_one_per_net(tmp_path):
+    """diffusers' names with a list (one per net, as AnimateDiff-cli configs give them) or a single value."""
+    jobs = load_run_file(run_file(tmp_path, {**TINY, "prompt": "a", "control_guidance_start": 0.1,
+                                             "control_guidance_end": [0.5, 1.0]}))
+    argv = [a for a in jobs[0].argv if a.startswith("--control-")]
+    assert argv == ["--control-start=0.1", "--control-end=0.5", "--control-end=1.0"]
+    with pytest.raises(VidldmError, match="control_guidance_end must be between 0 and 1"):
+        load_run_file(run_file(tmp_path, {**TINY, "prompt": "a", "control_guidance_end": [0.5, 2]}))
+
+
 def test_head_tail_and_prompt_map_make_prompt_travel(tmp_path):
     jobs = load_run_file(run_file(tmp_path, {**TINY, "head_prompt": "best quality,", "tail_prompt": "on black",
                                              "prompt_map": {"0": "a red circle", 3: "a blue | square"}}))

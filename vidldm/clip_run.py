@@ -99,10 +99,28 @@ def check_control(args: argparse.Namespace) -> list[tuple[int, str]]:
     twice = sorted({i for i in frames if frames.count(i) > 1})
     if twice:
         raise VidldmError(f"two --keyframe values on frame {twice[0]}; give each frame one keyframe")
-    start = getattr(args, "control_start", None)
-    if start is not None and start >= (getattr(args, "control_end", None) or 1.0):
-        raise VidldmError(f"--control-start ({start}) must be before --control-end ({getattr(args, 'control_end', None) or 1.0})")
+    guidance_windows(args, len(nets) + bool(sparse))
     return parsed
+
+
+def guidance_windows(args: argparse.Namespace, count: int) -> list[tuple[float, float]]:
+    """(start, end) of each of `count` nets from `--control-start` / `--control-end`: each flag given once (for
+    every net) or once per net, in the order the nets are given (each --controlnet, then --sparsectrl); (0, 1)
+    where a flag is left out."""
+    def per_net(flag: str, key: str, default: float) -> list[float]:
+        given = getattr(args, key, None)
+        given = [] if given is None else given if isinstance(given, list) else [given]  # a scalar: Python callers
+        if len(given) not in (0, 1, count):
+            raise VidldmError(f"{len(given)} {flag} for {count} nets; give it once for every net, or once per net in "
+                              "order (each --controlnet, then --sparsectrl)")
+        return [float(v) for v in given] * (count if len(given) == 1 else 1) or [default] * count
+
+    windows = list(zip(per_net("--control-start", "control_start", 0.0), per_net("--control-end", "control_end", 1.0)))
+    for i, (start, end) in enumerate(windows):
+        if start >= end:
+            which = f" of net {i + 1}" if count > 1 else ""
+            raise VidldmError(f"--control-start ({start:g}) must be before --control-end ({end:g}){which}")
+    return windows
 
 
 def sparsectrl_spec(args: argparse.Namespace) -> str | None:
@@ -164,10 +182,11 @@ def control_inputs(args: argparse.Namespace) -> dict[str, Any]:
     if keyframes:
         frames.append([path for _, path in keyframes])
     scales = [settings.parse_lora_spec(spec, "scale")[1] for spec in nets]
-    start, end = getattr(args, "control_start", None), getattr(args, "control_end", None)
-    return {"conditioning_frames": frames if len(nets) > 1 else frames[0],
-            "controlnet_conditioning_scale": scales if len(nets) > 1 else scales[0],
-            "control_guidance_start": 0.0 if start is None else start, "control_guidance_end": 1.0 if end is None else end,
+    starts, ends = (list(v) for v in zip(*guidance_windows(args, len(nets))))
+    one = len(nets) == 1  # one net: plain values, as diffusers' single-ControlNet pipelines take them
+    return {"conditioning_frames": frames[0] if one else frames,
+            "controlnet_conditioning_scale": scales[0] if one else scales,
+            "control_guidance_start": starts[0] if one else starts, "control_guidance_end": ends[0] if one else ends,
             "guess_mode": bool(getattr(args, "guess_mode", False)),
             "controlnet_frame_indices": [i for i, _ in keyframes] or None}
 

@@ -301,9 +301,11 @@ SETTINGS: list[Setting] = [
             "(edges, for canny ControlNets; default: the frames are used as given)", group="control",
             commands=MODES, to_pipeline=False, choices=("canny",)),
     Setting("control_guidance_start", "--control-start", float, "0-1: fraction of the steps before the control "
-            "starts (default: 0)", low=0.0, high=1.0, group="control", commands=MODES, to_pipeline=False),
+            "starts (default: 0); once for every net, or once per net in order (each --controlnet, then --sparsectrl)",
+            low=0.0, high=1.0, group="control", commands=MODES, to_pipeline=False, repeatable=True, metavar="FRACTION"),
     Setting("control_guidance_end", "--control-end", float, "0-1: fraction of the steps after which the control "
-            "stops (default: 1)", low=0.0, high=1.0, group="control", commands=MODES, to_pipeline=False),
+            "stops (default: 1); once for every net, or once per net in order", low=0.0, high=1.0, group="control",
+            commands=MODES, to_pipeline=False, repeatable=True, metavar="FRACTION"),
     Setting("guess_mode", "--guess-mode", bool, "the control acts on the conditional half of guidance only (the "
             "ControlNet reads the content from its frames; try --guidance 3-5)", default=False, flag_only=True,
             group="control", commands=MODES, to_pipeline=False),
@@ -489,7 +491,8 @@ def replay_argv(saved: dict[str, Any], command: str) -> list[str]:
         if isinstance(value, bool):  # switches take no value: `--closed-loop`, `--no-free-noise`
             argv += [s.flag] if value else ([f"--no-{s.flag[2:]}"] if s.negatable else [])
             continue
-        for item in value if s.repeatable else [value]:  # a repeatable setting is recorded as a list
+        # a repeatable setting is recorded as a list; one a sidecar recorded before it became repeatable, as a value
+        for item in value if s.repeatable and isinstance(value, list) else [value]:
             argv.append(f"{s.flag}={item}")  # '=': a value that starts with '-' is not read as a flag
     return argv
 

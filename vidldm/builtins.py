@@ -7,7 +7,6 @@ loading layer's job, so it lives here beside `loading.py`, and models import not
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -19,7 +18,7 @@ from vidldm.models.motion import MotionAdapter
 from vidldm.models.shapes import ADAPTER_CONFIG, SAMPLING_FILE, TEXT_MAX_LENGTH, UNET_CONFIG, VAE_CONFIG
 from vidldm.models.video_vae import TemporalDecoder
 from vidldm.pipeline import VideoPipeline
-from vidldm.sampling_settings import check_generation_defaults
+from vidldm.sampling_settings import read_sampling_file
 from vidldm.schedulers import default_scheduler
 
 
@@ -71,18 +70,6 @@ def is_shapes_folder(folder: Path) -> bool:
     return all((Path(folder) / part / "config.json").exists() for part in ("vae", "unet", "motion_adapter"))
 
 
-def read_sampling_file(path: Path) -> dict[str, float]:
-    """The checked sampling defaults in `path` (a weights folder's sampling.json); {} where there is none."""
-    if not path.exists():
-        return {}
-    try:
-        return check_generation_defaults(json.loads(path.read_text()))
-    except json.JSONDecodeError as err:
-        raise VidldmError(f"'{path}' is not valid JSON ({err}); re-export the model") from err
-    except VidldmError as err:
-        raise VidldmError(f"'{path}': {err}") from err
-
-
 def shapes_pipeline(folder: Path | None = None) -> VideoPipeline:
     """The trained shapes model shipped in the package, or exported to `folder` in its layout (fp16 files, loaded
     as fp32), with the sampling defaults of the folder's sampling.json."""
@@ -91,7 +78,7 @@ def shapes_pipeline(folder: Path | None = None) -> VideoPipeline:
         raise VidldmError(
             f"the shapes model's weights are not in '{folder}'; reinstall vidldm or train them with scripts/train_shapes.sh"
         )
-    defaults = read_sampling_file(folder / SAMPLING_FILE)  # before the weights: a typo there fails at once
+    defaults = read_sampling_file(folder / SAMPLING_FILE)[0]  # before the weights: a typo there fails at once
     tokenizer, encoder = minilm_text_encoder()
     load = dict(torch_dtype=torch.float32)
     temporal_decoder = None

@@ -148,21 +148,11 @@ def keyframe_encoder_settings(folder: Path) -> tuple[float, dict[str, Any]]:
     `{"scale": 1.5, "temporal_end": 0.85}`; (1.0, {}) without one. Used when `--keyframe` takes the model's own
     encoder; the user's flags still win. Why it is not the model's sampling.json: plain prompts keep theirs."""
     path = Path(folder) / ENCODER_SAMPLING
-    if not path.is_file():
-        return 1.0, {}
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise VidldmError(f"'{path}' is not valid JSON ({err}); re-export the model") from err
-    if not isinstance(data, dict):
-        raise VidldmError(f"'{path}' must hold a JSON object of settings, e.g. {{\"scale\": 1.5}}")
-    scale = data.pop("scale", 1.0)
+    tuned, own = settings.read_sampling_file(path, extra=("scale",))
+    scale = own.get("scale", 1.0)
     if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 <= scale < float("inf"):
         raise VidldmError(f"'{path}': scale must be a number >= 0, got {scale!r}")
-    try:
-        return float(scale), settings.check_generation_defaults(data)
-    except VidldmError as err:
-        raise VidldmError(f"'{path}': {err}") from err
+    return float(scale), tuned
 
 
 def control_inputs(args: argparse.Namespace) -> dict[str, Any]:

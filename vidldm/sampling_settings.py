@@ -13,6 +13,7 @@ No torch here: training recipes check their `sampling:` keys before any model is
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import re
 from collections.abc import Callable
@@ -431,6 +432,25 @@ def check_generation_defaults(settings: dict) -> dict[str, float]:
             setting.check(value, key)
             out[key] = setting.type(value)
     return out
+
+
+def read_sampling_file(path: Path, extra: tuple[str, ...] = ()) -> tuple[dict[str, float], dict[str, Any]]:
+    """A weights folder's sampling.json: (its checked sampling defaults, its `extra` keys as written, e.g. a keyframe
+    encoder's `scale`); ({}, {}) where there is none. A bad file is one line naming it."""
+    path = Path(path)
+    if not path.is_file():
+        return {}, {}
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise VidldmError(f"'{path}' is not valid JSON ({err}); re-export the model") from err
+    if not isinstance(data, dict):
+        raise VidldmError(f"'{path}' must hold a JSON object of settings, e.g. {{\"num_inference_steps\": 20}}")
+    own = {key: data.pop(key) for key in extra if key in data}
+    try:
+        return check_generation_defaults(data), own
+    except VidldmError as err:
+        raise VidldmError(f"'{path}': {err}") from err
 
 
 # ----------------------------------------------------------------------------- the CLI's side

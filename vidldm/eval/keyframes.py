@@ -35,7 +35,12 @@ HELD_OUT_SEED = 2029
 def monotone(clip: np.ndarray, tolerance: float = 1.0) -> bool:
     """The object's progress along the line from its first to its last place never steps back > `tolerance` px
     (`clip` `(F, H, W, 3)` uint8); a clip where the object is lost in some frame is not monotone."""
-    centroids = np.array([f.centroid for f in analyse_clip(clip).frames], np.float64)
+    return monotone_read(analyse_clip(clip), tolerance)
+
+
+def monotone_read(read, tolerance: float = 1.0) -> bool:
+    """`monotone` of a clip the oracle has read (`analyse_clip`'s result)."""
+    centroids = np.array([f.centroid for f in read.frames], np.float64)
     if np.isnan(centroids).any():
         return False
     direction = centroids[-1] - centroids[0]
@@ -60,8 +65,9 @@ def read_rows(made: list[np.ndarray], real: list[np.ndarray], moving: list[bool]
     first = [centroid_error(m[0], r[0]) for m, r in zip(made, real)]
     last = [centroid_error(m[-1], r[-1]) for m, r in zip(made, real)]
     both = [a <= tolerance and b <= tolerance for a, b in zip(first, last)]
-    mono = [monotone(m) for m, move in zip(made, moving) if move]
-    smooth = [analyse_clip(m).smoothness for m in made]
+    reads = [analyse_clip(m) for m in made]  # once per clip: the path and its smoothness come from one reading
+    mono = [monotone_read(r) for r, move in zip(reads, moving) if move]
+    smooth = [r.smoothness for r in reads]
     finite = [e for e in first + last if math.isfinite(e)]
     return {"n": len(made), "ends_within": float(np.mean(both)),
             "first_error_px": float(np.median(first)), "last_error_px": float(np.median(last)),

@@ -44,13 +44,22 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    """`vidldm serve --model tiny` in its own process: (url, process, output folder)."""
+    """`vidldm serve --model tiny --sparsectrl ENCODER` in its own process: (url, process, output folder). The
+    encoder is a random keyframe encoder for the tiny model, so the generate tab shows its keyframe fields."""
     _need("gradio", _importable("gradio"))
+    from vidldm.control import new_keyframe_encoder
+    from vidldm.loading import tiny_pipeline
+    from vidldm.models.tiny import randomize_
+
     out, port = tmp_path_factory.mktemp("studio"), _free_port()
+    tiny = tiny_pipeline()
+    encoder = out.parent / "sparsectrl"
+    randomize_(new_keyframe_encoder(tiny.unet, tiny.motion_adapter), std=0.05, seed=3).save_pretrained(encoder)
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     log = open(out.parent / "serve.log", "w")  # noqa: SIM115 (open for the server's life)
     proc = subprocess.Popen([sys.executable, "-m", "vidldm", "serve", "--model", "tiny", "--port", str(port),
-                             "--output-dir", str(out)], env=env, stdout=log, stderr=subprocess.STDOUT)
+                             "--output-dir", str(out), "--sparsectrl", str(encoder)], env=env, stdout=log,
+                            stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     try:
         _wait_until_up(url, proc, out.parent / "serve.log")
@@ -175,6 +184,40 @@ def test_generate_in_the_browser_plays_and_downloads_the_clip(server, browser):
         driver.save_screenshot(os.environ["VIDLDM_STUDIO_SCREENSHOT"])
 
 
+def test_keyframes_in_the_browser_go_through_the_servers_encoder(server, browser, tmp_path):
+    from PIL import Image
+
+    url, _, out = server
+    driver, _ = browser
+    stills = [tmp_path / "first.png", tmp_path / "last.png"]
+    for still, value in zip(stills, (40, 220)):
+        Image.fromarray(np.full((32, 32, 3), value, np.uint8)).save(still)
+    By = _open(driver, url)
+    [fold] = [e for e in driver.find_elements(By.XPATH, "//*[contains(text(), 'keyframes (optional)')]") if e.is_displayed()]
+    fold.click()
+    for n, still in enumerate(stills, 1):
+        _wait(lambda n=n: driver.find_elements(By.CSS_SELECTOR, f"#generate-keyframe-{n} input[type=file]"), 30)
+        driver.find_element(By.CSS_SELECTOR, f"#generate-keyframe-{n} input[type=file]").send_keys(str(still))
+        _wait(lambda n=n, still=still: driver.find_elements(
+            By.CSS_SELECTOR, f"#generate-keyframe-{n} [aria-label='{still.name}']"), 60)  # uploaded
+    _type(driver, By, "#generate-prompt textarea", "a circle between two keyframes")
+    _type(driver, By, "#generate-frames input", str(FRAMES))
+    _type(driver, By, "#generate-steps input", str(STEPS))
+    _type(driver, By, "#generate-seed textarea, #generate-seed input", "77")
+    before = set(out.glob("*.json"))
+    driver.find_element(By.CSS_SELECTOR, "#generate-run").click()
+
+    def made():
+        """the keyframed clip's sidecar"""
+        return [p for p in set(out.glob("*.json")) - before if "keyframes" in p.name]
+
+    [sidecar] = _wait(made)
+    saved = json.loads(sidecar.read_text())
+    assert [spec.split(":")[0] for spec in saved["keyframe"]] == ["0", str(FRAMES - 1)]  # blank frame: the last
+    assert Path(saved["keyframe"][0].split(":", 1)[1]).read_bytes() == stills[0].read_bytes()
+    assert saved["sparsectrl"].endswith("sparsectrl:1.0") and saved["seed"] == 77
+
+
 def test_a_broken_image_to_animate_is_one_line_in_the_page(server, browser, tmp_path):
     url, _, out = server
     driver, _ = browser
@@ -240,7 +283,8 @@ def _job(client, seed: int):
     # what the form shows for the tiny model: the table's fallbacks (it has no defaults of its own)
     defaults = {"scheduler": "ddim", "fps": 8, **SAMPLING_DEFAULTS}
     args = [values.get(s.name, defaults.get(s.name, _blank(s))) for s in form_settings("generate")]
-    return client.submit(f"a red circle, job {seed}", *args, api_name="/generate")
+    keyframes = [None, "0", None, ""]  # the two keyframe slots (image, frame), left empty
+    return client.submit(f"a red circle, job {seed}", *keyframes, *args, api_name="/generate")
 
 
 def test_five_queued_jobs_finish_in_order_with_steady_memory(server):

@@ -142,3 +142,67 @@ def test_restyle_and_extend_take_an_uploaded_clip_and_report_each_step(pipe, tmp
     extended = studio.make("extend", "on", str(clip), _values("extend", num_frames=3, num_known_frames=2, seed="2"),
                            on_step=lambda done, total: steps.append((done, total)))
     assert read_video(extended.mp4)[0].shape[0] == 4 + 3 - 2 and steps == [(1, 2), (2, 2)]
+
+
+@pytest.fixture(scope="module")
+def keyframe_encoder(pipe, tmp_path_factory):
+    """A keyframe encoder for the tiny model, saved as a folder; random, so its keyframes change the clip."""
+    from vidldm.control import new_keyframe_encoder
+    from vidldm.models.tiny import randomize_
+
+    folder = tmp_path_factory.mktemp("encoder") / "sparsectrl"
+    randomize_(new_keyframe_encoder(pipe.unet, pipe.motion_adapter), std=0.05, seed=3).save_pretrained(folder)
+    return folder
+
+
+def _stills(tmp_path):
+    a, b = tmp_path / "a.png", tmp_path / "b.png"
+    Image.fromarray(np.full((16, 16, 3), 30, np.uint8)).save(a)
+    Image.fromarray(np.full((16, 16, 3), 230, np.uint8)).save(b)
+    return str(a), str(b)
+
+
+def test_generate_takes_keyframes_through_the_servers_sparsectrl_and_replays(pipe, tmp_path, keyframe_encoder):
+    a, b = _stills(tmp_path)
+    studio = Studio(pipe, tmp_path / "out", {"model": "tiny", "sparsectrl": str(keyframe_encoder)})
+    keyed = studio.make("generate", "a circle", None, _values("generate", seed="4"), keyframes=[("0", a), ("", b)])
+    saved = keyed.settings()
+    assert [spec.split(":")[0] for spec in saved["keyframe"]] == ["0", "2"]  # blank: the last of the 3 frames
+    assert Path(saved["keyframe"][1].split(":", 1)[1]).read_bytes() == Path(b).read_bytes()  # a kept copy
+    assert pipe.controlnets == []  # set for the keyframed clip only
+    np.testing.assert_array_equal(read_video(studio.replay(keyed).mp4)[0], read_video(keyed.mp4)[0])
+    plain = studio.make("generate", "a circle", None, _values("generate", seed="4"))
+    alone = Studio(pipe, tmp_path / "alone", {"model": "tiny"})
+    assert alone.keyframe_encoder is None and studio.keyframe_encoder is not None
+    np.testing.assert_array_equal(read_video(plain.mp4)[0], read_video(alone.make(
+        "generate", "a circle", None, _values("generate", seed="4")).mp4)[0])  # no keyframes: the encoder is off
+    assert np.abs(read_video(plain.mp4)[0].astype(int) - read_video(keyed.mp4)[0]).max() > 0
+    with pytest.raises(VidldmError, match="^this model has no keyframe encoder; serve it with --sparsectrl PATH"):
+        alone.make("generate", "a circle", None, _values("generate"), keyframes=[("0", a)])
+    for slots, message in (([("x", a)], "a keyframe's frame must be a whole number from 0"),
+                           ([("0", a), ("0", b)], "two --keyframe values on frame 0"),
+                           ([("7", a)], r"frames in \[0, 2\], got 7")):
+        with pytest.raises(VidldmError, match=message):
+            studio.make("generate", "a circle", None, _values("generate"), keyframes=slots)
+    assert pipe.controlnets == []
+
+
+def test_the_models_own_encoder_brings_its_tuned_settings_where_the_form_keeps_the_defaults(pipe, tmp_path,
+                                                                                          keyframe_encoder):
+    import shutil
+
+    from vidldm.loading import load_pipeline
+
+    model = tmp_path / "model"
+    pipe.save_pretrained(model)
+    shutil.copytree(keyframe_encoder, model / "sparsectrl")
+    (model / "sparsectrl" / "sampling.json").write_text('{"scale": 1.5, "temporal_end": 0.85}')
+    own = load_pipeline(model, device="cpu")
+    own.set_progress_bar_config(disable=True)
+    studio = Studio(own, tmp_path / "out", {"model": str(model)})
+    a, b = _stills(tmp_path)
+    keyed = studio.make("generate", "a circle", None, _values("generate", seed="1"), keyframes=[("0", a), ("2", b)])
+    assert keyed.settings()["temporal_end"] == 0.85 and "sparsectrl" not in keyed.settings()
+    chosen = studio.make("generate", "a circle", None, _values("generate", seed="1", temporal_end=0.5),
+                         keyframes=[("0", a)])
+    assert chosen.settings()["temporal_end"] == 0.5  # a value the visitor chose stays

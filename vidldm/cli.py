@@ -124,6 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument(s.flag, dest=s.key, default=default, choices=s.choices, metavar=s.metavar,
                            help=f"{s.help} (default: {DEFAULT_MODEL})" if s.name == "model" else s.help,
                            **({"action": "append"} if s.repeatable else {}))  # --lora A --lora B
+    sparse = settings.BY_KEY["sparsectrl"]
+    p.add_argument(sparse.flag, dest=sparse.key, metavar=sparse.metavar, help="SparseCtrl for the generate tab's "
+                   "keyframes, PATH[:SCALE] (default: the model's own keyframe encoder, if it has one)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
     p.add_argument("--port", type=int, default=7860, help="port (default: 7860)")
     p.add_argument("--output-dir", default="vidldm-studio", help="folder for clips and sidecars (default: ./vidldm-studio)")
@@ -567,9 +570,11 @@ def serve(args: argparse.Namespace) -> None:
     for key in ("lora", "motion_lora"):
         for spec in getattr(args, key) or []:
             settings.BY_KEY[key].check(spec, settings.BY_KEY[key].flag)  # a missing file is one line before loading
+    if args.sparsectrl:
+        settings.BY_KEY["sparsectrl"].check(args.sparsectrl, "--sparsectrl")
     run_studio(args.model, args.motion_adapter, host=args.host, port=args.port, output_dir=args.output_dir,
                device=args.device, dtype=args.dtype, config=args.config, variant=args.variant, loras=args.lora,
-               motion_loras=args.motion_lora)
+               motion_loras=args.motion_lora, sparsectrl=args.sparsectrl)
 
 
 def make_shapes(args: argparse.Namespace) -> None:

@@ -1,7 +1,8 @@
 """`build_app(pipe)`: the studio page (gradio Blocks) over a loaded `VideoPipeline`.
 
     tabs generate | animate | restyle | extend | in-between | interpolate frames | gallery
-    each mode: prompt (+ upload) and the mode's settings from the table -> one job on the queue ->
+    each mode: prompt (+ upload; generate: keyframes where the model has a keyframe encoder) and the mode's
+               settings from the table -> one job on the queue ->
                the clip as a video, downloads (mp4, gif, sidecar), the seed used and "reuse seed"
     gallery:   this server's clips with their settings; "replay" makes one again from its sidecar
 
@@ -40,12 +41,14 @@ DEFAULT_OUTPUT_DIR = "vidldm-studio"
 
 def build_app(pipe, output_dir: str | Path = DEFAULT_OUTPUT_DIR, *, model: str | None = None,
               motion_adapter: str | None = None, loras: list[str] | None = None,
-              motion_loras: list[str] | None = None) -> gr.Blocks:
+              motion_loras: list[str] | None = None, sparsectrl: str | None = None) -> gr.Blocks:
     """The studio as gradio Blocks over `pipe`; clips and sidecars go to `output_dir`. `model` and
     `motion_adapter` (what `pipe` was loaded from) and the `loras` / `motion_loras` (`PATH[:WEIGHT]`) loaded into it
-    are recorded in sidecars, so `vidldm replay` remakes them.
+    are recorded in sidecars, so `vidldm replay` remakes them. Keyframes go through `sparsectrl` (`PATH[:SCALE]`),
+    else the model's own keyframe encoder where it has one.
     Launch it with `.queue().launch(allowed_paths=[output_dir])`, or mount it in a FastAPI app."""
-    server = {"model": model, "motion_adapter": motion_adapter, "lora": loras, "motion_lora": motion_loras}
+    server = {"model": model, "motion_adapter": motion_adapter, "lora": loras, "motion_lora": motion_loras,
+              "sparsectrl": sparsectrl}
     studio = Studio(pipe, output_dir, server)
     defaults = model_defaults(pipe)
     with gr.Blocks(title="vidldm studio") as app:
@@ -69,6 +72,7 @@ def _mode_tab(studio: Studio, mode: str, defaults: dict[str, Any], gallery: gr.G
         with gr.Column(scale=1):
             prompt = gr.Textbox(label="prompt", placeholder=PLACEHOLDERS[mode], lines=2, elem_id=f"{mode}-prompt")
             media = [_upload(mode, key, kind) for key, kind in media_kinds(mode)]
+            keys = _keyframe_fields(mode) if mode == "generate" and studio.keyframe_encoder is not None else []
             run = gr.Button(TITLES[mode].split()[0], variant="primary", elem_id=f"{mode}-run")
             with gr.Accordion("settings (the model's defaults; blank means default)", open=mode == "generate"):
                 with gr.Row():  # fields wrap two or three to a line
@@ -80,11 +84,28 @@ def _mode_tab(studio: Studio, mode: str, defaults: dict[str, Any], gallery: gr.G
 
     def job(prompt_text, *values, progress=gr.Progress()):  # noqa: B008 (gradio fills it in)
         paths, values = list(values[: len(media)]), values[len(media):]
-        clip = _run(lambda on_step: studio.make(mode, prompt_text, paths, list(values), on_step), progress)
+        slots, values = values[: len(keys)], values[len(keys):]
+        keyframes = [(slots[i + 1], slots[i]) for i in range(0, len(slots), 2)]  # (frame, image) from (image, frame)
+        clip = _run(lambda on_step: studio.make(mode, prompt_text, paths, list(values), on_step, keyframes), progress)
         return (*_shown(clip), _gallery_items(studio))
 
-    run.click(job, [prompt, *media, *inputs], [*outputs["shown"], gallery], concurrency_limit=1,
+    run.click(job, [prompt, *media, *keys, *inputs], [*outputs["shown"], gallery], concurrency_limit=1,
               concurrency_id="model", api_name=mode)
+
+
+def _keyframe_fields(mode: str) -> list[gr.components.Component]:
+    """Two optional keyframes for the model's keyframe encoder (SparseCtrl, `--keyframe FRAME:IMAGE` in the CLI): an
+    image and its frame each (element ids `<mode>-keyframe-1`, `<mode>-keyframe-1-frame`, ...), as
+    [image, frame, image, frame]."""
+    fields = []
+    with gr.Accordion("keyframes (optional): where the clip starts and ends", open=False):
+        for n, frame in ((1, "0"), (2, "")):
+            with gr.Row():
+                fields.append(gr.File(label=f"keyframe {n}: {' '.join(IMAGE_TYPES)}", file_types=list(IMAGE_TYPES),
+                                      type="filepath", elem_id=f"{mode}-keyframe-{n}"))
+                fields.append(gr.Textbox(value=frame, label="at frame", placeholder="blank: the last frame",
+                                         elem_id=f"{mode}-keyframe-{n}-frame", min_width=120, scale=0))
+    return fields
 
 
 def _upload(mode: str, key: str, kind: str) -> gr.File:

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from vidldm import sampling_settings as settings
-from vidldm.clip_run import make_clip, prompt_text, read_sidecar, sidecar_path
+from vidldm.builtin_names import own_keyframe_encoder
+from vidldm.clip_run import keyframe_encoder_settings, make_clip, prompt_text, read_sidecar, sidecar_path
 from vidldm.errors import VidldmError
 from vidldm.seeds import normalize_seed
 from vidldm.web.form import from_sidecar, to_namespace
@@ -46,16 +47,20 @@ class Studio:
         self.pipe = pipe
         self.output_dir = Path(output_dir).expanduser().resolve()
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        self.server = {"model": None, "motion_adapter": None, "lora": None, "motion_lora": None, **(server or {})}
+        self.server = {"model": None, "motion_adapter": None, "lora": None, "motion_lora": None, "sparsectrl": None,
+                       **(server or {})}
         self.device = str(pipe.device)
         # gradio's queue already runs one job at a time; the lock keeps it so where the app is mounted otherwise
         self._lock = threading.Lock()
         self.clips: list[Clip] = self._existing()
+        self.keyframe_encoder = self._keyframe_encoder()
 
     def make(self, mode: str, prompt: str, media, values: list[Any],
-             on_step: Callable[[int, int], None] | None = None) -> Clip:
+             on_step: Callable[[int, int], None] | None = None,
+             keyframes: list[tuple[Any, str | None]] | None = None) -> Clip:
         """One clip of `mode` from the form's `values` (`form.form_settings(mode)` order) and its uploads `media` (a
-        path, or one per `media_kinds(mode)`); VidldmError on a mistake."""
+        path, or one per `media_kinds(mode)`); `keyframes`: `(frame, image)` pairs for the keyframe encoder (frame
+        blank: the clip's last), empty slots skipped. VidldmError on a mistake."""
         if not (prompt or "").strip() and mode != "interpolate-frames":  # its known frames say what it shows
             raise VidldmError("type a prompt first")
         args = to_namespace(mode, prompt or "", values, self.server)
@@ -63,12 +68,21 @@ class Studio:
         given = list(media) if isinstance(media, (list, tuple)) else [media] * min(len(kinds), 1)
         for (key, kind), path in zip(kinds, given + [None] * (len(kinds) - len(given)), strict=True):
             setattr(args, key, check_upload(path, kind))
+        keys = self._keyframes(args, keyframes or [])
         args.seed = normalize_seed(args.seed) if args.seed is not None else random.randrange(2**31)
         with self._lock:
             output = self._next_output(args.prompt, args.seed)
             for key, _ in kinds:  # a copy in the output folder: the sidecar's path outlives gradio's upload cache
                 setattr(args, key, self._keep_input(getattr(args, key), output, key))
-            frames = make_clip(self.pipe, args, output, self.device, on_step)
+            args.keyframe = [f"{i}:{self._keep_input(path, output, f'keyframe{i}')}" for i, path in keys] or None
+            if not args.keyframe:
+                args.sparsectrl = None  # the server's SparseCtrl is for keyframed clips: a plain one neither uses nor records it
+            # the encoder acts only on clips with keyframes: a ControlNet set on the pipe needs its frames every call
+            self.pipe.set_controlnet(self.keyframe_encoder if args.keyframe else None)
+            try:
+                frames = make_clip(self.pipe, args, output, self.device, on_step)
+            finally:
+                self.pipe.set_controlnet(None)
             from vidldm.io import write_clip
 
             write_clip(frames, output.with_suffix(".gif"), args.fps)
@@ -77,11 +91,48 @@ class Studio:
         return clip
 
     def replay(self, clip: Clip, on_step: Callable[[int, int], None] | None = None) -> Clip:
-        """The clip again, from its sidecar: same mode, prompt, input, settings and seed."""
+        """The clip again, from its sidecar: same mode, prompt, input, keyframes, settings and seed."""
         saved = clip.settings()
         mode = saved["command"]
         media = [saved.get(key) for key, _ in media_kinds(mode)]
-        return self.make(mode, prompt_text(saved["prompt"]), media, from_sidecar(mode, saved), on_step)
+        keyframes = [settings.parse_keyframe(spec) for spec in saved.get("keyframe") or []]
+        return self.make(mode, prompt_text(saved["prompt"]), media, from_sidecar(mode, saved), on_step, keyframes)
+
+    def _keyframe_encoder(self):
+        """The SparseCtrl keyframes go through: the server's `--sparsectrl`, else the model's own encoder (the shipped
+        shapes model has one), else None (the page then shows no keyframe fields)."""
+        given, model = self.server["sparsectrl"], self.server["model"]
+        path = settings.parse_lora_spec(given, "--sparsectrl scale")[0] if given else own_keyframe_encoder(model)
+        if path is None:
+            return None
+        from vidldm.control import load_control_model
+
+        return load_control_model(str(path), "sparsectrl", self.pipe.unet, self.pipe.unet.dtype, self.pipe.unet.device)
+
+    def _keyframes(self, args, slots: list[tuple[Any, str | None]]) -> list[tuple[int, str]]:
+        """`(frame, image)` slots with an image, checked: frames whole numbers (blank: the clip's last frame), images
+        readable. With the model's own encoder, the settings it was tuned with (its sampling.json) replace the
+        form's values that are still the model's defaults, as `--keyframe` does in the CLI for flags left out."""
+        filled = [(frame, path) for frame, path in slots if path]
+        if not filled:
+            return []
+        if self.keyframe_encoder is None:
+            raise VidldmError("this model has no keyframe encoder; serve it with --sparsectrl PATH to use keyframes")
+        last = (args.frames or min(16, self.pipe.max_seq_length)) - 1
+        keys = []
+        for frame, path in filled:
+            text = "" if frame is None else str(frame).strip()
+            if text and not re.fullmatch(r"\d+(\.0*)?", text):
+                raise VidldmError(f"a keyframe's frame must be a whole number from 0 (blank: the last frame), got '{text}'")
+            keys.append((int(float(text)) if text else last, check_upload(path, "image")))
+        own = None if self.server["sparsectrl"] else own_keyframe_encoder(self.server["model"])
+        if own is not None:
+            defaults = self.pipe.sampling_defaults()
+            for name, value in keyframe_encoder_settings(own)[1].items():
+                key = settings.BY_NAME[name].key
+                if getattr(args, key, None) == defaults.get(name):
+                    setattr(args, key, value)
+        return keys
 
     def _next_output(self, prompt: str, seed: int) -> Path:
         """`NNNN-<prompt>-<seed>.mp4`, numbered after the folder's clips, so the folder lists them in order."""

@@ -161,6 +161,20 @@ def test_eval_keyframes_with_an_untrained_encoder_matches_the_prompt_alone(tmp_p
     assert pipe.controlnets  # the encoder is set again afterwards
 
 
+def test_screening_runs_the_keyframe_row_alone_on_other_clips(monkeypatch):
+    """scripts/screen_keyframes.py: settings are chosen on clips of another seed than the report's, keyframe row only."""
+    import vidldm.eval.keyframes as keyframes
+
+    drawn = []
+    monkeypatch.setattr(keyframes, "evaluation_specs", lambda n, seed: drawn.append(seed) or evaluation_specs(n, seed))
+    pipe = load_pipeline("tiny", device="cpu")
+    pipe.set_progress_bar_config(disable=True)
+    pipe.set_controlnet(new_keyframe_encoder(pipe.unet, pipe.motion_adapter))
+    rows = keyframes.evaluate_keyframes(pipe, n=2, steps=1, guidance=1.0, seed=2031, baselines=False, log=lambda m: None)
+    assert list(rows) == ["video model, keyframes 0 and last (SparseCtrl)"] and rows[next(iter(rows))]["n"] == 2
+    assert drawn == [2031] != [keyframes.HELD_OUT_SEED]
+
+
 def test_eval_keyframes_needs_an_encoder(capsys):
     assert main(["eval", "keyframes", "--model", "tiny"]) == 2
     err = capsys.readouterr().err.strip().splitlines()

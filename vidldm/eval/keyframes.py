@@ -79,10 +79,13 @@ def read_rows(made: list[np.ndarray], real: list[np.ndarray], moving: list[bool]
 @torch.no_grad()
 def evaluate_keyframes(pipe, n: int = 50, steps: int | None = None, guidance: float | None = None,
                        temporal_end: float | None = None, scale: float = 1.0, tolerance: float = 3.0,
-                       log: Callable[[str], None] = print) -> dict[str, dict[str, float]]:
+                       log: Callable[[str], None] = print, seed: int = HELD_OUT_SEED,
+                       baselines: bool = True) -> dict[str, dict[str, float]]:
     """Rows of the keyframe eval for `pipe`, which has a SparseCtrl keyframe encoder set (`set_controlnet`), used at
-    `scale`; the other rows run the same prompts, seeds and settings without it."""
-    specs = evaluation_specs(n, seed=HELD_OUT_SEED)
+    `scale`; the other rows run the same prompts, seeds and settings without it (`baselines=False`: the keyframe
+    row alone). `seed` draws the clips: another seed than `HELD_OUT_SEED` screens settings on other clips than
+    those the report is made on (scripts/screen_keyframes.py)."""
+    specs = evaluation_specs(n, seed=seed)
     real = [render_clip(s) for s in specs]
     moving = [s.motion.startswith("moving") for s in specs]
     f, h, w = real[0].shape[:3]
@@ -103,11 +106,13 @@ def evaluate_keyframes(pipe, n: int = 50, steps: int | None = None, guidance: fl
 
     try:
         run("video model, keyframes 0 and last (SparseCtrl)", True, temporal_end=temporal_end)
-        run("video model, the prompt alone", False, temporal_end=temporal_end)
-        run("image model, frame by frame (floor)", False, temporal_end=0.0)
+        if baselines:
+            run("video model, the prompt alone", False, temporal_end=temporal_end)
+            run("image model, frame by frame (floor)", False, temporal_end=0.0)
     finally:
         pipe.set_controlnet(encoder)
-    rows["real clips (ceiling)"] = read_rows(real, real, moving, tolerance)
+    if baselines:
+        rows["real clips (ceiling)"] = read_rows(real, real, moving, tolerance)
     return rows
 
 

@@ -50,7 +50,7 @@ def _generate(pipe: VideoPipeline, specs, steps: int, guidance: float, batch: in
 
 
 @torch.no_grad()
-def _vae_round_trip(pipe: VideoPipeline, clips: list[np.ndarray], batch: int = 8) -> list[np.ndarray]:
+def vae_round_trip(pipe: VideoPipeline, clips: list[np.ndarray], batch: int = 8) -> list[np.ndarray]:
     """Clips `(F, H, W, 3)` uint8 -> the same clips encoded (posterior mean) and decoded by the pipeline's VAE."""
     video_vae = VideoVAE(pipe.vae, temporal_decoder=pipe.temporal_decoder)
     out = []
@@ -79,7 +79,7 @@ def evaluate(pipe: VideoPipeline, n: int = 210, steps: int = 15, guidance: float
     real = [render_clip(s) for s in specs]
     rows["real clips (mp4 round trip)"] = score(_round_trip(real), specs)
     log(f"real clips scored ({time.perf_counter() - t:.0f}s)")
-    rows["real clips through the VAE"] = score(_vae_round_trip(pipe, real), specs)
+    rows["real clips through the VAE"] = score(vae_round_trip(pipe, real), specs)
     log(f"VAE round trip scored ({time.perf_counter() - t:.0f}s)")
     # Generate at the size of the clips the prompts describe (64x64 for the shapes data).
     size = dict(height=real[0].shape[1], width=real[0].shape[2], num_frames=real[0].shape[0])

@@ -379,7 +379,7 @@ def run_walk(args: argparse.Namespace) -> Path:
     pipe.set_progress_bar_config(disable=True)
     resolve_sampling(pipe, args)
     side = pipe.unet.config.sample_size * pipe.vae_scale_factor
-    args.frames, args.height, args.width = args.frames or min(16, pipe.max_seq_length), args.height or side, args.width or side
+    args.frames, args.height, args.width = args.frames or pipe.default_num_frames, args.height or side, args.width or side
     check_memory(pipe, args, device)
     call = {k: v for k, v in settings.pipeline_kwargs(args).items() if k not in ("num_frames", "height", "width", "negative_prompt")}
     clips = latent_walk(pipe, args.prompt, seeds, args.between, args.frames, args.height, args.width, args.negative_prompt,

@@ -39,9 +39,9 @@ def check_memory(pipe, args: argparse.Namespace, device: str) -> None:
     if frames is None and args.command in ("restyle", "interpolate-frames"):
         frames = probe_video(args.video)["frames"]  # restyle keeps the input's length
         frames = frames if args.command == "restyle" else (frames - 1) * args.factor + 1
-    frames = frames or min(16, pipe.max_seq_length)
+    frames = frames or pipe.default_num_frames
     side = pipe.unet.config.sample_size * pipe.vae_scale_factor
-    window = min(frames, getattr(args, "context_frames", None) or min(16, pipe.max_seq_length))
+    window = min(frames, getattr(args, "context_frames", None) or pipe.default_num_frames)
     check_fits(pipe, frames, args.height or side, args.width or side, guidance=args.guidance, device=device,
                context_frames=window, decode_chunk=getattr(args, "decode_chunk", None) or 8)
 
@@ -222,7 +222,7 @@ def mode_inputs(pipe, args: argparse.Namespace) -> dict[str, Any]:
     if args.command != "interpolate-frames":
         args.fps = args.fps or 8.0
     if args.command == "inbetween":
-        args.frames = args.frames or min(16, pipe.max_seq_length)
+        args.frames = args.frames or pipe.default_num_frames
         if args.frames < 3:
             raise VidldmError(f"--frames must be at least 3 for inbetween (two keyframes and a frame between), got {args.frames}")
         return {"image": {0: args.start, args.frames - 1: args.end}}

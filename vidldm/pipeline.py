@@ -223,6 +223,12 @@ class VideoPipeline(DiffusionPipeline, VideoLoraLoaderMixin, VideoIPAdapterMixin
     def max_seq_length(self) -> int:
         return self.motion_adapter.max_seq_length
 
+    @property
+    def default_num_frames(self) -> int:
+        """The clip length when none is asked for: 16 (AnimateDiff's training length), fewer where the adapter's
+        position table is shorter. The CLI, the studio and the pipeline all default to this."""
+        return min(16, self.max_seq_length)
+
     # ------------------------------------------------------------------ text
     @property
     def is_sdxl(self) -> bool:
@@ -537,7 +543,7 @@ class VideoPipeline(DiffusionPipeline, VideoLoraLoaderMixin, VideoIPAdapterMixin
         """The sizes a call leaves out: restyle keeps the input's length, other modes take the adapter's (16 at
         most); the UNet's sample size."""
         if num_frames is None:
-            num_frames = len(video_frames) if video_frames is not None and not extend else min(16, self.max_seq_length)
+            num_frames = len(video_frames) if video_frames is not None and not extend else self.default_num_frames
         height = height or self.unet.config.sample_size * self.vae_scale_factor
         width = width or self.unet.config.sample_size * self.vae_scale_factor
         return num_frames, height, width

@@ -33,7 +33,7 @@ def form_settings(mode: str) -> list[Setting]:
 def model_defaults(pipe) -> dict[str, Any]:
     """What the loaded model uses for each setting left out: its own sampling defaults, its size and length."""
     side = pipe.unet.config.sample_size * pipe.vae_scale_factor
-    own = {"num_frames": min(16, pipe.max_seq_length), "height": side, "width": side}
+    own = {"num_frames": pipe.default_num_frames, "height": side, "width": side}
     return {**{s.name: s.default for s in settings.SETTINGS}, **own, **pipe.sampling_defaults()}
 
 

@@ -118,7 +118,7 @@ class Studio:
             return []
         if self.keyframe_encoder is None:
             raise VidldmError("this model has no keyframe encoder; serve it with --sparsectrl PATH to use keyframes")
-        last = (args.frames or min(16, self.pipe.max_seq_length)) - 1
+        last = (args.frames or self.pipe.default_num_frames) - 1
         keys = []
         for frame, path in filled:
             text = "" if frame is None else str(frame).strip()

@@ -12,7 +12,8 @@ Held-out clips: `evaluation_specs(n, seed=2027)` (the training set is drawn with
 - Upsampling 2x: every other frame of a real clip is dropped, the 8 kept frames are upsampled to 15, and the
   made frames are compared to the dropped ones (PSNR), against a linear cross-fade of the two neighbours and the
   image model's training-free `replace` baseline (temporal layers off), and the dropped frames' own VAE round
-  trip: no model that makes its frames as latents of this VAE can remake them better.
+  trip: the VAE's reconstruction of the right answer, the practical ceiling of a model that makes its frames as
+  latents of this VAE (not a strict bound: another latent could decode nearer).
 - Walks: a walk between two random seeds (one prompt, 4 clips between); the mean absolute pixel difference
   between consecutive clips against that between the two seeds' clips, and whether the oracle reads every clip of
   the walk with the prompt's colour and shape.
@@ -79,8 +80,8 @@ def upsampling(pipe, specs, steps: int) -> dict[str, float]:
     model, image_model, fade, ceiling = [], [], [], []
     for i, spec in enumerate(specs):
         clip = render_clip(spec)
-        # the ceiling of any model that makes frames in this latent space: the dropped frames themselves, encoded
-        # and decoded by the model's VAE (and temporal decoder, if it has one) with the rest of their clip
+        # the practical ceiling of a model that makes frames in this latent space: the dropped frames themselves,
+        # encoded and decoded by the model's VAE (and temporal decoder, if it has one) with the rest of their clip
         redrawn = vae_round_trip(pipe, [clip[:15]])[0]
         kept, dropped = clip[0:15:2], clip[1:15:2]  # 8 kept (0, 2, ..., 14), 7 dropped between them
         keys = {2 * k: frame for k, frame in enumerate(kept)}
@@ -155,7 +156,7 @@ def main() -> None:
         f"| video model (`image_conditioning` auto) | {up['model_psnr_db']:.1f} dB |",
         f"| image model, `replace` (temporal layers off) | {up['image_model_replace_psnr_db']:.1f} dB |",
         f"| linear cross-fade of the neighbours | {up['crossfade_psnr_db']:.1f} dB |",
-        f"| the dropped frames through the VAE (the ceiling of a model in this latent space) | "
+        f"| the dropped frames through the VAE (the practical ceiling in this latent space) | "
         f"{up['vae_ceiling_psnr_db']:.1f} dB |",
         "",
         "| seed walks (one prompt, 4 clips between two seeds) | mean pixel distance | clips read right |",

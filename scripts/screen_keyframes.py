@@ -19,7 +19,8 @@ import time
 from vidldm.eval.keyframes import HELD_OUT_SEED, evaluate_keyframes, format_rows
 from vidldm.loading import apply_controlnets, load_pipeline
 
-SETTING = re.compile(r"te(?P<te>[0-9.]+)\s+s(?P<scale>[0-9.]+)")
+NUMBER = r"\d+(?:\.\d*)?|\.\d+"
+SETTING = re.compile(rf"te(?P<te>{NUMBER})\s+s(?P<scale>{NUMBER})")
 
 
 def parse_settings(text: str) -> list[tuple[float, float]]:
@@ -29,7 +30,11 @@ def parse_settings(text: str) -> list[tuple[float, float]]:
         match = SETTING.fullmatch(part)
         if match is None:
             raise SystemExit(f"screen_keyframes: setting '{part}' is not 'te<temporal_end> s<scale>', e.g. 'te0.85 s1.5'")
+        if not 0 <= float(match["te"]) <= 1:
+            raise SystemExit(f"screen_keyframes: temporal_end in '{part}' must be between 0 and 1")
         pairs.append((float(match["te"]), float(match["scale"])))
+    if not pairs:
+        raise SystemExit("screen_keyframes: --settings names no setting; give e.g. 'te0.85 s1.5, te1.0 s1'")
     return pairs
 
 
@@ -43,6 +48,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--guidance", type=float, default=6.0)
     args = parser.parse_args()
+    if args.n < 1 or args.steps < 1:
+        raise SystemExit("screen_keyframes: --n and --steps must be at least 1")
     if args.seed == HELD_OUT_SEED:
         raise SystemExit(f"screen_keyframes: seed {HELD_OUT_SEED} draws the report's clips; screen on others")
     pairs = parse_settings(args.settings)

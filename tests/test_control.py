@@ -285,6 +285,8 @@ def files(tmp_path_factory):
                                       conditioning_embedding_out_channels=(16, 32))
     save_file(other.state_dict(), str(folder / "sd2_controlnet.safetensors"))
     (folder / "corrupt.safetensors").write_bytes(b"\x00\x01 not a safetensors file")
+    (folder / "corrupt_folder").mkdir()
+    (folder / "corrupt_folder" / "config.json").write_text('{"_class_name": "SparseControlNetModel",')  # cut short
     square = np.zeros((4, 32, 32, 3), np.uint8)
     for i in range(4):
         square[i, 8:24, 4 + 2 * i : 20 + 2 * i] = 255
@@ -362,6 +364,7 @@ def test_cli_bad_control_inputs_exit_2_with_one_line_and_write_nothing(tmp_path,
          "two --keyframe values on frame 0"),
         (["--sparsectrl", files / "sparsectrl_folder", "--keyframe", "first.png"], "--keyframe takes FRAME:IMAGE"),
         (["--controlnet", files / "corrupt.safetensors", "--control", files / "control.gif"], "not a valid safetensors file"),
+        (["--sparsectrl", files / "corrupt_folder", "--keyframe", key], "config.json' is not valid JSON"),
         (["--controlnet", files / "sd2_controlnet.safetensors", "--control", files / "control.gif"],
          "cross-attention dim 64, this model's is 32"),
         (["--controlnet", files / "sparsectrl_folder", "--control", files / "control.gif"], "pass it with --sparsectrl"),

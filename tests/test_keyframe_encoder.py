@@ -92,6 +92,8 @@ def test_keyframe_alone_uses_the_models_own_encoder(trained, tmp_path, capsys):
     ({"model": {"sparsectrl": "."}}, "model.sparsectrl is the keyframe encoder the keyframe stage continues"),
     ({"stage": "keyframe", "train": {"max_known_frames": 4}}, "train.max_known_frames must be between 1 and data.num_frames - 1"),
     ({"stage": "keyframe", "train": {"keyframe_weight": 0}}, "train.keyframe_weight must be a number > 0"),
+    ({"stage": "keyframe", "train": {"keyframe_weight": float("inf")}}, "train.keyframe_weight must be a number > 0"),
+    ({"train": {"keyframe_weight": 4.0}}, "train.keyframe_weight is for the keyframe stage; stage is temporal"),
 ])
 def test_keyframe_recipes_are_checked(tmp_path, video_folder, change, message):  # noqa: F811
     with pytest.raises(VidldmError, match=message):

@@ -283,8 +283,8 @@ def _job(client, seed: int):
     # what the form shows for the tiny model: the table's fallbacks (it has no defaults of its own)
     defaults = {"scheduler": "ddim", "fps": 8, **SAMPLING_DEFAULTS}
     args = [values.get(s.name, defaults.get(s.name, _blank(s))) for s in form_settings("generate")]
-    keyframes = [None, "0", None, ""]  # the two keyframe slots (image, frame), left empty
-    return client.submit(f"a red circle, job {seed}", *keyframes, *args, api_name="/generate")
+    keyframes = [None, "0", None, ""]  # the two keyframe slots (image, frame), left empty, after the settings
+    return client.submit(f"a red circle, job {seed}", *args, *keyframes, api_name="/generate")
 
 
 def test_five_queued_jobs_finish_in_order_with_steady_memory(server):

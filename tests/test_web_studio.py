@@ -179,12 +179,45 @@ def test_generate_takes_keyframes_through_the_servers_sparsectrl_and_replays(pip
     assert np.abs(read_video(plain.mp4)[0].astype(int) - read_video(keyed.mp4)[0]).max() > 0
     with pytest.raises(VidldmError, match="^this model has no keyframe encoder; serve it with --sparsectrl PATH"):
         alone.make("generate", "a circle", None, _values("generate"), keyframes=[("0", a)])
-    for slots, message in (([("x", a)], "a keyframe's frame must be a whole number from 0"),
-                           ([("0", a), ("0", b)], "two --keyframe values on frame 0"),
-                           ([("7", a)], r"frames in \[0, 2\], got 7")):
+    made = sorted(studio.output_dir.rglob("*"))
+    for mode, slots, message in (("generate", [("x", a)], "^a keyframe's frame must be a whole number from 0"),
+                                 ("generate", [("0", a), ("0", b)], "^two keyframes at frame 0: give each"),
+                                 ("generate", [("7", a)], r"^a keyframe at frame 7 is outside the clip's 3 frames \(0-2\)$"),
+                                 ("animate", [("0", a)], "^keyframes are for the generate tab")):
         with pytest.raises(VidldmError, match=message):
-            studio.make("generate", "a circle", None, _values("generate"), keyframes=slots)
-    assert pipe.controlnets == []
+            studio.make(mode, "a circle", a, _values(mode), keyframes=slots)
+    assert pipe.controlnets == [] and sorted(studio.output_dir.rglob("*")) == made  # refused before any file is kept
+
+
+def _edited(clip, tmp_path, **changes):
+    """A copy of `clip` in a new folder with its sidecar's settings changed, as a Clip of that folder."""
+    import json
+    import shutil
+
+    folder = tmp_path / f"edited{len(list(tmp_path.glob('edited*')))}"
+    folder.mkdir()
+    for path in (clip.mp4, clip.gif, clip.sidecar):
+        shutil.copy(path, folder / path.name)
+    saved = json.loads(clip.sidecar.read_text())
+    saved.update(changes)
+    (folder / clip.sidecar.name).write_text(json.dumps(saved))
+    return type(clip)(folder / clip.mp4.name, folder / clip.gif.name, folder / clip.sidecar.name)
+
+
+def test_replay_refuses_what_the_studio_would_remake_otherwise(pipe, tmp_path, keyframe_encoder):
+    """A sidecar made with control the studio does not take, or keyframes through another encoder, is one line
+    that points to `vidldm replay`, never a different clip."""
+    a, b = _stills(tmp_path)
+    studio = Studio(pipe, tmp_path / "out", {"model": "tiny", "sparsectrl": str(keyframe_encoder)})
+    keyed = studio.make("generate", "a circle", None, _values("generate", seed="4"), keyframes=[("0", a)])
+    plain = studio.make("generate", "a circle", None, _values("generate", seed="4"))
+    for clip, changes, message in (
+            (plain, {"controlnet": ["cn:1"], "control": ["c.mp4"]}, "^this clip was made with --controlnet, which "),
+            (plain, {"ip_adapter": ["ip.bin"]}, "^this clip was made with --ip-adapter, which the studio does not"),
+            (keyed, {"sparsectrl": "other"}, "^this clip's keyframes went through other, this server's go through "),
+            (keyed, {"command": "animate", "image": a}, "^this animate clip has keyframes, which the studio takes in ")):
+        with pytest.raises(VidldmError, match=message + ".*remake it with `vidldm replay "):
+            studio.replay(_edited(clip, tmp_path, **changes))
 
 
 def test_the_models_own_encoder_brings_its_tuned_settings_where_the_form_keeps_the_defaults(pipe, tmp_path,
@@ -201,8 +234,22 @@ def test_the_models_own_encoder_brings_its_tuned_settings_where_the_form_keeps_t
     own.set_progress_bar_config(disable=True)
     studio = Studio(own, tmp_path / "out", {"model": str(model)})
     a, b = _stills(tmp_path)
-    keyed = studio.make("generate", "a circle", None, _values("generate", seed="1"), keyframes=[("0", a), ("2", b)])
+    at_default = own.sampling_defaults()["temporal_end"]  # what the form shows and sends back untouched
+    assert at_default != 0.85
+    keyed = studio.make("generate", "a circle", None, _values("generate", seed="1", temporal_end=at_default),
+                        keyframes=[("0", a), ("2", b)])
     assert keyed.settings()["temporal_end"] == 0.85 and "sparsectrl" not in keyed.settings()
+    # a replay remakes what the sidecar says, even a value at the model's default (the CLI's --temporal-end 1)
+    replayed = studio.replay(_edited(keyed, tmp_path, temporal_end=at_default))
+    assert replayed.settings()["temporal_end"] == at_default
     chosen = studio.make("generate", "a circle", None, _values("generate", seed="1", temporal_end=0.5),
                          keyframes=[("0", a)])
     assert chosen.settings()["temporal_end"] == 0.5  # a value the visitor chose stays
+
+
+def test_a_bad_keyframe_encoder_is_one_line_naming_the_flag(pipe, tmp_path):
+    broken = tmp_path / "enc"
+    broken.mkdir()
+    (broken / "config.json").write_text("{not json")
+    with pytest.raises(VidldmError, match=f"^--sparsectrl '{broken}': "):
+        Studio(pipe, tmp_path / "out", {"model": "tiny", "sparsectrl": str(broken)})

@@ -267,7 +267,7 @@ def check(config: Config, source: str) -> None:
     for name, value in (("train.foreground_weight", t.foreground_weight), ("train.flicker_weight", t.flicker_weight)):
         if not isinstance(value, (int, float)) or value < 0:
             raise VidldmError(f"{source}: {name} must be a number >= 0, got {value!r}")
-    if not isinstance(t.keyframe_weight, (int, float)) or not t.keyframe_weight > 0:
+    if not isinstance(t.keyframe_weight, (int, float)) or not 0 < t.keyframe_weight < float("inf"):
         raise VidldmError(f"{source}: train.keyframe_weight must be a number > 0, got {t.keyframe_weight!r}")
     if t.crop_size is not None and not (isinstance(t.crop_size, int) and 8 <= t.crop_size <= min(d.height, d.width)):
         raise VidldmError(f"{source}: train.crop_size must be an integer between 8 and the frame size, got {t.crop_size!r}")
@@ -343,6 +343,8 @@ def _check_noise_prior(config: Config, source: str) -> None:
 
 
 def _check_keyframe_encoder(config: Config, source: str) -> None:
+    if config.train.keyframe_weight != 1 and config.stage != "keyframe":  # no other stage has an encoder to tell
+        raise VidldmError(f"{source}: train.keyframe_weight is for the keyframe stage; stage is {config.stage}")
     given = config.model.sparsectrl
     if given is None:
         return

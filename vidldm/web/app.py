@@ -84,12 +84,13 @@ def _mode_tab(studio: Studio, mode: str, defaults: dict[str, Any], gallery: gr.G
 
     def job(prompt_text, *values, progress=gr.Progress()):  # noqa: B008 (gradio fills it in)
         paths, values = list(values[: len(media)]), values[len(media):]
-        slots, values = values[: len(keys)], values[len(keys):]
+        # the keyframe slots come last, so a client of /generate written for a server without them works unchanged
+        values, slots = values[: len(values) - len(keys)], values[len(values) - len(keys):]
         keyframes = [(slots[i + 1], slots[i]) for i in range(0, len(slots), 2)]  # (frame, image) from (image, frame)
         clip = _run(lambda on_step: studio.make(mode, prompt_text, paths, list(values), on_step, keyframes), progress)
         return (*_shown(clip), _gallery_items(studio))
 
-    run.click(job, [prompt, *media, *keys, *inputs], [*outputs["shown"], gallery], concurrency_limit=1,
+    run.click(job, [prompt, *media, *inputs, *keys], [*outputs["shown"], gallery], concurrency_limit=1,
               concurrency_id="model", api_name=mode)
 
 

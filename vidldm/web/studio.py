@@ -57,10 +57,11 @@ class Studio:
 
     def make(self, mode: str, prompt: str, media, values: list[Any],
              on_step: Callable[[int, int], None] | None = None,
-             keyframes: list[tuple[Any, str | None]] | None = None) -> Clip:
+             keyframes: list[tuple[Any, str | None]] | None = None, tuned: bool = True) -> Clip:
         """One clip of `mode` from the form's `values` (`form.form_settings(mode)` order) and its uploads `media` (a
         path, or one per `media_kinds(mode)`); `keyframes`: `(frame, image)` pairs for the keyframe encoder (frame
-        blank: the clip's last), empty slots skipped. VidldmError on a mistake."""
+        blank: the clip's last), empty slots skipped; `tuned`: the model's own encoder's settings fill the values
+        left at the model's defaults (not on replay: a sidecar holds what was used). VidldmError on a mistake."""
         if not (prompt or "").strip() and mode != "interpolate-frames":  # its known frames say what it shows
             raise VidldmError("type a prompt first")
         args = to_namespace(mode, prompt or "", values, self.server)
@@ -68,7 +69,7 @@ class Studio:
         given = list(media) if isinstance(media, (list, tuple)) else [media] * min(len(kinds), 1)
         for (key, kind), path in zip(kinds, given + [None] * (len(kinds) - len(given)), strict=True):
             setattr(args, key, check_upload(path, kind))
-        keys = self._keyframes(args, keyframes or [])
+        keys = self._keyframes(args, keyframes or [], tuned)
         args.seed = normalize_seed(args.seed) if args.seed is not None else random.randrange(2**31)
         with self._lock:
             output = self._next_output(args.prompt, args.seed)
@@ -94,9 +95,27 @@ class Studio:
         """The clip again, from its sidecar: same mode, prompt, input, keyframes, settings and seed."""
         saved = clip.settings()
         mode = saved["command"]
+        self._check_replayable(saved, clip.sidecar)
         media = [saved.get(key) for key, _ in media_kinds(mode)]
         keyframes = [settings.parse_keyframe(spec) for spec in saved.get("keyframe") or []]
-        return self.make(mode, prompt_text(saved["prompt"]), media, from_sidecar(mode, saved), on_step, keyframes)
+        return self.make(mode, prompt_text(saved["prompt"]), media, from_sidecar(mode, saved), on_step, keyframes,
+                         tuned=False)
+
+    def _check_replayable(self, saved: dict[str, Any], sidecar: Path) -> None:
+        """Refuse in one line a sidecar this server would remake otherwise than it was made (the CLI's, put in the
+        output folder): control or image prompts the studio does not take, keyframes outside the generate tab or
+        through another encoder than this server's. `vidldm replay` remakes those."""
+        remake = f"remake it with `vidldm replay {sidecar}`"
+        for s in settings.SETTINGS:
+            if s.group in ("image prompt", "control") and s.key not in ("keyframe", "sparsectrl") \
+                    and saved.get(s.key) not in (None, [], s.default):
+                raise VidldmError(f"this clip was made with {s.flag}, which the studio does not take; {remake}")
+        if saved.get("keyframe"):
+            if saved["command"] != "generate":
+                raise VidldmError(f"this {saved['command']} clip has keyframes, which the studio takes in generate only; {remake}")
+            if _encoder_spec(saved.get("sparsectrl")) != _encoder_spec(self.server["sparsectrl"]):
+                used, ours = (spec or "the model's own encoder" for spec in (saved.get("sparsectrl"), self.server["sparsectrl"]))
+                raise VidldmError(f"this clip's keyframes went through {used}, this server's go through {ours}; {remake}")
 
     def _keyframe_encoder(self):
         """The SparseCtrl keyframes go through: the server's `--sparsectrl`, else the model's own encoder (the shipped
@@ -107,25 +126,37 @@ class Studio:
             return None
         from vidldm.control import load_control_model
 
-        return load_control_model(str(path), "sparsectrl", self.pipe.unet, self.pipe.unet.dtype, self.pipe.unet.device)
+        try:
+            return load_control_model(str(path), "sparsectrl", self.pipe.unet, self.pipe.unet.dtype, self.pipe.unet.device)
+        except VidldmError as err:  # named as the CLI names it (loading.apply_controlnets)
+            raise VidldmError(f"--sparsectrl '{path}': {err}") from err
 
-    def _keyframes(self, args, slots: list[tuple[Any, str | None]]) -> list[tuple[int, str]]:
-        """`(frame, image)` slots with an image, checked: frames whole numbers (blank: the clip's last frame), images
-        readable. With the model's own encoder, the settings it was tuned with (its sampling.json) replace the
-        form's values that are still the model's defaults, as `--keyframe` does in the CLI for flags left out."""
+    def _keyframes(self, args, slots: list[tuple[Any, str | None]], tuned: bool = True) -> list[tuple[int, str]]:
+        """`(frame, image)` slots with an image, checked before any file is kept: frames whole numbers in the clip
+        (blank: its last frame), images readable. With the model's own encoder and `tuned`, the settings it was
+        tuned with (its sampling.json) replace the form's values that are still the model's defaults, as
+        `--keyframe` does in the CLI for flags left out."""
         filled = [(frame, path) for frame, path in slots if path]
         if not filled:
             return []
         if self.keyframe_encoder is None:
             raise VidldmError("this model has no keyframe encoder; serve it with --sparsectrl PATH to use keyframes")
+        if args.command != "generate":  # other modes take their length from an input: a blank frame means no one frame
+            raise VidldmError("keyframes are for the generate tab; in other modes use vidldm's --keyframe")
         last = (args.frames or self.pipe.default_num_frames) - 1
         keys = []
         for frame, path in filled:
             text = "" if frame is None else str(frame).strip()
             if text and not re.fullmatch(r"\d+(\.0*)?", text):
                 raise VidldmError(f"a keyframe's frame must be a whole number from 0 (blank: the last frame), got '{text}'")
-            keys.append((int(float(text)) if text else last, check_upload(path, "image")))
-        own = None if self.server["sparsectrl"] else own_keyframe_encoder(self.server["model"])
+            index = int(float(text)) if text else last
+            if index > last:
+                raise VidldmError(f"a keyframe at frame {index} is outside the clip's {last + 1} frames (0-{last})")
+            keys.append((index, check_upload(path, "image")))
+        frames = [i for i, _ in keys]
+        for index in {i for i in frames if frames.count(i) > 1}:
+            raise VidldmError(f"two keyframes at frame {index}: give each keyframe its own frame")
+        own = None if self.server["sparsectrl"] or not tuned else own_keyframe_encoder(self.server["model"])
         if own is not None:
             defaults = self.pipe.sampling_defaults()
             for name, value in keyframe_encoder_settings(own)[1].items():
@@ -160,3 +191,12 @@ class Studio:
                     continue  # not one of ours
                 clips.append(clip)
         return clips
+
+
+def _encoder_spec(spec: str | None) -> tuple[str, float] | None:
+    """A `--sparsectrl PATH[:SCALE]` as (resolved path, scale), so 'enc' and 'enc:1.0' compare equal; None: the
+    model's own encoder."""
+    if not spec:
+        return None
+    path, scale = settings.parse_lora_spec(spec, "--sparsectrl scale")
+    return str(Path(path).expanduser().resolve()), scale

@@ -303,15 +303,9 @@ def load_control_model(path, kind: str, unet, dtype: torch.dtype = torch.float32
 
 def _declared_kind(config) -> str | None:
     """The kind a folder's config.json declares (None: neither); a corrupt one is a `CheckpointError` line."""
-    import json
+    from vidldm.models.motion_formats import read_config
 
-    from vidldm.errors import CheckpointError
-
-    try:
-        data = json.loads(config.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise CheckpointError(f"'{config}' is not valid JSON ({err}); the folder is damaged: copy it again") from err
-    name = data.get("_class_name") if isinstance(data, dict) else None
+    name = read_config(config, f"a diffusers {' or '.join(cls.__name__ for cls in KINDS.values())} folder").get("_class_name")
     return {"ControlNetModel": "controlnet", "SparseControlNetModel": "sparsectrl"}.get(name)
 
 

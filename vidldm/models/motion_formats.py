@@ -491,7 +491,7 @@ def read_max_seq_length(path: str | os.PathLike) -> int:
     tensor headers without building it (training recipes are checked before any model loads)."""
     path = Path(path)
     if path.is_dir():
-        config = json.loads((path / "config.json").read_text())
+        config = read_config(path / "config.json", "a motion adapter folder")
         return int(config.get("max_seq_length", config.get("motion_max_seq_length", 32)))
     if path.suffix == ".safetensors":
         from safetensors import safe_open

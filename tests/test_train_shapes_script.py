@@ -58,7 +58,7 @@ def trained(lines: list[str]) -> list[str]:
 
 STAGES = ["vae", "image", "image_refine", "temporal", "temporal_motion", "temporal_refine", "temporal_more",
           "temporal_polish", "temporal_polish2", "temporal_polish3", "temporal_object", "temporal_object2",
-          "keyframe"]
+          "keyframe", "keyframe_ends"]
 
 
 def test_full_run_trains_every_stage_in_order_then_exports(tmp_path):
@@ -66,7 +66,7 @@ def test_full_run_trains_every_stage_in_order_then_exports(tmp_path):
     assert rc == 0
     assert lines[0].startswith("vidldm make-shapes data/shapes --n 3000")
     assert trained(lines) == STAGES
-    assert lines[-1] == "python scripts/export_shapes.py runs/shapes/keyframe/pipeline vidldm/weights/shapes"
+    assert lines[-1] == "python scripts/export_shapes.py runs/shapes/keyframe_ends/pipeline vidldm/weights/shapes"
 
 
 def test_quick_run_caps_steps_stops_after_3c_and_does_not_export(tmp_path):
@@ -116,7 +116,9 @@ def test_smoke_run_keeps_to_its_own_folders(tmp_path):
     motion = next(line for line in lines if "temporal_motion.yaml" in line)
     assert "--set output_dir=runs/shapes-smoke/temporal_motion" in motion
     assert "--set model.pretrained=runs/shapes-smoke/temporal/pipeline" in motion
-    assert lines[-1] == ("python scripts/export_shapes.py runs/shapes-smoke/keyframe/pipeline "
+    ends = next(line for line in lines if "keyframe_ends.yaml" in line)  # continues the keyframe stage's encoder
+    assert "--set model.sparsectrl=runs/shapes-smoke/keyframe/sparsectrl" in ends
+    assert lines[-1] == ("python scripts/export_shapes.py runs/shapes-smoke/keyframe_ends/pipeline "
                          "runs/shapes-smoke/export")
     # A long run after it, stopped and resumed, never meets the smoke run's folders.
     assert run(tmp_path, STOP_AT="temporal")[0] != 0

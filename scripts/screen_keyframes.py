@@ -61,9 +61,9 @@ def main() -> None:
         start = time.perf_counter()
         row = evaluate_keyframes(pipe, n=args.n, steps=args.steps, guidance=args.guidance, temporal_end=temporal_end,
                                  scale=scale, seed=args.seed, baselines=False, log=lambda m: None)
-        rows[f"te {temporal_end:g}, scale {scale:g}"] = next(iter(row.values()))
-        print(f"te {temporal_end:g} scale {scale:g}: {rows[f'te {temporal_end:g}, scale {scale:g}']} "
-              f"({time.perf_counter() - start:.0f} s)", file=sys.stderr)
+        name = f"te {temporal_end:g}, scale {scale:g}"
+        rows[name] = next(iter(row.values()))
+        print(f"{name}: {rows[name]} ({time.perf_counter() - start:.0f} s)", file=sys.stderr)
     print(f"{args.sparsectrl}: {args.n} clips of make-shapes seed {args.seed}\n")
     print(format_rows(rows))
 

@@ -181,8 +181,8 @@ def test_generate_takes_keyframes_through_the_servers_sparsectrl_and_replays(pip
         alone.make("generate", "a circle", None, _values("generate"), keyframes=[("0", a)])
     made = sorted(studio.output_dir.rglob("*"))
     for mode, slots, message in (("generate", [("x", a)], "^a keyframe's frame must be a whole number from 0"),
-                                 ("generate", [("0", a), ("0", b)], "^two keyframes at frame 0: give each"),
-                                 ("generate", [("7", a)], r"^a keyframe at frame 7 is outside the clip's 3 frames \(0-2\)$"),
+                                 ("generate", [("0", a), ("0", b)], "^two keyframes on frame 0; give each frame one keyframe$"),
+                                 ("generate", [("7", a)], r"^keyframe indices must be frames in \[0, 2\], got 7$"),
                                  ("animate", [("0", a)], "^keyframes are for the generate tab")):
         with pytest.raises(VidldmError, match=message):
             studio.make(mode, "a circle", a, _values(mode), keyframes=slots)

@@ -149,13 +149,10 @@ class Studio:
             text = "" if frame is None else str(frame).strip()
             if text and not re.fullmatch(r"\d+(\.0*)?", text):
                 raise VidldmError(f"a keyframe's frame must be a whole number from 0 (blank: the last frame), got '{text}'")
-            index = int(float(text)) if text else last
-            if index > last:
-                raise VidldmError(f"a keyframe at frame {index} is outside the clip's {last + 1} frames (0-{last})")
-            keys.append((index, check_upload(path, "image")))
-        frames = [i for i, _ in keys]
-        for index in {i for i in frames if frames.count(i) > 1}:
-            raise VidldmError(f"two keyframes at frame {index}: give each keyframe its own frame")
+            keys.append((int(float(text)) if text else last, check_upload(path, "image")))
+        from vidldm.control import check_indices
+
+        check_indices([i for i, _ in keys], last + 1)  # SparseCtrl's own check, here before any file is kept
         own = None if self.server["sparsectrl"] or not tuned else own_keyframe_encoder(self.server["model"])
         if own is not None:
             defaults = self.pipe.sampling_defaults()

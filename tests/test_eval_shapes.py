@@ -200,3 +200,19 @@ def test_paraphrases_are_held_out_and_keep_the_clip():
         assert all(any(w in t for t in said) for w in words), motion
     assert all(any(f.split("{")[0] in t or f.startswith("a {colour}") for t in worded) for f in FRAMES)
     assert len({(t.split(" ")[0], t.split(" ")[-1]) for t in worded}) >= 3  # the frames differ in their ends
+
+
+def test_training_wordings_share_nothing_with_the_held_out_ones():
+    """`make-shapes --wordings varied` may train on other words, but never on the evaluation's: no sentence frame
+    in common, and no word of a held-out synonym except those of the fixed phrases ("left", "still", "moving")."""
+    from vidldm.data.shapes import MOTIONS
+    from vidldm.data.wordings import TRAINING_FRAMES, TRAINING_SYNONYMS
+    from vidldm.eval.paraphrase import FRAMES, SYNONYMS
+
+    fixed_words = {w for m in MOTIONS for w in m.split()}
+    held_out = {w for words in SYNONYMS.values() for phrase in words for w in phrase.split()} - fixed_words
+    trained = {w for words in TRAINING_SYNONYMS.values() for phrase in words for w in phrase.split()}
+    assert not held_out & trained
+    assert not set(FRAMES) & set(TRAINING_FRAMES[1:]) and FRAMES[0] == TRAINING_FRAMES[0]  # the fixed frame only
+    held_phrases = {p for words in SYNONYMS.values() for p in words}
+    assert not held_phrases & {p for words in TRAINING_SYNONYMS.values() for p in words}

@@ -370,8 +370,12 @@ def make_shapes_dataset(
     fps: float = DEFAULT_FPS,
     num_frames: int = DEFAULT_NUM_FRAMES,
     image_size: int = DEFAULT_IMAGE_SIZE,
+    wordings: str = "fixed",
 ) -> Path:
     """Write ``n`` random clips and their captions to ``out_dir``; return ``out_dir``.
+
+    ``wordings``: "fixed" (every caption ``ClipSpec.caption``) or "varied" (each in a training wording of
+    `vidldm.data.wordings`, drawn from its own generator, so the clips are those of "fixed" with the same seed).
 
     Layout (what `vidldm.data.find_clips` reads)::
 
@@ -382,8 +386,10 @@ def make_shapes_dataset(
     place at the end, so an interrupted run leaves no half-made dataset.
 
     Raises:
-        VidldmError: ``n < 1``, or ``out_dir`` exists and is not an empty folder.
+        VidldmError: ``n < 1``, an unknown ``wordings``, or ``out_dir`` exists and is not an empty folder.
     """
+    if wordings not in WORDINGS:
+        raise VidldmError(f"wordings must be one of {', '.join(WORDINGS)}, got {wordings!r}")
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise VidldmError(f"the number of clips must be an integer >= 1, got {n!r}")
     _check_clip_size(num_frames, image_size)
@@ -394,7 +400,10 @@ def make_shapes_dataset(
         )
     out_dir.parent.mkdir(parents=True, exist_ok=True)
 
+    from vidldm.data.wordings import varied_caption  # a module that builds on this one's names
+
     rng = np.random.default_rng(seed)
+    words_rng = np.random.default_rng([seed, 1])  # apart from the clips' draws: same seed, same clips
     tmp = out_dir.parent / f".{out_dir.name}.tmp-{secrets.token_hex(4)}"
     tmp.mkdir()
     try:
@@ -403,13 +412,16 @@ def make_shapes_dataset(
             spec = random_spec(rng, num_frames=num_frames, image_size=image_size)
             name = f"clip_{i:05d}.mp4"
             write_video(render_clip(spec, num_frames, image_size), tmp / name, fps)
-            rows.append((name, spec.caption))
+            rows.append((name, spec.caption if wordings == "fixed" else varied_caption(spec, words_rng)))
         _write_captions(tmp / "captions.csv", rows)
         os.replace(tmp, out_dir)  # also replaces an existing empty folder
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out_dir
+
+
+WORDINGS = ("fixed", "varied")
 
 
 def _write_captions(path: Path, rows: list[tuple[str, str]]) -> None:

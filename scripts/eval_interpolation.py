@@ -87,7 +87,7 @@ def upsampling(pipe, specs, steps: int) -> dict[str, float]:
         keys = {2 * k: frame for k, frame in enumerate(kept)}
         made = run(pipe, clip, spec.caption, i, image=keys, num_frames=15, num_inference_steps=steps)
         alone = run(pipe, clip, spec.caption, i, image=keys, num_frames=15, num_inference_steps=steps,
-                    image_conditioning="replace", temporal_end=0.0)
+                    image_conditioning="replace", temporal_end=0.0, free_init=1)
         crossfade = ((kept[:-1].astype(np.float64) + kept[1:]) / 2).round().astype(np.uint8)
         model.append(mse(made[1::2], dropped))
         image_model.append(mse(alone[1::2], dropped))

@@ -219,6 +219,48 @@ def test_free_init_runs_the_loop_again(pipe):
     assert steps == [0] + [0, 1] + [0, 1, 2, 3]  # coarse to fine: 4/3, 8/3, 4 steps
 
 
+def test_a_models_own_free_init_runs_unless_the_call_or_the_switch_says_otherwise(pipe):
+    """A model tuned with FreeInit carries it in its sampling defaults: a call that leaves free_init out runs it,
+    free_init=1 turns it off, enable_free_init's setting wins over it, and video-to-video skips it."""
+    args = dict(prompt="a", num_frames=4, output_type="latent", height=16, width=16, num_inference_steps=2)
+    plain = pipe(**args, generator=seeded(0)).frames
+    twice = pipe(**args, free_init=2, generator=seeded(0)).frames
+    thrice = pipe(**args, free_init=3, generator=seeded(0)).frames
+    assert not torch.equal(plain, twice)
+    own = pipe.with_parts()
+    own.set_generation_defaults(free_init=2)
+    assert own.sampling_defaults()["free_init"] == 2 and pipe.sampling_defaults()["free_init"] == 1
+    assert torch.equal(own(**args, generator=seeded(0)).frames, twice)
+    assert torch.equal(own(**args, free_init=1, generator=seeded(0)).frames, plain)
+    own.enable_free_init(3)
+    assert torch.equal(own(**args, generator=seeded(0)).frames, thrice)
+    own.disable_free_init()
+    video = np.zeros((4, 16, 16, 3), np.uint8)
+    restyled = dict(video=video, num_inference_steps=2, output_type="latent", strength=0.5)
+    assert torch.equal(own("a", **restyled, generator=seeded(1)).frames, pipe("a", **restyled, generator=seeded(1)).frames)
+
+
+def test_the_cli_records_the_models_free_init_and_restyle_skips_it(tmp_path, capsys):
+    """The sidecar says how many FreeInit runs made the clip (1: none), so a replay is the same clip even after the
+    model's default changes; restyle has no --free-init and ignores the model's."""
+    import json
+
+    from vidldm.loading import tiny_pipeline
+
+    model = tiny_pipeline()
+    model.set_generation_defaults(free_init=2, num_inference_steps=1)
+    model.save_pretrained(tmp_path / "model")
+    small = ["--height", "16", "--width", "16", "--frames", "4", "-q"]
+    assert main(["generate", "x", "--model", str(tmp_path / "model"), *small, "-o", str(tmp_path / "a.gif")]) == 0
+    assert main(["generate", "x", "--model", "tiny", "--steps", "1", *small, "-o", str(tmp_path / "b.gif")]) == 0
+    assert json.loads((tmp_path / "a.json").read_text())["free_init"] == 2
+    assert json.loads((tmp_path / "b.json").read_text())["free_init"] == 1
+    assert main(["restyle", str(tmp_path / "a.gif"), "y", "--model", str(tmp_path / "model"), "-q",
+                 "-o", str(tmp_path / "c.gif")]) == 0
+    assert "free_init" not in json.loads((tmp_path / "c.json").read_text())
+    capsys.readouterr()
+
+
 # ----------------------------------------------------------------------------- bad input
 
 @pytest.mark.parametrize("kwargs, message", [

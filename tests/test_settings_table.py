@@ -73,19 +73,21 @@ def test_pipeline_and_cli_share_the_ranges(pipe):
 
 
 def test_replay_reads_old_and_new_sidecars(tmp_path, capsys):
-    """A sidecar from before guidance_rescale/temporal_end existed replays with the behaviour of its time."""
+    """A sidecar from before guidance_rescale/temporal_end/free_init were recorded replays with the behaviour of its
+    time."""
     old = {"vidldm": "0.1.0", "command": "generate", "prompt": "a red circle", "model": "tiny", "frames": 2,
            "height": 16, "width": 16, "steps": 1, "guidance": 3.0, "scheduler": "ddim", "fps": 8.0, "seed": 1,
            "output": str(tmp_path / "old.gif")}
     (tmp_path / "old.json").write_text(json.dumps(old))
     assert main(["replay", str(tmp_path / "old.json"), "-o", str(tmp_path / "again.gif"), "-q"]) == 0
     again = json.loads((tmp_path / "again.json").read_text())
-    assert {k: again[k] for k in ("guidance_rescale", "temporal_end", "steps", "guidance", "seed")} == {
-        "guidance_rescale": 0.0, "temporal_end": 1.0, "steps": 1, "guidance": 3.0, "seed": 1}
+    assert {k: again[k] for k in ("guidance_rescale", "temporal_end", "steps", "guidance", "seed", "free_init")} == {
+        "guidance_rescale": 0.0, "temporal_end": 1.0, "steps": 1, "guidance": 3.0, "seed": 1, "free_init": 1}
 
 
 def test_the_table_names_each_setting_once():
     assert len({s.name for s in settings.SETTINGS}) == len(settings.SETTINGS)
     assert len({s.flag for s in settings.SETTINGS}) == len(settings.SETTINGS)
     assert isinstance(settings.SAMPLING_DEFAULTS, dict) and set(settings.SAMPLING_DEFAULTS) == {
-        "num_inference_steps", "guidance_scale", "guidance_rescale", "temporal_end", "noise_prior", "noise_prior_strength"}
+        "num_inference_steps", "guidance_scale", "guidance_rescale", "temporal_end", "noise_prior", "noise_prior_strength",
+        "free_init"}

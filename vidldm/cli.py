@@ -499,7 +499,9 @@ def evaluate(args: argparse.Namespace) -> None:
                                temporal_end=args.temporal_end, log=lambda m: print(m, file=sys.stderr))
     command = f"vidldm eval shapes --model {args.model} --n {args.n} --animate {args.animate}"
     command += "".join(f" {flag} {value:g}" for flag, value in given.items() if value is not None)  # remakes the table
-    used = f"{args.steps} steps, guidance {args.guidance}, temporal layers for {args.temporal_end:g} of the steps, device {device}"
+    used = f"{args.steps} steps, guidance {args.guidance}, temporal layers for {args.temporal_end:g} of the steps"
+    iters = pipe.sampling_defaults()["free_init"]  # the model's own FreeInit runs in every row but the floor
+    used += f", FreeInit {iters} runs" * (iters > 1) + f", device {device}"
     print(write_report(rows, animation, out, command, used, model=args.model))
     print(f"animation: first-frame PSNR {animation['first_frame_psnr_db']:.1f} dB, motion {100 * animation['motion_acc']:.1f}%")
     print(f"wrote {out}")

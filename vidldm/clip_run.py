@@ -27,7 +27,8 @@ def resolve_sampling(pipe, args: argparse.Namespace) -> None:
     tuned = keyframe_encoder_settings(own)[1] if own is not None else {}
     given = {name: tuned.get(name) if value is None else value for name, value in given.items()}
     for name, value in pipe.sampling_defaults(**given).items():
-        setattr(args, settings.BY_NAME[name].key, value)
+        if args.command in settings.BY_NAME[name].commands:  # restyle takes no FreeInit, even a model's own
+            setattr(args, settings.BY_NAME[name].key, value)
 
 
 def check_memory(pipe, args: argparse.Namespace, device: str) -> None:

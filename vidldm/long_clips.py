@@ -102,7 +102,7 @@ def _noise_type(given: dict, enabled: dict) -> str:
 def _free_init(given: dict, enabled: FreeInit | None) -> FreeInit | None:
     options = {FREE_INIT_OPTIONS[k]: v for k, v in given.items() if k in FREE_INIT_OPTIONS and v not in (None, False)}
     iters = given.get("free_init")
-    if iters is None and enabled is None:
+    if (iters is None or iters == 1) and enabled is None:  # one run is plain sampling
         if options:
             raise VidldmError(f"{', '.join(k for k in FREE_INIT_OPTIONS if given.get(k) not in (None, False))} "
                               "set FreeInit up, but it is off: give free_init (iterations) too")

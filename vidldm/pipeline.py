@@ -549,7 +549,10 @@ class VideoPipeline(DiffusionPipeline, VideoLoraLoaderMixin, VideoIPAdapterMixin
         return num_frames, height, width
 
     def long_clip(self, num_frames: int, restyle: bool, given: dict[str, Any]) -> LongClip:
-        """The call's long-clip settings (`given`, its arguments) over `enable_free_noise`/`enable_free_init`'s."""
+        """The call's long-clip settings (`given`, its arguments) over `enable_free_noise`/`enable_free_init`'s, over
+        the model's own FreeInit (`generation_defaults`; not for video-to-video, which starts from its input)."""
+        if given.get("free_init") is None and self.__dict__.get("_free_init") is None and not restyle:
+            given = {**given, "free_init": self.generation_defaults.get("free_init")}
         long = long_clip_options(num_frames, self.max_seq_length, given, self.__dict__.get("_free_noise"),
                                  self.__dict__.get("_free_init"))
         if long.free_init is not None and restyle:

@@ -380,8 +380,8 @@ SETTINGS: list[Setting] = [
     Setting("noise_type", "--noise-type", str, "FreeNoise's noise: shuffle_context (default), repeat_context, random",
             choices=NOISE_TYPES, group="long clips"),
     Setting("free_init", "--free-init", int, f"FreeInit: sample N times, each restarting from the last result's low "
-            f"frequencies (1-{MAX_FREE_INIT}; off when not given; N times the time)", low=1, high=MAX_FREE_INIT,
-            group="long clips", commands=FROM_NOISE),
+            f"frequencies (1-{MAX_FREE_INIT}, N times the time; 1: off) (default: the model's, else off)", low=1,
+            high=MAX_FREE_INIT, fallback=1, legacy=1, group="long clips", commands=FROM_NOISE),
     Setting("free_init_method", "--free-init-method", str, "FreeInit's low-pass filter (default: butterworth)",
             choices=FREE_INIT_METHODS, group="long clips", commands=FROM_NOISE),
     Setting("free_init_order", "--free-init-order", int, "the Butterworth filter's order (default: 4)", low=1,

@@ -108,7 +108,7 @@ def evaluate_keyframes(pipe, n: int = 50, steps: int | None = None, guidance: fl
         run("video model, keyframes 0 and last (SparseCtrl)", True, temporal_end=temporal_end)
         if baselines:
             run("video model, the prompt alone", False, temporal_end=temporal_end)
-            run("image model, frame by frame (floor)", False, temporal_end=0.0)
+            run("image model, frame by frame (floor)", False, temporal_end=0.0, free_init=1)  # FreeInit would tie frames
     finally:
         pipe.set_controlnet(encoder)
     if baselines:

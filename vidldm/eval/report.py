@@ -8,7 +8,8 @@ Rows of the table, all over the same fixed prompts (`evaluation_specs`) and seed
 - **video model, paraphrased prompts**: the same clips asked for in held-out words (`vidldm.eval.paraphrase`:
   other motion words, other sentence orders), same seeds: how far the learned motions carry to new wording;
 - **image model, frame by frame**: the same pipeline with its temporal layers off at every step
-  (`temporal_end=0`), i.e. every frame denoised on its own from the same noise;
+  (`temporal_end=0`, no FreeInit: its 3-D low-pass ties the frames), i.e. every frame denoised on its own from
+  the same noise;
 - **animate still**: frame 0 of a real clip given as `image=` ("clean" conditioning):
   first-frame PSNR against the still and the motion accuracy of what follows.
 """
@@ -89,7 +90,7 @@ def evaluate(pipe: VideoPipeline, n: int = 210, steps: int = 15, guidance: float
     rows["video model, paraphrased prompts"] = score(
         _generate(pipe, specs, steps, guidance, batch, captions=reworded, temporal_end=temporal_end, **size), specs)
     log(f"paraphrased prompts scored ({time.perf_counter() - t:.0f}s)")
-    rows["image model, frame by frame"] = score(_generate(pipe, specs, steps, guidance, batch, temporal_end=0.0, **size), specs)
+    rows["image model, frame by frame"] = score(_generate(pipe, specs, steps, guidance, batch, temporal_end=0.0, free_init=1, **size), specs)
     log(f"image model scored ({time.perf_counter() - t:.0f}s)")
     anim_specs = specs[:animate]
     stills = [clip[0] for clip in real[:animate]]

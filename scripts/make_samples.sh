@@ -23,9 +23,9 @@ PY
   echo "# Samples from the shipped shapes model"
   echo
   echo "Made by \`scripts/make_samples.sh\` on a CPU; each clip comes from exactly the command under it"
-  echo "(64x64, 16 frames, 8 fps, the model's defaults: 20 steps, guidance 6, temporal layers for the first 70% of"
-  echo "the steps). \`still.png\` is frame 0 of a procedural clip, made by the script. Not picked: the seeds are 1-6"
-  echo "in order. Over 210 evaluation prompts the model moves the object the way the prompt says in 96% of clips, so"
+  echo "(64x64, 16 frames, 8 fps, the model's defaults: 20 steps, guidance 6, temporal layers at every step, FreeInit"
+  echo "twice). \`still.png\` is frame 0 of a procedural clip, made by the script. Not picked: the seeds are 1-6"
+  echo "in order. Over 210 evaluation prompts the model moves the object the way the prompt says in 99% of clips, so"
   echo "one of these may not (docs/evaluation.md)."
   echo
 } > samples/README.md

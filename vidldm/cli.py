@@ -500,11 +500,16 @@ def evaluate(args: argparse.Namespace) -> None:
     command = f"vidldm eval shapes --model {args.model} --n {args.n} --animate {args.animate}"
     command += "".join(f" {flag} {value:g}" for flag, value in given.items() if value is not None)  # remakes the table
     used = f"{args.steps} steps, guidance {args.guidance}, temporal layers for {args.temporal_end:g} of the steps"
-    iters = pipe.sampling_defaults()["free_init"]  # the model's own FreeInit runs in every row but the floor
-    used += f", FreeInit {iters} runs" * (iters > 1) + f", device {device}"
+    used += f"{_free_init_note(pipe)}, device {device}"
     print(write_report(rows, animation, out, command, used, model=args.model))
     print(f"animation: first-frame PSNR {animation['first_frame_psnr_db']:.1f} dB, motion {100 * animation['motion_acc']:.1f}%")
     print(f"wrote {out}")
+
+
+def _free_init_note(pipe, free_init: int | None = None) -> str:
+    """', FreeInit N runs' where the eval's rows (its floor aside) run FreeInit: `free_init`, else the model's."""
+    iters = free_init or pipe.sampling_defaults()["free_init"]
+    return f", FreeInit {iters} runs" if iters > 1 else ""
 
 
 def evaluate_keyframes(args: argparse.Namespace) -> None:
@@ -541,13 +546,15 @@ def evaluate_keyframes(args: argparse.Namespace) -> None:
     pipe.set_progress_bar_config(disable=True)
     resolve_sampling(pipe, args)
     start = time.perf_counter()
+    free_init = getattr(args, "free_init", None)  # the own encoder's (set above), as `--keyframe` uses it
     rows = run_eval(pipe, n=args.n, steps=args.steps, guidance=args.guidance, temporal_end=args.temporal_end,
-                    scale=scale, log=lambda m: print(m, file=sys.stderr))
+                    scale=scale, log=lambda m: print(m, file=sys.stderr), free_init=free_init)
     table = format_rows(rows)
     command = f"vidldm eval keyframes --model {args.model} --n {args.n}" + (f" --sparsectrl {args.sparsectrl}" if args.sparsectrl else "")
     text = (f"# Keyframes: {args.n} held-out clips (make-shapes seed {HELD_OUT_SEED}), frames 0 and last given\n\n"
             f"Made with `{command}` (keyframe scale {scale:g}, {args.steps} steps, guidance {args.guidance}, temporal layers for "
-            f"{args.temporal_end:g} of the steps, device {device}, {time.perf_counter() - start:.0f} s).\n\n{table}\n")
+            f"{args.temporal_end:g} of the steps{_free_init_note(pipe, free_init)}, device {device}, "
+            f"{time.perf_counter() - start:.0f} s).\n\n{table}\n")
     atomic.write_text(out, text)
     print(table)
     print(f"wrote {out}")

@@ -30,8 +30,9 @@ diffusers' `control_guidance_end` does for ControlNet): motion is settled at hig
 last, low-noise steps refine every frame with the image model alone.
 
 A model may carry its own sampling defaults (`generation_defaults`, saved in model_index.json, e.g.
-the shapes model's 20 steps, guidance 6, temporal_end 0.7): a call that leaves `num_inference_steps`,
-`guidance_scale`, `guidance_rescale` or `temporal_end` out uses them, else diffusers' (25, 7.5, 0, 1).
+the shapes model's 20 steps, guidance 6, temporal_end 1.0, free_init 2): a call that leaves a setting of
+`SAMPLING_DEFAULTS` out uses them (`free_init` only where sampling starts from noise), else diffusers' (25 steps,
+guidance 7.5, rescale 0, temporal_end 1, no FreeInit).
 
 Classifier-free guidance runs the conditional and unconditional halves in one UNet call.
 `enable_fast_paths()` switches on fused q/k/v projections, channels-last memory and regional

@@ -80,11 +80,12 @@ def read_rows(made: list[np.ndarray], real: list[np.ndarray], moving: list[bool]
 def evaluate_keyframes(pipe, n: int = 50, steps: int | None = None, guidance: float | None = None,
                        temporal_end: float | None = None, scale: float = 1.0, tolerance: float = 3.0,
                        log: Callable[[str], None] = print, seed: int = HELD_OUT_SEED,
-                       baselines: bool = True) -> dict[str, dict[str, float]]:
+                       baselines: bool = True, free_init: int | None = None) -> dict[str, dict[str, float]]:
     """Rows of the keyframe eval for `pipe`, which has a SparseCtrl keyframe encoder set (`set_controlnet`), used at
     `scale`; the other rows run the same prompts, seeds and settings without it (`baselines=False`: the keyframe
     row alone). `seed` draws the clips: another seed than `HELD_OUT_SEED` screens settings on other clips than
-    those the report is made on (scripts/screen_keyframes.py)."""
+    those the report is made on (scripts/screen_keyframes.py). `free_init`: FreeInit runs of the rows but the floor
+    (None: the model's)."""
     specs = evaluation_specs(n, seed=seed)
     real = [render_clip(s) for s in specs]
     moving = [s.motion.startswith("moving") for s in specs]
@@ -92,6 +93,7 @@ def evaluate_keyframes(pipe, n: int = 50, steps: int | None = None, guidance: fl
     encoder = pipe.controlnet
     rows: dict[str, dict[str, float]] = {}
     common = dict(num_frames=f, height=h, width=w, num_inference_steps=steps, guidance_scale=guidance, output_type="np")
+    call = dict(temporal_end=temporal_end, free_init=free_init)
 
     def run(name: str, keyframes: bool, **call) -> None:
         pipe.set_controlnet(encoder if keyframes else None)
@@ -105,9 +107,9 @@ def evaluate_keyframes(pipe, n: int = 50, steps: int | None = None, guidance: fl
         log(f"{name}: {rows[name]}")
 
     try:
-        run("video model, keyframes 0 and last (SparseCtrl)", True, temporal_end=temporal_end)
+        run("video model, keyframes 0 and last (SparseCtrl)", True, **call)
         if baselines:
-            run("video model, the prompt alone", False, temporal_end=temporal_end)
+            run("video model, the prompt alone", False, **call)
             run("image model, frame by frame (floor)", False, temporal_end=0.0, free_init=1)  # FreeInit would tie frames
     finally:
         pipe.set_controlnet(encoder)

@@ -31,7 +31,7 @@ PY
 } > samples/README.md
 for cmd in "${commands[@]}"; do
   echo "+ $cmd"
-  eval "$cmd -q"
+  eval "$cmd -q --overwrite"  # remaking the samples is this script's job
   out=$(echo "$cmd" | sed -E 's/.* -o ([^ ]+).*/\1/')
   # A contact sheet beside each clip (all frames in one row), so the motion reads without playing the gif.
   sheet="${out%.*}.png"

@@ -61,23 +61,24 @@ def test_sidecar_makes_the_same_clip_again(tmp_path):
 
 
 def test_replay_of_a_sidecar_older_than_a_setting_uses_the_behaviour_of_its_time(tmp_path):
-    """A sidecar written before temporal_end / guidance_rescale existed replays with the temporal layers at every
-    step and no rescale, not with the model's default today (the shapes model's temporal_end is 0.7)."""
+    """A sidecar written before temporal_end / guidance_rescale / free_init were recorded replays with the temporal
+    layers at every step, no rescale and no FreeInit, not with the model's defaults today (the shapes model runs
+    FreeInit twice)."""
     out = tmp_path / "clip.gif"
     assert cli("generate", "a red circle moving right on a black background", "--frames", 4, "--steps", 2,
-               "--seed", 3, "-q", "-o", out) == 0
+               "--seed", 3, "-q", "--temporal-end", 0.7, "-o", out) == 0
     side = json.loads(out.with_suffix(".json").read_text())
-    assert side["temporal_end"] == 0.7
-    for key in ("temporal_end", "guidance_rescale"):
+    assert (side["temporal_end"], side["free_init"]) == (0.7, 2)
+    for key in ("temporal_end", "guidance_rescale", "free_init"):
         del side[key]
     old = tmp_path / "old.json"
     old.write_text(json.dumps(side))
     again = tmp_path / "again.gif"
     assert cli("replay", old, "-o", again, "-q") == 0
     replayed = json.loads(again.with_suffix(".json").read_text())
-    assert (replayed["temporal_end"], replayed["guidance_rescale"]) == (1.0, 0.0)
+    assert (replayed["temporal_end"], replayed["guidance_rescale"], replayed["free_init"]) == (1.0, 0.0, 1)
     assert cli("generate", "a red circle moving right on a black background", "--frames", 4, "--steps", 2,
-               "--seed", 3, "-q", "--temporal-end", 1, "-o", tmp_path / "full.gif") == 0
+               "--seed", 3, "-q", "--temporal-end", 1, "--free-init", 1, "-o", tmp_path / "full.gif") == 0
     assert np.array_equal(read_video(again)[0], read_video(tmp_path / "full.gif")[0])
 
 

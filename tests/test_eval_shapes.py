@@ -212,6 +212,7 @@ def test_training_wordings_share_nothing_with_the_held_out_ones():
     fixed_words = {w for m in MOTIONS for w in m.split()}
     held_out = {w for words in SYNONYMS.values() for phrase in words for w in phrase.split()} - fixed_words
     trained = {w for words in TRAINING_SYNONYMS.values() for phrase in words for w in phrase.split()}
+    assert set(TRAINING_SYNONYMS) == set(MOTIONS)  # every training motion has its wordings
     assert not held_out & trained
     assert not set(FRAMES) & set(TRAINING_FRAMES[1:]) and FRAMES[0] == TRAINING_FRAMES[0]  # the fixed frame only
     held_phrases = {p for words in SYNONYMS.values() for p in words}

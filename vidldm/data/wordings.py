@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from vidldm.data.shapes import MOTIONS, ClipSpec
-
 #: Training words for each motion; the first is the fixed caption's phrase.
 TRAINING_SYNONYMS: dict[str, tuple[str, ...]] = {
     "moving left": ("moving left", "going left", "gliding left", "shifting left"),
@@ -38,15 +36,14 @@ TRAINING_FRAMES = (
     "{motion}: a {colour} {shape} on a {background} background",
 )
 
-assert set(TRAINING_SYNONYMS) == set(MOTIONS), "every training motion needs its wordings"
 assert all(words[0] == motion for motion, words in TRAINING_SYNONYMS.items()), "the first wording is the fixed one"
 
 
 FIXED_SHARE = 0.5  # half the clips keep the fixed caption, so the varied ones do not dilute what it already means
 
 
-def varied_caption(spec: ClipSpec, rng: np.random.Generator) -> str:
-    """`spec`'s caption: the fixed one with probability `FIXED_SHARE`, else a training wording drawn from `rng`
+def varied_caption(spec, rng: np.random.Generator) -> str:
+    """`spec` (a `vidldm.data.shapes.ClipSpec`; not imported: shapes.py imports this module)'s caption: the fixed one with probability `FIXED_SHARE`, else a training wording drawn from `rng`
     (uniform over the motion's words and the frames, the fixed ones included)."""
     if rng.random() < FIXED_SHARE:
         return spec.caption

@@ -33,7 +33,7 @@ import torch
 from vidldm.data.shapes import evaluation_specs, render_clip
 from vidldm.eval.keyframes import monotone
 from vidldm.eval.report import vae_round_trip
-from vidldm.eval.shapes import analyse_clip
+from vidldm.eval.shapes import IMAGE_MODEL_FLOOR, analyse_clip
 from vidldm.loading import load_pipeline
 from vidldm.walk import latent_walk
 
@@ -87,7 +87,7 @@ def upsampling(pipe, specs, steps: int) -> dict[str, float]:
         keys = {2 * k: frame for k, frame in enumerate(kept)}
         made = run(pipe, clip, spec.caption, i, image=keys, num_frames=15, num_inference_steps=steps)
         alone = run(pipe, clip, spec.caption, i, image=keys, num_frames=15, num_inference_steps=steps,
-                    image_conditioning="replace", temporal_end=0.0, free_init=1)
+                    image_conditioning="replace", **IMAGE_MODEL_FLOOR)
         crossfade = ((kept[:-1].astype(np.float64) + kept[1:]) / 2).round().astype(np.uint8)
         model.append(mse(made[1::2], dropped))
         image_model.append(mse(alone[1::2], dropped))

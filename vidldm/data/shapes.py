@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vidldm.data.wordings import varied_caption
 from vidldm.errors import VidldmError
 from vidldm.io import write_video
 
@@ -399,8 +400,6 @@ def make_shapes_dataset(
             f"'{out_dir}' already exists and is not an empty folder; choose a new output folder"
         )
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-
-    from vidldm.data.wordings import varied_caption  # a module that builds on this one's names
 
     rng = np.random.default_rng(seed)
     words_rng = np.random.default_rng([seed, 1])  # apart from the clips' draws: same seed, same clips

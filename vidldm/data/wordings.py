@@ -43,8 +43,9 @@ FIXED_SHARE = 0.5  # half the clips keep the fixed caption, so the varied ones d
 
 
 def varied_caption(spec, rng: np.random.Generator) -> str:
-    """`spec` (a `vidldm.data.shapes.ClipSpec`; not imported: shapes.py imports this module)'s caption: the fixed one with probability `FIXED_SHARE`, else a training wording drawn from `rng`
-    (uniform over the motion's words and the frames, the fixed ones included)."""
+    """The caption of `spec` (a `vidldm.data.shapes.ClipSpec`, not imported here: shapes.py imports this module):
+    the fixed one with probability `FIXED_SHARE`, else a training wording drawn from `rng` (uniform over the
+    motion's words and the frames, the fixed ones included)."""
     if rng.random() < FIXED_SHARE:
         return spec.caption
     words = TRAINING_SYNONYMS[spec.motion]

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from vidldm.data.shapes import evaluation_specs, render_clip
-from vidldm.eval.shapes import analyse_clip
+from vidldm.eval.shapes import IMAGE_MODEL_FLOOR, analyse_clip
 from vidldm.io import to_uint8_frames
 
 HELD_OUT_SEED = 2029
@@ -93,7 +93,7 @@ def evaluate_keyframes(pipe, n: int = 50, steps: int | None = None, guidance: fl
     encoder = pipe.controlnet
     rows: dict[str, dict[str, float]] = {}
     common = dict(num_frames=f, height=h, width=w, num_inference_steps=steps, guidance_scale=guidance, output_type="np")
-    call = dict(temporal_end=temporal_end, free_init=free_init)
+    video = dict(temporal_end=temporal_end, free_init=free_init)  # the video model's rows
 
     def run(name: str, keyframes: bool, **call) -> None:
         pipe.set_controlnet(encoder if keyframes else None)
@@ -107,10 +107,10 @@ def evaluate_keyframes(pipe, n: int = 50, steps: int | None = None, guidance: fl
         log(f"{name}: {rows[name]}")
 
     try:
-        run("video model, keyframes 0 and last (SparseCtrl)", True, **call)
+        run("video model, keyframes 0 and last (SparseCtrl)", True, **video)
         if baselines:
-            run("video model, the prompt alone", False, **call)
-            run("image model, frame by frame (floor)", False, temporal_end=0.0, free_init=1)  # FreeInit would tie frames
+            run("video model, the prompt alone", False, **video)
+            run("image model, frame by frame (floor)", False, **IMAGE_MODEL_FLOOR)
     finally:
         pipe.set_controlnet(encoder)
     if baselines:

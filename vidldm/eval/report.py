@@ -27,7 +27,7 @@ from einops import rearrange
 from vidldm import atomic
 from vidldm.data.shapes import evaluation_specs, render_clip
 from vidldm.eval.paraphrase import paraphrase
-from vidldm.eval.shapes import first_frame_psnr, format_table, score
+from vidldm.eval.shapes import IMAGE_MODEL_FLOOR, first_frame_psnr, format_table, score
 from vidldm.frames import frames_to_tensor, tensor_to_frames
 from vidldm.io import read_video, write_video
 from vidldm.models.video_vae import VideoVAE
@@ -90,7 +90,7 @@ def evaluate(pipe: VideoPipeline, n: int = 210, steps: int = 15, guidance: float
     rows["video model, paraphrased prompts"] = score(
         _generate(pipe, specs, steps, guidance, batch, captions=reworded, temporal_end=temporal_end, **size), specs)
     log(f"paraphrased prompts scored ({time.perf_counter() - t:.0f}s)")
-    rows["image model, frame by frame"] = score(_generate(pipe, specs, steps, guidance, batch, temporal_end=0.0, free_init=1, **size), specs)
+    rows["image model, frame by frame"] = score(_generate(pipe, specs, steps, guidance, batch, **IMAGE_MODEL_FLOOR, **size), specs)
     log(f"image model scored ({time.perf_counter() - t:.0f}s)")
     anim_specs = specs[:animate]
     stills = [clip[0] for clip in real[:animate]]

@@ -212,6 +212,14 @@ def test_free_init_call_arguments_equal_the_switch(pipe):
         pipe.disable_free_init()
 
 
+def test_free_init_options_with_free_init_off_say_how_to_turn_it_on(pipe):
+    args = dict(prompt="a", num_frames=4, output_type="latent", height=16, width=16, num_inference_steps=1)
+    for iters in (None, 1):  # left out, or 1: one run, which is plain sampling
+        with pytest.raises(VidldmError, match=r"^free_init_method set FreeInit up, but it is off: give free_init "
+                                              r"\(iterations\) 2 or more too$"):
+            pipe(**args, free_init=iters, free_init_method="gaussian")
+
+
 def test_free_init_runs_the_loop_again(pipe):
     steps = []
     pipe("a", num_frames=4, height=16, width=16, num_inference_steps=4, output_type="latent", free_init=3,

@@ -105,7 +105,7 @@ def _free_init(given: dict, enabled: FreeInit | None) -> FreeInit | None:
     if (iters is None or iters == 1) and enabled is None:  # one run is plain sampling
         if options:
             raise VidldmError(f"{', '.join(k for k in FREE_INIT_OPTIONS if given.get(k) not in (None, False))} "
-                              "set FreeInit up, but it is off: give free_init (iterations) too")
+                              "set FreeInit up, but it is off: give free_init (iterations) 2 or more too")
         return None
     base = {f.name: getattr(enabled, f.name) for f in fields(FreeInit)} if enabled is not None else {}
     try:

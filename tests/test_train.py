@@ -267,6 +267,33 @@ def test_vae_stage_with_frozen_encoder_keeps_the_latents(tmp_path, video_folder)
     assert vae.config.scaling_factor == factor  # a latent cache made before stays valid
 
 
+def test_decoder_stage_latent_noise_jitters_the_latents_frame_by_frame(tmp_path, video_folder, monkeypatch):
+    """`train.latent_noise`: the decoder learns from latents with noise of their own in each frame (0: the encoded
+    latents as they are); the stage trains with it; other stages refuse it."""
+    from vidldm.models.video_vae import VideoVAE
+
+    seen = []
+    decode = VideoVAE.decode
+    monkeypatch.setattr(VideoVAE, "decode", lambda self, latents: seen.append(latents.clone()) or decode(self, latents))
+    decoded = {}
+    for amount in (0.0, 0.8):
+        (tmp_path / str(amount)).mkdir()
+        config = load_config(recipe(tmp_path / str(amount), video_folder, stage="decoder", checkpoint={"every": 100},
+                                    train={"max_steps": 2, "latent_noise": amount}))
+        trainer = Trainer(config)
+        batch = trainer.data.next()
+        trainer.stage(batch, torch.Generator().manual_seed(1))
+        decoded[amount] = seen[-1]
+        trainer.train()
+        assert (Path(config.output_dir) / "temporal_decoder" / "config.json").exists()
+    added = decoded[0.8] - decoded[0.0]  # the same batch and draws: only the noise differs
+    assert added.abs().max() > 0.01 and not torch.allclose(added[:, :, :1], added[:, :, 1:2])  # its own in each frame
+    with pytest.raises(VidldmError, match="train.latent_noise is for the decoder stage, not temporal"):
+        load_config(recipe(tmp_path, video_folder, train={"latent_noise": 0.1}))
+    with pytest.raises(VidldmError, match="train.latent_noise must be a number from 0 to 1"):
+        load_config(recipe(tmp_path, video_folder, stage="decoder", train={"latent_noise": -0.1}))
+
+
 @pytest.mark.parametrize("change, message", [
     ({"crop_size": 4}, "train.crop_size must be an integer between 8"),
     ({"crop_size": 32}, "train.crop_size must be an integer between 8"),

@@ -108,6 +108,8 @@ class TrainConfig:
                                         # unlike the frame's border, image/temporal stages on latent cells unlike the frame's median
     crop_size: int | None = None        # vae stage: train on square crops, most centred on the foreground (faster)
     freeze_encoder: bool = False        # vae stage: train the decoder only; latents (and latent caches) stay valid
+    latent_noise: float = 0.0           # decoder stage: add frame-independent noise (std up to this, drawn per clip) to the
+                                        # latents, so the temporal layers learn to remove a sampler's frame-to-frame jitter
     seed: int = 0
 
 
@@ -267,6 +269,11 @@ def check(config: Config, source: str) -> None:
     for name, value in (("train.foreground_weight", t.foreground_weight), ("train.flicker_weight", t.flicker_weight)):
         if not isinstance(value, (int, float)) or value < 0:
             raise VidldmError(f"{source}: {name} must be a number >= 0, got {value!r}")
+    if not isinstance(t.latent_noise, (int, float)) or not 0 <= t.latent_noise <= 1:
+        raise VidldmError(f"{source}: train.latent_noise must be a number from 0 to 1 (latents have unit variance), "
+                          f"got {t.latent_noise!r}")
+    if t.latent_noise and config.stage != "decoder":
+        raise VidldmError(f"{source}: train.latent_noise is for the decoder stage, not {config.stage}")
     if not isinstance(t.keyframe_weight, (int, float)) or not 0 < t.keyframe_weight < float("inf"):
         raise VidldmError(f"{source}: train.keyframe_weight must be a number > 0, got {t.keyframe_weight!r}")
     if t.crop_size is not None and not (isinstance(t.crop_size, int) and 8 <= t.crop_size <= min(d.height, d.width)):

@@ -17,27 +17,27 @@ CALL = dict(num_frames=4, height=16, width=16, num_inference_steps=25, guidance_
 
 
 @pytest.fixture(scope="module")
-def pipe():
+def fast_pipe():  # its own: channels-last and fused projections leave new tensors behind, the same numbers
     p = tiny_pipeline()
     p.set_progress_bar_config(disable=True)
     return p
 
 
 @pytest.fixture(scope="module")
-def plain(pipe):
+def plain(fast_pipe):
     """Latents after 25 steps on the plain fp32 path: what every fast path is held to."""
-    return latents(pipe)
+    return latents(fast_pipe)
 
 
-def latents(pipe):
-    return pipe("a red circle moving right", generator=seeded(), **CALL).frames
+def latents(fast_pipe):
+    return fast_pipe("a red circle moving right", generator=seeded(), **CALL).frames
 
 
 @pytest.fixture
-def fresh(pipe):
+def fresh(fast_pipe):
     """The module's pipeline, put back on the plain path whatever the test switched on."""
-    yield pipe
-    pipe.disable_fast_paths()
+    yield fast_pipe
+    fast_pipe.disable_fast_paths()
 
 
 def test_fused_qkv_matches_plain_and_keeps_keys(fresh, plain):
@@ -117,23 +117,23 @@ def test_inductor_compiled_motion_module_matches_eager():
     assert cosine(got, expected) >= 0.999
 
 
-def test_fused_projections_step_aside_for_training(pipe):
+def test_fused_projections_step_aside_for_training(fast_pipe):
     """With gradients on, the real to_q/to_k/to_v run, so training never sees a stale fused copy."""
-    model = VideoUNet(pipe.unet, pipe.motion_adapter)
-    pipe.fuse_qkv_projections()
+    model = VideoUNet(fast_pipe.unet, fast_pipe.motion_adapter)
+    fast_pipe.fuse_qkv_projections()
     try:
         x, ctx = torch.randn(1, 4, 2, 8, 8), torch.randn(1, 5, 32)
         model(x, 10, ctx).square().mean().backward()
-        temporal = next(m for m in pipe.motion_adapter.modules() if isinstance(m, TemporalAttention))
-        spatial = pipe.unet.down_blocks[0].attentions[0].transformer_blocks[0].attn1
+        temporal = next(m for m in fast_pipe.motion_adapter.modules() if isinstance(m, TemporalAttention))
+        spatial = fast_pipe.unet.down_blocks[0].attentions[0].transformer_blocks[0].attn1
         assert temporal.to_q.weight.grad is not None and spatial.to_q.weight.grad is not None
     finally:
-        pipe.unfuse_qkv_projections()
-        pipe.unet.zero_grad(set_to_none=True)
-        pipe.motion_adapter.zero_grad(set_to_none=True)
+        fast_pipe.unfuse_qkv_projections()
+        fast_pipe.unet.zero_grad(set_to_none=True)
+        fast_pipe.motion_adapter.zero_grad(set_to_none=True)
 
 
-def test_guidance_is_one_batched_unet_call_per_step(pipe, monkeypatch):
+def test_guidance_is_one_batched_unet_call_per_step(fast_pipe, monkeypatch):
     batches = []
     forward = VideoUNet.forward
 
@@ -142,10 +142,10 @@ def test_guidance_is_one_batched_unet_call_per_step(pipe, monkeypatch):
         return forward(self, sample, *args, **kwargs)
 
     monkeypatch.setattr(VideoUNet, "forward", spy)
-    pipe(["a", "b"], **{**CALL, "num_inference_steps": 3, "generator": [seeded(0), seeded(1)]})
+    fast_pipe(["a", "b"], **{**CALL, "num_inference_steps": 3, "generator": [seeded(0), seeded(1)]})
     assert batches == [4, 4, 4]  # cond + uncond for two prompts, once per step
 
 
-def test_enable_fast_paths_rejects_compile_options_without_compile(pipe):
+def test_enable_fast_paths_rejects_compile_options_without_compile(fast_pipe):
     with pytest.raises(ValueError, match="compile=True"):
-        pipe.enable_fast_paths(fuse_qkv=False, channels_last=False, compile_options={"mode": "default"})
+        fast_pipe.enable_fast_paths(fuse_qkv=False, channels_last=False, compile_options={"mode": "default"})

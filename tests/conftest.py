@@ -53,7 +53,7 @@ def _fingerprint(p) -> dict:
             # a tensor's version counter rises on every in-place write (load_state_dict, fuse_lora, optimizers)
             seen[name] = (type(value).__name__, tuple((k, t.dtype, t.device, t.shape, t.data_ptr(), t._version)
                                                        for k, t in value.state_dict(keep_vars=True).items()),
-                          tuple(sorted(str(type(m.processor).__name__) for m in value.modules() if hasattr(m, "processor"))),
+                          tuple(sorted(type(m.processor).__name__ for m in value.modules() if hasattr(m, "processor"))),
                           sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + hasattr(m, "_hf_hook")
                               for m in value.modules()))
         elif name in ("scheduler", "_internal_dict"):  # diffusers' save_pretrained adds "_"-keys (metadata)

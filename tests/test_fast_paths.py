@@ -29,8 +29,8 @@ def plain(fast_pipe):
     return latents(fast_pipe)
 
 
-def latents(fast_pipe):
-    return fast_pipe("a red circle moving right", generator=seeded(), **CALL).frames
+def latents(pipe):
+    return pipe("a red circle moving right", generator=seeded(), **CALL).frames
 
 
 @pytest.fixture

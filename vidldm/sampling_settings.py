@@ -402,8 +402,8 @@ SETTINGS: list[Setting] = [
             to_pipeline=False),
     Setting("vae_tiling", "--vae-tiling", bool, "decode each frame in overlapping tiles (large frames in little "
             "memory)", default=False, flag_only=True, group="memory", to_pipeline=False),
-    Setting("decode_chunk_size", "--decode-chunk", int, "frames the VAE decodes at once (default: 8; a temporal decoder takes the whole clip)", low=1,
-            group="memory"),
+    Setting("decode_chunk_size", "--decode-chunk", int, "frames the VAE decodes at once (default: 8; a temporal "
+            "decoder takes the whole clip)", low=1, group="memory"),
     # output
     # Rates are stored as fractions with denominators up to 1000 (io.write), and players drop frames past 240
     Setting("fps", "--fps", float, "frames per second of the output, 0.001 to 240 (default: 8; interpolate-frames: "

@@ -53,6 +53,30 @@ def test_output_types(pipe):
     assert latents.shape == (1, 4, 4, 8, 8)
 
 
+@torch.no_grad()
+def test_temporal_decoder_is_the_models_unless_turned_off(pipe):
+    """A model's temporal decoder decodes its clips (the whole clip at once); `temporal_decoder=False` decodes with
+    the image VAE frame by frame (the eval's image-model floor); True on a model without one is refused."""
+    from vidldm.models import TemporalDecoder
+    from vidldm.models.tiny import randomize_
+
+    latents = run(pipe, output_type="latent")
+    plain = ((VideoVAE(pipe.vae).decode(latents) / 2 + 0.5).clamp(0, 1)).permute(0, 2, 3, 4, 1).numpy()
+    np.testing.assert_allclose(run(pipe), plain, atol=1e-5)
+    with pytest.raises(VidldmError, match="this model has no temporal decoder"):
+        run(pipe, temporal_decoder=True)
+    td = TemporalDecoder.from_vae_config(pipe.vae.config)
+    randomize_(td, std=0.05)
+    pipe.temporal_decoder = td
+    try:
+        temporal = ((VideoVAE(pipe.vae, temporal_decoder=td).decode(latents) / 2 + 0.5).clamp(0, 1))
+        np.testing.assert_allclose(run(pipe), temporal.permute(0, 2, 3, 4, 1).numpy(), atol=1e-5)
+        assert np.abs(run(pipe) - plain).max() > 1e-3  # the layers do something
+        np.testing.assert_allclose(run(pipe, temporal_decoder=False), plain, atol=1e-5)
+    finally:
+        pipe.temporal_decoder = None
+
+
 @pytest.mark.parametrize("mode", ["clean", "replace"])
 def test_animated_frame0_is_the_image(pipe, mode):
     image = still()

@@ -294,6 +294,17 @@ def test_decoder_stage_latent_noise_jitters_the_latents_frame_by_frame(tmp_path,
         load_config(recipe(tmp_path, video_folder, stage="decoder", train={"latent_noise": -0.1}))
 
 
+@pytest.mark.parametrize("stage", ["vae", "decoder"])
+def test_pixel_stages_refuse_a_latent_cache(tmp_path, video_folder, stage):
+    """The VAE and decoder stages reconstruct pixels, which a latent cache does not hold: one line at load, not a
+    KeyError at the first step."""
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "index.json").write_text("{}")
+    path = recipe(tmp_path, video_folder, stage=stage, data={"latent_cache": str(tmp_path / "cache")})
+    with pytest.raises(VidldmError, match=f"the {stage} stage learns from the videos' pixels"):
+        load_config(path)
+
+
 @pytest.mark.parametrize("change, message", [
     ({"crop_size": 4}, "train.crop_size must be an integer between 8"),
     ({"crop_size": 32}, "train.crop_size must be an integer between 8"),

@@ -43,8 +43,10 @@ def check_memory(pipe, args: argparse.Namespace, device: str) -> None:
     frames = frames or pipe.default_num_frames
     side = pipe.unet.config.sample_size * pipe.vae_scale_factor
     window = min(frames, getattr(args, "context_frames", None) or pipe.default_num_frames)
+    # A temporal decoder takes the whole clip at once (VideoVAE.decode), whatever --decode-chunk says.
+    whole = pipe.temporal_decoder is not None and getattr(args, "temporal_decoder", None) is not False
     check_fits(pipe, frames, args.height or side, args.width or side, guidance=args.guidance, device=device,
-               context_frames=window, decode_chunk=getattr(args, "decode_chunk", None) or 8)
+               context_frames=window, decode_chunk=None if whole else getattr(args, "decode_chunk", None) or 8)
 
 
 def check_prompt(args: argparse.Namespace):

@@ -496,7 +496,7 @@ class VideoPipeline(DiffusionPipeline, VideoLoraLoaderMixin, VideoIPAdapterMixin
         noise_type: str | None = None, free_init: int | None = None, free_init_method: str | None = None,
         free_init_order: int | None = None, free_init_spatial_stop_frequency: float | None = None,
         free_init_temporal_stop_frequency: float | None = None, free_init_fast_sampling: bool = False,
-        decode_chunk_size: int | None = 8, output_type: OutputType = "pil",
+        decode_chunk_size: int | None = 8, temporal_decoder: bool | None = None, output_type: OutputType = "pil",
         ip_adapter_image=None, ip_adapter_image_embeds: list[torch.Tensor] | None = None,
         conditioning_frames=None, controlnet_conditioning_scale: float | list[float] = 1.0, guess_mode: bool = False,
         control_guidance_start: float | list[float] = 0.0, control_guidance_end: float | list[float] = 1.0, controlnet_frame_indices=None,
@@ -518,7 +518,7 @@ class VideoPipeline(DiffusionPipeline, VideoLoraLoaderMixin, VideoIPAdapterMixin
         long = self.long_clip(num_frames, video is not None and not extend, long)
         sched = self.scheduler if scheduler is None else make_scheduler(scheduler, self.scheduler.config)  # this call's only
         device = self._execution_device
-        video_vae = VideoVAE(self.vae, chunk_size=decode_chunk_size, temporal_decoder=self.temporal_decoder)
+        video_vae = VideoVAE(self.vae, chunk_size=decode_chunk_size, temporal_decoder=self._decoder_layers(temporal_decoder))
         control = self.control_residuals(video_vae, {k: v for k, v in locals().items() if k in CONTROL_ARGS}, num_frames, (height, width), device)
 
         # 1. text: conditional (and unconditional, in the same model call) embeddings; SDXL's pooled text; image prompts
@@ -539,6 +539,14 @@ class VideoPipeline(DiffusionPipeline, VideoLoraLoaderMixin, VideoIPAdapterMixin
         # 4. decode (extension: the input clip, then the new frames)
         before = video_frames if extend else None
         return self._to_output(x, video_vae, output_type, before, start.known, (height, width))
+
+    def _decoder_layers(self, temporal_decoder: bool | None) -> TemporalDecoder | None:
+        """The temporal decoder a call decodes with: the model's unless `temporal_decoder=False` (the image VAE frame
+        by frame); True asks for one, so a model without one is refused rather than silently decoded frame by frame."""
+        if temporal_decoder and self.temporal_decoder is None:
+            raise VidldmError("temporal_decoder=True: this model has no temporal decoder (train one with the decoder "
+                              "stage); leave it out")
+        return None if temporal_decoder is False else self.temporal_decoder
 
     def _sizes(self, video_frames, extend: bool, num_frames, height, width):
         """The sizes a call leaves out: restyle keeps the input's length, other modes take the adapter's (16 at

@@ -45,9 +45,10 @@ from vidldm.data.shapes import BACKGROUNDS, COLOURS, ClipSpec
 from vidldm.errors import VidldmError
 from vidldm.io import to_uint8_frames
 
-#: Call settings of every eval's floor, the image model frame by frame: no temporal layers at any step and no
-#: FreeInit (its 3-D low-pass would tie the frames together even without them), whatever the model's defaults.
-IMAGE_MODEL_FLOOR = {"temporal_end": 0.0, "free_init": 1}
+#: Call settings of every eval's floor, the image model frame by frame: no temporal layers at any step, no
+#: FreeInit (its 3-D low-pass would tie the frames together even without them) and the image VAE's decoder (a
+#: temporal decoder would too), whatever the model's defaults.
+IMAGE_MODEL_FLOOR = {"temporal_end": 0.0, "free_init": 1, "temporal_decoder": False}
 
 __all__ = [
     "ClipObs",

@@ -252,6 +252,9 @@ def check(config: Config, source: str) -> None:
             raise VidldmError(f"{source}: data folder '{d.root}' does not exist")
     elif not Path(d.latent_cache, "index.json").exists():
         raise VidldmError(f"{source}: '{d.latent_cache}' is not a latent cache (no index.json); make one with `vidldm cache`")
+    if d.latent_cache is not None and config.stage in ("vae", "decoder"):  # they learn to reconstruct pixels
+        raise VidldmError(f"{source}: the {config.stage} stage learns from the videos' pixels and a latent cache holds "
+                          "latents only; drop data.latent_cache and set data.root")
     for name, value in (("data.num_frames", d.num_frames), ("data.height", d.height), ("data.width", d.width),
                         ("data.stride", d.stride), ("train.batch_size", t.batch_size), ("train.max_steps", t.max_steps),
                         ("train.gradient_accumulation_steps", t.gradient_accumulation_steps),

@@ -99,3 +99,24 @@ def test_format_bytes():
     assert memory.format_bytes(3 * 2**30) == "3.0 GiB"
     assert memory.format_bytes(300 * 2**20) == "300 MiB"
     assert memory.format_bytes(2**46) == "65,536 GiB"
+
+
+@pytest.mark.parametrize("has_decoder, flag, chunk", [(False, None, 8), (True, None, None), (True, False, 8),
+                                                      (False, None, 3)])
+def test_the_cli_check_counts_a_temporal_decoders_whole_clip_decode(monkeypatch, has_decoder, flag, chunk):
+    """A temporal decoder decodes the whole clip at once (VideoVAE.decode): the check before sampling must count
+    that, not `--decode-chunk`'s frames, unless `--no-temporal-decoder` decodes in chunks."""
+    import argparse
+    import types
+
+    from vidldm.clip_run import check_memory
+
+    seen = {}
+    monkeypatch.setattr(memory, "check_fits", lambda pipe, *a, **kw: seen.update(kw))
+    pipe = types.SimpleNamespace(temporal_decoder=object() if has_decoder else None, default_num_frames=16,
+                                 unet=types.SimpleNamespace(config=types.SimpleNamespace(sample_size=8)), vae_scale_factor=8)
+    given = 3 if chunk == 3 else None
+    args = argparse.Namespace(command="generate", frames=16, height=None, width=None, guidance=6.0, context_frames=None,
+                              decode_chunk=given, temporal_decoder=flag)
+    check_memory(pipe, args, "cpu")
+    assert seen["decode_chunk"] == chunk

@@ -24,7 +24,7 @@ PY
   echo
   echo "Made by \`scripts/make_samples.sh\` on a CPU; each clip comes from exactly the command under it"
   echo "(64x64, 16 frames, 8 fps, the model's defaults: 20 steps, guidance 6, temporal layers at every step, FreeInit"
-  echo "twice). \`still.png\` is frame 0 of a procedural clip, made by the script. Not picked: the seeds are 1-6"
+  echo "twice, its temporal decoder). \`still.png\` is frame 0 of a procedural clip, made by the script. Not picked: the seeds are 1-6"
   echo "in order. Over 210 evaluation prompts the model moves the object the way the prompt says in 99% of clips, so"
   echo "one of these may not (docs/evaluation.md)."
   echo

@@ -47,6 +47,13 @@ def test_shipped_weights_are_small_fp16_and_match_the_architecture():
     shipped = load_pipeline("shapes", device="cpu")
     for part in ("vae", "unet", "motion_adapter"):
         assert getattr(fresh, part).state_dict().keys() == getattr(shipped, part).state_dict().keys()
+    # The temporal decoder (stage 1c) ships too: the architecture's, for this VAE, loaded in fp32 like the rest.
+    from vidldm.models import TemporalDecoder
+
+    assert shipped.temporal_decoder is not None
+    fresh_decoder = TemporalDecoder.from_vae_config(shipped.vae.config)
+    assert fresh_decoder.state_dict().keys() == shipped.temporal_decoder.state_dict().keys()
+    assert all(p.dtype == torch.float32 for p in shipped.temporal_decoder.parameters())
 
 
 @needs_weights
@@ -126,7 +133,7 @@ def test_an_exported_model_loads_from_its_folder_with_its_sampling_defaults(tmp_
     exported_encoder = load_control_model(out / "sparsectrl", "sparsectrl", shapes.unet).state_dict()
     assert all(torch.equal(shipped_encoder[k], exported_encoder[k]) for k in shipped_encoder)  # the keyframe encoder too
     assert (out / "sparsectrl" / "sampling.json").read_text() == (WEIGHTS / "sparsectrl" / "sampling.json").read_text()
-    for part in ("vae", "unet", "motion_adapter"):
+    for part in ("vae", "unet", "motion_adapter", "temporal_decoder"):
         a, b = getattr(shapes, part).state_dict(), getattr(again, part).state_dict()
         assert all(torch.equal(a[k], b[k]) for k in a)  # fp16 -> fp16: nothing lost
         # The configs name no training folder (users have none); the shipped ones neither.

@@ -29,6 +29,10 @@ def resolve_sampling(pipe, args: argparse.Namespace) -> None:
     for name, value in pipe.sampling_defaults(**given).items():
         if args.command in settings.BY_NAME[name].commands:  # restyle takes no FreeInit, even a model's own
             setattr(args, settings.BY_NAME[name].key, value)
+    # Whether a temporal decoder decoded the clip: recorded, so a replay decodes the same way on a model that has
+    # one (a sidecar without it predates the shapes model's decoder and replays frame by frame: its `legacy`).
+    if getattr(args, "temporal_decoder", None) is None and "temporal_decoder" in vars(args):
+        args.temporal_decoder = pipe.temporal_decoder is not None
 
 
 def check_memory(pipe, args: argparse.Namespace, device: str) -> None:

@@ -406,7 +406,7 @@ SETTINGS: list[Setting] = [
             "decoder takes the whole clip)", low=1, group="memory"),
     Setting("temporal_decoder", "--temporal-decoder", bool, "decode with the model's temporal decoder layers, the "
             "whole clip at once (default: on where the model has them; off: its image VAE frame by frame, in "
-            "chunks, as the image model decodes)", negatable=True, group="memory"),
+            "chunks, as the image model decodes)", negatable=True, group="memory", legacy=False),
     # output
     # Rates are stored as fractions with denominators up to 1000 (io.write), and players drop frames past 240
     Setting("fps", "--fps", float, "frames per second of the output, 0.001 to 240 (default: 8; interpolate-frames: "

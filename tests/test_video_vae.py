@@ -52,6 +52,20 @@ def test_zero_init_temporal_decoder_equals_image_decoder(vae):
 
 
 @torch.no_grad()
+def test_known_frames_skip_the_temporal_decoder(vae):
+    """`keep` (the frames a user gave) come from the image decoder alone; the rest from the temporal decoder."""
+    z = VideoVAE(vae).encode(video())
+    td = TemporalDecoder.from_vae_config(vae.config)
+    randomize_(td, std=0.05)
+    plain, temporal = VideoVAE(vae).decode(z), VideoVAE(vae, temporal_decoder=td).decode(z)
+    kept = VideoVAE(vae, temporal_decoder=td).decode(z, keep=[3, 0, 0])
+    torch.testing.assert_close(kept[:, :, [0, 3]], plain[:, :, [0, 3]], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(kept[:, :, [1, 2, 4]], temporal[:, :, [1, 2, 4]], atol=1e-5, rtol=1e-5)
+    assert (temporal[:, :, 0] - plain[:, :, 0]).abs().max() > 1e-3  # the decoder did change frame 0
+    torch.testing.assert_close(VideoVAE(vae).decode(z, keep=[0]), plain)  # no temporal decoder: nothing to skip
+
+
+@torch.no_grad()
 def test_sampled_encoding_is_seeded(vae):
     x = video(b=1, f=2)
     a = VideoVAE(vae).encode(x, generator=torch.Generator().manual_seed(1), sample=True)

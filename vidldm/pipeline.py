@@ -738,7 +738,7 @@ class VideoPipeline(DiffusionPipeline, VideoLoraLoaderMixin, VideoIPAdapterMixin
             self.maybe_free_model_hooks()
             return VideoPipelineOutput(frames=x)
         self._offload("vae")
-        frames = tensor_to_frames(video_vae.decode(x))
+        frames = tensor_to_frames(video_vae.decode(x, keep=known.indices if known is not None else ()))
         if before is not None:
             frames = self._after_input(before, frames, len(known.indices), *size)
         self.maybe_free_model_hooks()

@@ -112,8 +112,13 @@ class VideoVAE(nn.Module):
         # contiguous: the posterior's mean is a strided view of the encoder's moments
         return ((torch.cat(out, dim=2) - self.shift_factor) * self.scaling_factor).contiguous()
 
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+    def decode(self, latents: torch.Tensor, keep: Sequence[int] = ()) -> torch.Tensor:
         """Scaled latents `(B, C, F, h, w)` -> video `(B, 3, F, h*s, w*s)` in about [-1, 1].
+
+        `keep`: frames the user gave (known frames: keyframes, an animated still), decoded by the image decoder
+        alone even with a temporal decoder, which would blend them with neighbours that differ a lot (measured on
+        the shapes model's in-betweening: keyframe PSNR 30.0 -> 26.5 dB blended; kept, 30.0 dB with the other
+        frames still smoother than frame by frame).
 
         With a temporal decoder all frames go through at once, whatever `chunk_size` says: its temporal
         layers were trained on whole clips, and a chunk's edges (zero-padded in time) left a seam. Measured
@@ -133,7 +138,12 @@ class VideoVAE(nn.Module):
             else:
                 x = self._decode_temporal(frames, chunk.stop - chunk.start)
             out.append(rearrange(x, "(b f) c h w -> b c f h w", b=b))
-        return torch.cat(out, dim=2)
+        video = torch.cat(out, dim=2)
+        if self.temporal_decoder is not None and len(keep):
+            keep = sorted(set(keep))
+            frames = rearrange(z[:, :, keep], "b c f h w -> (b f) c h w").to(self.vae.dtype)
+            video[:, :, keep] = rearrange(self.vae.decode(frames).sample, "(b f) c h w -> b c f h w", b=b).to(video.dtype)
+        return video
 
     def _decode_temporal(self, z: torch.Tensor, num_frames: int) -> torch.Tensor:
         """The image decoder's own layers, walked in order, with a temporal layer after each resnet."""

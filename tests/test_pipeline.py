@@ -6,6 +6,7 @@ import torch
 
 from tests.conftest import seeded
 from vidldm.errors import VidldmError
+from vidldm.frames import tensor_to_frames
 from vidldm.models import VideoVAE
 from vidldm.models.tiny import tiny_motion_adapter
 from vidldm.pipeline import VideoPipeline
@@ -61,7 +62,7 @@ def test_temporal_decoder_is_the_models_unless_turned_off(pipe):
     from vidldm.models.tiny import randomize_
 
     latents = run(pipe, output_type="latent")
-    plain = ((VideoVAE(pipe.vae).decode(latents) / 2 + 0.5).clamp(0, 1)).permute(0, 2, 3, 4, 1).numpy()
+    plain = tensor_to_frames(VideoVAE(pipe.vae).decode(latents))
     np.testing.assert_allclose(run(pipe), plain, atol=1e-5)
     with pytest.raises(VidldmError, match="this model has no temporal decoder"):
         run(pipe, temporal_decoder=True)
@@ -69,8 +70,8 @@ def test_temporal_decoder_is_the_models_unless_turned_off(pipe):
     randomize_(td, std=0.05)
     pipe.temporal_decoder = td
     try:
-        temporal = ((VideoVAE(pipe.vae, temporal_decoder=td).decode(latents) / 2 + 0.5).clamp(0, 1))
-        np.testing.assert_allclose(run(pipe), temporal.permute(0, 2, 3, 4, 1).numpy(), atol=1e-5)
+        temporal = tensor_to_frames(VideoVAE(pipe.vae, temporal_decoder=td).decode(latents))
+        np.testing.assert_allclose(run(pipe), temporal, atol=1e-5)
         assert np.abs(run(pipe) - plain).max() > 1e-3  # the layers do something
         np.testing.assert_allclose(run(pipe, temporal_decoder=False), plain, atol=1e-5)
         # an animated still is a known frame: it comes back as the image decoder draws it, the rest through the layers

@@ -31,7 +31,7 @@ def resolve_sampling(pipe, args: argparse.Namespace) -> None:
             setattr(args, settings.BY_NAME[name].key, value)
     # Whether a temporal decoder decoded the clip: recorded, so a replay decodes the same way on a model that has
     # one (a sidecar without it predates the shapes model's decoder and replays frame by frame: its `legacy`).
-    if getattr(args, "temporal_decoder", None) is None and "temporal_decoder" in vars(args):
+    if "temporal_decoder" in vars(args) and args.temporal_decoder is None:
         args.temporal_decoder = pipe.temporal_decoder is not None
 
 

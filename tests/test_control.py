@@ -176,6 +176,28 @@ def test_sparsectrl_matches_diffusers(models, rgb, monkeypatch):
     assert max_diff(ours, plain) > 1e-3
 
 
+@torch.no_grad()
+def test_sparsectrl_keyframes_skip_the_temporal_decoder(models):
+    """A SparseCtrl keyframe is decoded by the image decoder alone, as a known frame is: a temporal decoder would pull
+    it toward its neighbours, away from the keyframe the user gave (on the shapes model, both ends within 3 px in 84%
+    of the eval's clips blended, 94% kept). The frames between still go through the temporal layers."""
+    from vidldm.models import TemporalDecoder
+
+    pipe, _, _, _ = models
+    td = randomize_(TemporalDecoder.from_vae_config(pipe.vae.config), std=0.05)
+    keys = dict(conditioning_frames=clip(7, frames=2), controlnet_frame_indices=[0, 2])
+    pipe.set_controlnet(tiny_sparsectrl(rgb=True))
+    pipe.temporal_decoder = td
+    try:
+        made = pipe("a red circle", latents=latents(), **keys, **SETTINGS).frames[0]
+        alone = pipe("a red circle", latents=latents(), temporal_decoder=False, **keys, **SETTINGS).frames[0]
+    finally:
+        pipe.set_controlnet(None)
+        pipe.temporal_decoder = None
+    np.testing.assert_allclose(made[[0, 2]], alone[[0, 2]], atol=1e-5)
+    assert np.abs(made[[1, 3]] - alone[[1, 3]]).max() > 1e-3
+
+
 def test_keyframes_are_checked(models):
     pipe, _, _, _ = models
     pipe.set_controlnet(tiny_sparsectrl())

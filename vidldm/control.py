@@ -65,6 +65,13 @@ class ControlResiduals:
         """The same control for a loop of `num_steps` (start and end are fractions of the loop's steps)."""
         return ControlResiduals(self.units, self.guess_mode, num_steps)
 
+    @property
+    def keyframes(self) -> list[int]:
+        """The frames a SparseCtrl net pins to a keyframe (its mask's frames), sorted: the pipeline decodes them with
+        the image decoder alone, as known frames, so a temporal decoder does not pull them toward their neighbours."""
+        pinned = {int(i) for u in self.units if u.mask is not None for i in u.mask[0, 0, :, 0, 0].nonzero().flatten()}
+        return sorted(pinned)
+
     def __call__(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor, frames, step: int,
                  guided: bool) -> dict[str, Any]:
         """`x` `(N, C, f, h, w)` and `t` `(N, f)` as the UNet gets them (under guidance N = 2B, unconditional half first),

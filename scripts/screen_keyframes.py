@@ -47,6 +47,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=2031)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--guidance", type=float, default=6.0)
+    parser.add_argument("--free-init", type=int, default=None, help="FreeInit runs (default: the model's)")
+    parser.add_argument("--exact-keyframes", action=argparse.BooleanOptionalAction, default=False,
+                        help="also give the keyframes as known frames (generate --exact-keyframes)")
     args = parser.parse_args()
     if args.n < 1 or args.steps < 1:
         raise SystemExit("screen_keyframes: --n and --steps must be at least 1")
@@ -60,8 +63,9 @@ def main() -> None:
     for temporal_end, scale in pairs:
         start = time.perf_counter()
         row = evaluate_keyframes(pipe, n=args.n, steps=args.steps, guidance=args.guidance, temporal_end=temporal_end,
-                                 scale=scale, seed=args.seed, baselines=False, log=lambda m: None)
-        name = f"te {temporal_end:g}, scale {scale:g}"
+                                 scale=scale, seed=args.seed, baselines=False, log=lambda m: None,
+                                 free_init=args.free_init, exact=args.exact_keyframes)
+        name = f"te {temporal_end:g}, scale {scale:g}" + (", exact keyframes" if args.exact_keyframes else "")
         rows[name] = next(iter(row.values()))
         print(f"{name}: {rows[name]} ({time.perf_counter() - start:.0f} s)", file=sys.stderr)
     print(f"{args.sparsectrl}: {args.n} clips of make-shapes seed {args.seed}\n")

@@ -218,3 +218,68 @@ def test_a_bad_encoder_settings_file_is_one_line(tmp_path, text, message):
         keyframe_encoder_settings(tmp_path)
     (tmp_path / "sampling.json").write_text('{"scale": 1.5, "temporal_end": 0.85}')
     assert keyframe_encoder_settings(tmp_path) == (1.5, {"temporal_end": 0.85})
+
+
+def test_exact_keyframes_are_also_known_frames(trained, tmp_path, capsys):
+    """`--exact-keyframes`: the keyframes also enter as known frames (the clip passes through them); the encoder's
+    sampling.json gives the default, the flag wins, the sidecar records what was used and a replay follows it; an
+    old sidecar without the key replays without (legacy); the flag without keyframes is one line, nothing written."""
+    import json
+    import shutil
+
+    from vidldm.clip_run import keyframe_encoder_exact
+
+    model = tmp_path / "model"
+    shutil.copytree(trained[0] / "pipeline", model)
+    clip = moving_square(4)
+    for i in (0, 3):
+        Image.fromarray(clip[i]).save(tmp_path / f"key{i}.png")
+    common = ["generate", "a square moving right", "--model", str(model), "--frames", "4", "--height", "16", "--width",
+              "16", "--steps", "2", "--seed", "1", "--keyframe", f"0:{tmp_path / 'key0.png'}",
+              "--keyframe", f"3:{tmp_path / 'key3.png'}"]
+
+    def made(name, *extra):
+        out = tmp_path / f"{name}.gif"
+        assert main([*common, *extra, "-o", str(out)]) == 0
+        return json.loads(out.with_suffix(".json").read_text())["exact_keyframes"], out.read_bytes()
+
+    steered, exact = made("steered"), made("exact", "--exact-keyframes")
+    assert steered[0] is False and exact[0] is True and steered[1] != exact[1]
+    (model / "sparsectrl" / "sampling.json").write_text(json.dumps({"scale": 1.0, "exact_keyframes": True}))
+    assert keyframe_encoder_exact(model / "sparsectrl") is True
+    default, off = made("default"), made("off", "--no-exact-keyframes")
+    assert default == exact and off == steered  # scale 1 is the default scale: only the flag differs
+    assert main(["replay", str(tmp_path / "steered.json"), "-o", str(tmp_path / "again.gif")]) == 0
+    assert (tmp_path / "again.gif").read_bytes() == steered[1]  # recorded off: the encoder's new default does not apply
+    sidecar = json.loads((tmp_path / "steered.json").read_text())
+    del sidecar["exact_keyframes"]
+    (tmp_path / "before.json").write_text(json.dumps(sidecar))
+    assert main(["replay", str(tmp_path / "before.json"), "-o", str(tmp_path / "old.gif")]) == 0
+    assert (tmp_path / "old.gif").read_bytes() == steered[1]
+    capsys.readouterr()
+    refused = tmp_path / "refused.gif"
+    assert main([*common[:-4], "--exact-keyframes", "-o", str(refused)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--exact-keyframes makes the keyframes known frames: give --keyframe" in err[0]
+    assert not refused.exists()
+    (model / "sparsectrl" / "sampling.json").write_text(json.dumps({"exact_keyframes": "yes"}))
+    with pytest.raises(VidldmError, match="exact_keyframes must be true or false"):
+        keyframe_encoder_exact(model / "sparsectrl")
+
+
+def test_eval_keyframes_exact_gives_the_keyframes_as_known_frames(monkeypatch):
+    """`evaluate_keyframes(exact=True)` (`vidldm eval keyframes --exact-keyframes`): the keyframes also go in as
+    known frames `{0: first, F-1: last}`, and the row says so."""
+    import vidldm.eval.keyframes as keyframes
+
+    pipe = load_pipeline("tiny", device="cpu")
+    pipe.set_progress_bar_config(disable=True)
+    pipe.set_controlnet(new_keyframe_encoder(pipe.unet, pipe.motion_adapter))
+    calls = []
+    real_call = type(pipe).__call__
+    monkeypatch.setattr(type(pipe), "__call__", lambda self, *a, **k: calls.append(k) or real_call(self, *a, **k))
+    rows = keyframes.evaluate_keyframes(pipe, n=1, steps=1, guidance=1.0, baselines=False, log=lambda m: None, exact=True)
+    assert list(rows) == ["video model, keyframes 0 and last (SparseCtrl and known frames)"]
+    image, given = calls[0]["image"], calls[0]["conditioning_frames"]
+    assert sorted(image) == [0, calls[0]["num_frames"] - 1]
+    assert all(np.array_equal(image[i], g) for i, g in zip(sorted(image), given))

@@ -170,6 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="shapes", help="model to evaluate (default: shapes)")
     p.add_argument("--n", type=int, default=None, help="number of prompts (default: 210; keyframes: 50 clips)")
     p.add_argument("--sparsectrl", help="keyframes: the SparseCtrl keyframe encoder (default: the model's own)")
+    p.add_argument("--exact-keyframes", action=argparse.BooleanOptionalAction, default=None,
+                   help="keyframes: also give them as known frames, as generate --exact-keyframes does (default: the "
+                   "keyframe encoder's own)")
     p.add_argument("--animate", type=int, default=50, help="number of stills to animate (default: 50)")
     settings.add_flags(p, "eval", model_default="shapes")
     p.add_argument("--device", help="cpu, cuda, ...")
@@ -481,8 +484,8 @@ def evaluate(args: argparse.Namespace) -> None:
 
     if args.benchmark == "keyframes":
         return evaluate_keyframes(args)
-    if args.sparsectrl:
-        raise VidldmError("--sparsectrl is for vidldm eval keyframes")
+    if args.sparsectrl or args.exact_keyframes is not None:
+        raise VidldmError(f"{'--sparsectrl' if args.sparsectrl else '--exact-keyframes'} is for vidldm eval keyframes")
     args.n = 210 if args.n is None else args.n
     args.output = args.output or "docs/evaluation.md"
     if args.n < 1 or args.animate < 0:
@@ -518,7 +521,7 @@ def evaluate_keyframes(args: argparse.Namespace) -> None:
 
     from vidldm import atomic
     from vidldm.builtin_names import own_keyframe_encoder
-    from vidldm.clip_run import keyframe_encoder_settings
+    from vidldm.clip_run import keyframe_encoder_exact, keyframe_encoder_settings
     from vidldm.eval.keyframes import HELD_OUT_SEED, format_rows
     from vidldm.eval.keyframes import evaluate_keyframes as run_eval
     from vidldm.io import check_output_folder
@@ -530,11 +533,13 @@ def evaluate_keyframes(args: argparse.Namespace) -> None:
     settings.check_args(args)
     if args.sparsectrl:
         path, scale = settings.parse_lora_spec(args.sparsectrl, "--sparsectrl scale")
+        exact = bool(args.exact_keyframes)
     else:  # the model's own, as `--keyframe` uses it: at the scale and settings it was tuned with, unless given
         own = own_keyframe_encoder(args.model)
         if own is None:
             raise VidldmError(f"the model '{args.model}' has no keyframe encoder of its own; give --sparsectrl PATH")
         path, (scale, tuned) = str(own), keyframe_encoder_settings(own)
+        exact = keyframe_encoder_exact(own) if args.exact_keyframes is None else args.exact_keyframes
         for name, value in tuned.items():
             if getattr(args, settings.BY_NAME[name].key, None) is None:
                 setattr(args, settings.BY_NAME[name].key, value)
@@ -548,12 +553,14 @@ def evaluate_keyframes(args: argparse.Namespace) -> None:
     start = time.perf_counter()
     free_init = getattr(args, "free_init", None)  # the own encoder's (set above), as `--keyframe` uses it
     rows = run_eval(pipe, n=args.n, steps=args.steps, guidance=args.guidance, temporal_end=args.temporal_end,
-                    scale=scale, log=lambda m: print(m, file=sys.stderr), free_init=free_init)
+                    scale=scale, log=lambda m: print(m, file=sys.stderr), free_init=free_init, exact=exact)
     table = format_rows(rows)
-    command = f"vidldm eval keyframes --model {args.model} --n {args.n}" + (f" --sparsectrl {args.sparsectrl}" if args.sparsectrl else "")
+    command = (f"vidldm eval keyframes --model {args.model} --n {args.n}" + (f" --sparsectrl {args.sparsectrl}" if args.sparsectrl else "")
+               + ("" if args.exact_keyframes is None else f" --{'' if exact else 'no-'}exact-keyframes"))
     text = (f"# Keyframes: {args.n} held-out clips (make-shapes seed {HELD_OUT_SEED}), frames 0 and last given\n\n"
             f"Made with `{command}` (keyframe scale {scale:g}, {args.steps} steps, guidance {args.guidance}, temporal layers for "
-            f"{args.temporal_end:g} of the steps{_free_init_note(pipe, free_init)}, device {device}, "
+            f"{args.temporal_end:g} of the steps{_free_init_note(pipe, free_init)}"
+            f"{', keyframes also known frames' if exact else ''}, device {device}, "
             f"{time.perf_counter() - start:.0f} s).\n\n{table}\n")
     atomic.write_text(out, text)
     print(table)

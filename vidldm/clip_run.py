@@ -33,6 +33,9 @@ def resolve_sampling(pipe, args: argparse.Namespace) -> None:
     # one (a sidecar without it predates the shapes model's decoder and replays frame by frame: its `legacy`).
     if "temporal_decoder" in vars(args) and args.temporal_decoder is None:
         args.temporal_decoder = pipe.temporal_decoder is not None
+    # Whether keyframes were also known frames: recorded, so a replay does the same whatever the encoder's default.
+    if "exact_keyframes" in vars(args) and args.exact_keyframes is None:
+        args.exact_keyframes = keyframe_encoder_exact(own) if own is not None else False
 
 
 def check_memory(pipe, args: argparse.Namespace, device: str) -> None:
@@ -95,6 +98,8 @@ def check_control(args: argparse.Namespace) -> list[tuple[int, str]]:
                           f"'{getattr(args, 'model', None)}' has no keyframe encoder of its own)")
     if sparse and not keys:
         raise VidldmError("--sparsectrl needs keyframes: give --keyframe FRAME:IMAGE (repeat for several frames)")
+    if getattr(args, "exact_keyframes", None) and not keys:
+        raise VidldmError("--exact-keyframes makes the keyframes known frames: give --keyframe FRAME:IMAGE")
     settings_given = [s.flag for s in settings.SETTINGS if s.group == "control" and s.key not in
                       ("controlnet", "control", "sparsectrl", "keyframe") and getattr(args, s.key, None) not in (None, False)]
     if settings_given and not nets and not sparse:
@@ -148,6 +153,7 @@ def _own_encoder(args: argparse.Namespace) -> Path | None:
 
 
 ENCODER_SAMPLING = "sampling.json"  # beside a keyframe encoder's weights: the settings it was tuned with
+ENCODER_EXTRA = ("scale", "exact_keyframes")  # its keys that are not sampling settings
 
 
 def keyframe_encoder_settings(folder: Path) -> tuple[float, dict[str, Any]]:
@@ -155,11 +161,21 @@ def keyframe_encoder_settings(folder: Path) -> tuple[float, dict[str, Any]]:
     `{"scale": 1.5, "temporal_end": 0.85}`; (1.0, {}) without one. Used when `--keyframe` takes the model's own
     encoder; the user's flags still win. Why it is not the model's sampling.json: plain prompts keep theirs."""
     path = Path(folder) / ENCODER_SAMPLING
-    tuned, own = settings.read_sampling_file(path, extra=("scale",))
+    tuned, own = settings.read_sampling_file(path, extra=ENCODER_EXTRA)
     scale = own.get("scale", 1.0)
     if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 <= scale < float("inf"):
         raise VidldmError(f"'{path}': scale must be a number >= 0, got {scale!r}")
     return float(scale), tuned
+
+
+def keyframe_encoder_exact(folder: Path) -> bool:
+    """Whether a keyframe encoder's keyframes are by default also known frames (`--exact-keyframes`): its
+    sampling.json's `exact_keyframes`, False without one (diffusers' SparseCtrl: keyframes steer, nothing more)."""
+    path = Path(folder) / ENCODER_SAMPLING
+    exact = settings.read_sampling_file(path, extra=ENCODER_EXTRA)[1].get("exact_keyframes", False)
+    if not isinstance(exact, bool):
+        raise VidldmError(f"'{path}': exact_keyframes must be true or false, got {exact!r}")
+    return exact
 
 
 def control_inputs(args: argparse.Namespace) -> dict[str, Any]:
@@ -185,7 +201,10 @@ def control_inputs(args: argparse.Namespace) -> dict[str, Any]:
             "controlnet_conditioning_scale": scales[0] if one else scales,
             "control_guidance_start": starts[0] if one else starts, "control_guidance_end": ends[0] if one else ends,
             "guess_mode": bool(getattr(args, "guess_mode", False)),
-            "controlnet_frame_indices": [i for i, _ in keyframes] or None}
+            "controlnet_frame_indices": [i for i, _ in keyframes] or None,
+            # exact: the clip passes through the keyframes (known frames, vidldm's in-betweening) as well as being
+            # steered toward them; the frames there are then the keyframes as the VAE draws them
+            **({"image": dict(keyframes)} if keyframes and getattr(args, "exact_keyframes", None) else {})}
 
 
 def make_clip(pipe, args: argparse.Namespace, output: Path, device: str,

@@ -317,6 +317,10 @@ SETTINGS: list[Setting] = [
     Setting("keyframe", "--keyframe", str, "a SparseCtrl keyframe: FRAME:IMAGE (an RGB still, or a scribble for the "
             "scribble model); repeat for several frames", group="control", commands=MODES, to_pipeline=False,
             repeatable=True, metavar="FRAME:IMAGE", validate=_check_keyframe, record=_record_keyframe),
+    Setting("exact_keyframes", "--exact-keyframes", bool, "the clip passes through its --keyframe images (also "
+            "given as known frames, as inbetween gives them) rather than only being steered toward them (default: "
+            "the keyframe encoder's own, on for the shapes model's; off for a --sparsectrl file: diffusers' SparseCtrl)",
+            negatable=True, legacy=False, group="control", commands=("generate",), to_pipeline=False),
     # what each mode takes
     Setting("image_conditioning", "--image-conditioning", str,
             "clean: known frames enter as clean frames at t=0 (adapters trained with frame conditioning); "

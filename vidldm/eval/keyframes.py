@@ -80,12 +80,14 @@ def read_rows(made: list[np.ndarray], real: list[np.ndarray], moving: list[bool]
 def evaluate_keyframes(pipe, n: int = 50, steps: int | None = None, guidance: float | None = None,
                        temporal_end: float | None = None, scale: float = 1.0, tolerance: float = 3.0,
                        log: Callable[[str], None] = print, seed: int = HELD_OUT_SEED,
-                       baselines: bool = True, free_init: int | None = None) -> dict[str, dict[str, float]]:
+                       baselines: bool = True, free_init: int | None = None,
+                       exact: bool = False) -> dict[str, dict[str, float]]:
     """Rows of the keyframe eval for `pipe`, which has a SparseCtrl keyframe encoder set (`set_controlnet`), used at
     `scale`; the other rows run the same prompts, seeds and settings without it (`baselines=False`: the keyframe
     row alone). `seed` draws the clips: another seed than `HELD_OUT_SEED` screens settings on other clips than
     those the report is made on (scripts/screen_keyframes.py). `free_init`: FreeInit runs of the rows but the floor
-    (None: the model's)."""
+    (None: the model's). `exact`: the keyframes are also known frames (`image={0: ..., F-1: ...}`), as
+    `generate --exact-keyframes` gives them."""
     specs = evaluation_specs(n, seed=seed)
     real = [render_clip(s) for s in specs]
     moving = [s.motion.startswith("moving") for s in specs]
@@ -100,14 +102,15 @@ def evaluate_keyframes(pipe, n: int = 50, steps: int | None = None, guidance: fl
         made = []
         for i, (spec, clip) in enumerate(zip(specs, real)):
             keys = dict(conditioning_frames=[clip[0], clip[-1]], controlnet_frame_indices=[0, f - 1],
-                        controlnet_conditioning_scale=scale) if keyframes else {}
+                        controlnet_conditioning_scale=scale, **({"image": {0: clip[0], f - 1: clip[-1]}} if exact else {})
+                        ) if keyframes else {}
             out = pipe(spec.caption, generator=torch.Generator().manual_seed(i), **common, **keys, **call)
             made.append(to_uint8_frames(out.frames[0]))
         rows[name] = read_rows(made, real, moving, tolerance)
         log(f"{name}: {rows[name]}")
 
     try:
-        run("video model, keyframes 0 and last (SparseCtrl)", True, **video)
+        run(f"video model, keyframes 0 and last (SparseCtrl{' and known frames' if exact else ''})", True, **video)
         if baselines:
             run("video model, the prompt alone", False, **video)
             run("image model, frame by frame (floor)", False, **IMAGE_MODEL_FLOOR)

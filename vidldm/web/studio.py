@@ -57,11 +57,13 @@ class Studio:
 
     def make(self, mode: str, prompt: str, media, values: list[Any],
              on_step: Callable[[int, int], None] | None = None,
-             keyframes: list[tuple[Any, str | None]] | None = None, tuned: bool = True) -> Clip:
+             keyframes: list[tuple[Any, str | None]] | None = None, tuned: bool = True,
+             exact_keyframes: bool | None = None) -> Clip:
         """One clip of `mode` from the form's `values` (`form.form_settings(mode)` order) and its uploads `media` (a
         path, or one per `media_kinds(mode)`); `keyframes`: `(frame, image)` pairs for the keyframe encoder (frame
         blank: the clip's last), empty slots skipped; `tuned`: the model's own encoder's settings fill the values
-        left at the model's defaults (not on replay: a sidecar holds what was used). VidldmError on a mistake."""
+        left at the model's defaults (not on replay: a sidecar holds what was used); `exact_keyframes`: as the CLI's
+        flag (None: the encoder's own default; a replay gives the sidecar's). VidldmError on a mistake."""
         if not (prompt or "").strip() and mode != "interpolate-frames":  # its known frames say what it shows
             raise VidldmError("type a prompt first")
         args = to_namespace(mode, prompt or "", values, self.server)
@@ -70,6 +72,8 @@ class Studio:
         for (key, kind), path in zip(kinds, given + [None] * (len(kinds) - len(given)), strict=True):
             setattr(args, key, check_upload(path, kind))
         keys = self._keyframes(args, keyframes or [], tuned)
+        if mode == "generate":  # the only mode whose keyframes can also be known frames (vidldm.clip_run.control_inputs)
+            args.exact_keyframes = exact_keyframes if keys else None
         args.seed = normalize_seed(args.seed) if args.seed is not None else random.randrange(2**31)
         with self._lock:
             output = self._next_output(args.prompt, args.seed)
@@ -99,7 +103,7 @@ class Studio:
         media = [saved.get(key) for key, _ in media_kinds(mode)]
         keyframes = [settings.parse_keyframe(spec) for spec in saved.get("keyframe") or []]
         return self.make(mode, prompt_text(saved["prompt"]), media, from_sidecar(mode, saved), on_step, keyframes,
-                         tuned=False)
+                         tuned=False, exact_keyframes=saved.get("exact_keyframes", settings.BY_NAME["exact_keyframes"].legacy))
 
     def _check_replayable(self, saved: dict[str, Any], sidecar: Path) -> None:
         """Refuse in one line a sidecar this server would remake otherwise than it was made (the CLI's, put in the
@@ -107,7 +111,7 @@ class Studio:
         through another encoder than this server's. `vidldm replay` remakes those."""
         remake = f"remake it with `vidldm replay {sidecar}`"
         for s in settings.SETTINGS:
-            if s.group in ("image prompt", "control") and s.key not in ("keyframe", "sparsectrl") \
+            if s.group in ("image prompt", "control") and s.key not in ("keyframe", "sparsectrl", "exact_keyframes") \
                     and saved.get(s.key) not in (None, [], s.default):
                 raise VidldmError(f"this clip was made with {s.flag}, which the studio does not take; {remake}")
         if saved.get("keyframe"):

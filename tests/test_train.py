@@ -294,6 +294,25 @@ def test_decoder_stage_latent_noise_jitters_the_latents_frame_by_frame(tmp_path,
         load_config(recipe(tmp_path, video_folder, stage="decoder", train={"latent_noise": -0.1}))
 
 
+def test_latent_warp_scales_and_shifts_each_frame_on_its_own(tmp_path, video_folder):
+    """`train.latent_warp` (`warp_frames`): each frame of a clip is scaled and shifted by its own draw, the background
+    extended at the edges; a tiny amount leaves the latents as they are; only the decoder stage takes it."""
+    from vidldm.train.stages import warp_frames
+
+    latents = torch.zeros(2, 4, 6, 16, 16)
+    latents[..., 6:10, 6:10] = 1.0  # a square object on a flat background
+    latents += 0.5
+    warped = warp_frames(latents, 0.5, torch.Generator().manual_seed(3))
+    mass = (warped - 0.5).sum((1, 3, 4))  # (B, F): the object's size (its mass over the background), all channels
+    assert (mass.std(dim=1) / mass.mean(dim=1)).max() > 0.03  # sizes differ from frame to frame (the amount is per clip)
+    assert torch.allclose(warped[..., 0, 0], torch.full_like(warped[..., 0, 0], 0.5))  # edges stay background
+    assert torch.allclose(warp_frames(latents, 1e-7, torch.Generator().manual_seed(3)), latents, atol=1e-4)
+    with pytest.raises(VidldmError, match="train.latent_warp is for the decoder stage, not temporal"):
+        load_config(recipe(tmp_path, video_folder, train={"latent_warp": 0.05}))
+    with pytest.raises(VidldmError, match="train.latent_warp must be a number from 0 to 0.5"):
+        load_config(recipe(tmp_path, video_folder, stage="decoder", train={"latent_warp": 0.9}))
+
+
 @pytest.mark.parametrize("stage", ["vae", "decoder"])
 def test_pixel_stages_refuse_a_latent_cache(tmp_path, video_folder, stage):
     """The VAE and decoder stages reconstruct pixels, which a latent cache does not hold: one line at load, not a

@@ -110,6 +110,8 @@ class TrainConfig:
     freeze_encoder: bool = False        # vae stage: train the decoder only; latents (and latent caches) stay valid
     latent_noise: float = 0.0           # decoder stage: add frame-independent noise (std up to this, drawn per clip) to the
                                         # latents, so the temporal layers learn to remove a sampler's frame-to-frame jitter
+    latent_warp: float = 0.0            # decoder stage: scale and shift each latent frame on its own (up to this fraction,
+                                        # drawn per clip), so the layers learn to undo a sampler's size pulsing and wobble
     seed: int = 0
 
 
@@ -275,8 +277,12 @@ def check(config: Config, source: str) -> None:
     if not isinstance(t.latent_noise, (int, float)) or not 0 <= t.latent_noise <= 1:
         raise VidldmError(f"{source}: train.latent_noise must be a number from 0 to 1 (latents have unit variance), "
                           f"got {t.latent_noise!r}")
-    if t.latent_noise and config.stage != "decoder":
-        raise VidldmError(f"{source}: train.latent_noise is for the decoder stage, not {config.stage}")
+    if not isinstance(t.latent_warp, (int, float)) or not 0 <= t.latent_warp <= 0.5:
+        raise VidldmError(f"{source}: train.latent_warp must be a number from 0 to 0.5 (a fraction of the frame), "
+                          f"got {t.latent_warp!r}")
+    for name in ("latent_noise", "latent_warp"):
+        if getattr(t, name) and config.stage != "decoder":
+            raise VidldmError(f"{source}: train.{name} is for the decoder stage, not {config.stage}")
     if not isinstance(t.keyframe_weight, (int, float)) or not 0 < t.keyframe_weight < float("inf"):
         raise VidldmError(f"{source}: train.keyframe_weight must be a number > 0, got {t.keyframe_weight!r}")
     if t.crop_size is not None and not (isinstance(t.crop_size, int) and 8 <= t.crop_size <= min(d.height, d.width)):

@@ -283,3 +283,17 @@ def test_eval_keyframes_exact_gives_the_keyframes_as_known_frames(monkeypatch):
     image, given = calls[0]["image"], calls[0]["conditioning_frames"]
     assert sorted(image) == [0, calls[0]["num_frames"] - 1]
     assert all(np.array_equal(image[i], g) for i, g in zip(sorted(image), given))
+
+
+def test_eval_keyframes_report_names_the_flags_given(trained, tmp_path, capsys):
+    """The report's command line is what was typed: the encoder's default exact_keyframes is not written as a flag;
+    `eval shapes` refuses the keyframe flag."""
+    report = tmp_path / "kf.md"
+    common = ["eval", "keyframes", "--model", str(trained[0] / "pipeline"), "--n", "1", "--steps", "1", "-o", str(report)]
+    assert main(common) == 0
+    assert "--n 1`" in report.read_text() and "exact-keyframes" not in report.read_text()
+    assert main([*common, "--exact-keyframes"]) == 0
+    assert "--n 1 --exact-keyframes`" in report.read_text() and "keyframes also known frames" in report.read_text()
+    capsys.readouterr()
+    assert main(["eval", "shapes", "--model", "tiny", "--n", "1", "--exact-keyframes"]) == 2
+    assert "--exact-keyframes is for vidldm eval keyframes" in capsys.readouterr().err

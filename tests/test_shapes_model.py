@@ -157,7 +157,7 @@ def test_shipped_keyframe_encoder_puts_the_object_where_the_keyframes_say(shapes
     object's first and last places are far nearer the keyframes' than the prompt alone puts them
     (docs/evaluation.md measures it on 50 clips: medians 17 px without, under 2 px with)."""
     from vidldm.builtin_names import own_keyframe_encoder
-    from vidldm.clip_run import keyframe_encoder_settings
+    from vidldm.clip_run import keyframe_encoder_exact, keyframe_encoder_settings
     from vidldm.control import load_control_model
     from vidldm.data.shapes import evaluation_specs, render_clip
     from vidldm.eval.keyframes import centroid_error
@@ -165,6 +165,7 @@ def test_shipped_keyframe_encoder_puts_the_object_where_the_keyframes_say(shapes
     folder = own_keyframe_encoder("shapes")
     assert folder == WEIGHTS / "sparsectrl"
     scale, tuned = keyframe_encoder_settings(folder)
+    assert keyframe_encoder_exact(folder)  # `--keyframe` on the default model also gives the keyframes as known frames
     pipe = shapes.with_parts(controlnet=load_control_model(folder, "sparsectrl", shapes.unet))
     specs = [s for s in evaluation_specs(12, seed=2029) if s.motion.startswith("moving")][:2]
     with_keys, alone = [], []

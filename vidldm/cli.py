@@ -530,6 +530,7 @@ def evaluate_keyframes(args: argparse.Namespace) -> None:
     args.n = 50 if args.n is None else args.n
     if args.n < 1:
         raise VidldmError("--n must be at least 1")
+    given_exact = args.exact_keyframes  # as typed, for the report's command line (resolve_sampling fills it later)
     settings.check_args(args)
     if args.sparsectrl:
         path, scale = settings.parse_lora_spec(args.sparsectrl, "--sparsectrl scale")
@@ -556,7 +557,7 @@ def evaluate_keyframes(args: argparse.Namespace) -> None:
                     scale=scale, log=lambda m: print(m, file=sys.stderr), free_init=free_init, exact=exact)
     table = format_rows(rows)
     command = (f"vidldm eval keyframes --model {args.model} --n {args.n}" + (f" --sparsectrl {args.sparsectrl}" if args.sparsectrl else "")
-               + ("" if args.exact_keyframes is None else f" --{'' if exact else 'no-'}exact-keyframes"))
+               + ("" if given_exact is None else f" --{'' if exact else 'no-'}exact-keyframes"))
     text = (f"# Keyframes: {args.n} held-out clips (make-shapes seed {HELD_OUT_SEED}), frames 0 and last given\n\n"
             f"Made with `{command}` (keyframe scale {scale:g}, {args.steps} steps, guidance {args.guidance}, temporal layers for "
             f"{args.temporal_end:g} of the steps{_free_init_note(pipe, free_init)}"

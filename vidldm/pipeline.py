@@ -538,8 +538,7 @@ class VideoPipeline(DiffusionPipeline, VideoLoraLoaderMixin, VideoIPAdapterMixin
 
         # 4. decode (extension: the input clip, then the new frames)
         before = video_frames if extend else None
-        keep = sorted({*(start.known.indices if start.known is not None else ()), *(control.keyframes if control else ())})
-        return self._to_output(x, video_vae, output_type, before, start.known, keep, (height, width))
+        return self._to_output(x, video_vae, output_type, before, start.known, control, (height, width))
 
     def _decoder_layers(self, temporal_decoder: bool | None) -> TemporalDecoder | None:
         """The temporal decoder a call decodes with: the model's unless `temporal_decoder=False` (the image VAE frame
@@ -733,15 +732,16 @@ class VideoPipeline(DiffusionPipeline, VideoLoraLoaderMixin, VideoIPAdapterMixin
 
         return on_step
 
-    def _to_output(self, x: torch.Tensor, video_vae: VideoVAE, output_type: str, before, known, keep: list[int],
+    def _to_output(self, x: torch.Tensor, video_vae: VideoVAE, output_type: str, before, known, control,
                    size) -> VideoPipelineOutput:
-        """Latents `(B, C, F, h, w)` -> the frames `output_type` asks for; `before`: the clip an extension continues;
-        `keep`: the frames decoded by the image decoder alone (known frames and SparseCtrl keyframes: what the user
-        gave there is the answer, not to be blended with its neighbours by a temporal decoder)."""
+        """Latents `(B, C, F, h, w)` -> the frames `output_type` asks for; `before`: the clip an extension continues.
+        Known frames and SparseCtrl keyframes (`control`'s) are decoded by the image decoder alone: what the user
+        gave there is the answer, not to be blended with its neighbours by a temporal decoder."""
         if output_type == "latent":
             self.maybe_free_model_hooks()
             return VideoPipelineOutput(frames=x)
         self._offload("vae")
+        keep = sorted({*(known.indices if known is not None else ()), *(control.keyframes if control else ())})
         frames = tensor_to_frames(video_vae.decode(x, keep=keep))
         if before is not None:
             frames = self._after_input(before, frames, len(known.indices), *size)

@@ -242,6 +242,19 @@ def _resolve_paths(config: Config, base: Path) -> None:
         config.model.pretrained = rel(config.model.pretrained) or config.model.pretrained
 
 
+def _check_latent_corruption(t, stage: str, source: str) -> None:
+    """The decoder stage's `latent_noise` and `latent_warp`: in range, and on that stage only."""
+    if not isinstance(t.latent_noise, (int, float)) or not 0 <= t.latent_noise <= 1:
+        raise VidldmError(f"{source}: train.latent_noise must be a number from 0 to 1 (latents have unit variance), "
+                          f"got {t.latent_noise!r}")
+    if not isinstance(t.latent_warp, (int, float)) or not 0 <= t.latent_warp <= 0.5:
+        raise VidldmError(f"{source}: train.latent_warp must be a number from 0 to 0.5 (a fraction of the frame), "
+                          f"got {t.latent_warp!r}")
+    for name in ("latent_noise", "latent_warp"):
+        if getattr(t, name) and stage != "decoder":
+            raise VidldmError(f"{source}: train.{name} is for the decoder stage, not {stage}")
+
+
 def check(config: Config, source: str) -> None:
     """Everything that can be checked without loading a model."""
     if config.stage not in STAGES:
@@ -274,15 +287,7 @@ def check(config: Config, source: str) -> None:
     for name, value in (("train.foreground_weight", t.foreground_weight), ("train.flicker_weight", t.flicker_weight)):
         if not isinstance(value, (int, float)) or value < 0:
             raise VidldmError(f"{source}: {name} must be a number >= 0, got {value!r}")
-    if not isinstance(t.latent_noise, (int, float)) or not 0 <= t.latent_noise <= 1:
-        raise VidldmError(f"{source}: train.latent_noise must be a number from 0 to 1 (latents have unit variance), "
-                          f"got {t.latent_noise!r}")
-    if not isinstance(t.latent_warp, (int, float)) or not 0 <= t.latent_warp <= 0.5:
-        raise VidldmError(f"{source}: train.latent_warp must be a number from 0 to 0.5 (a fraction of the frame), "
-                          f"got {t.latent_warp!r}")
-    for name in ("latent_noise", "latent_warp"):
-        if getattr(t, name) and config.stage != "decoder":
-            raise VidldmError(f"{source}: train.{name} is for the decoder stage, not {config.stage}")
+    _check_latent_corruption(t, config.stage, source)
     if not isinstance(t.keyframe_weight, (int, float)) or not 0 < t.keyframe_weight < float("inf"):
         raise VidldmError(f"{source}: train.keyframe_weight must be a number > 0, got {t.keyframe_weight!r}")
     if t.crop_size is not None and not (isinstance(t.crop_size, int) and 8 <= t.crop_size <= min(d.height, d.width)):

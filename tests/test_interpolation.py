@@ -48,6 +48,9 @@ def test_a_sparse_recipe_trains_and_marks_the_adapter(tmp_path, video_folder):  
     Trainer(config).train()
     pipe = load_pipeline(tmp_path / "run" / "pipeline", device="cpu")
     assert pipe.motion_adapter.config.sparse_frame_conditioning is True
+    # a declared setting, so diffusers passes it to the adapter rather than warning that it "will be ignored"
+    init, unused, _ = type(pipe.motion_adapter).extract_init_dict(dict(pipe.motion_adapter.config))
+    assert init["sparse_frame_conditioning"] is True and "sparse_frame_conditioning" not in unused
     assert pipe._conditioning_mode("auto", [0, 3]) == "clean"
     with pytest.raises(VidldmError, match="train.known_frames must be first or sparse"):
         load_config(recipe(tmp_path, video_folder, train={"known_frames": "middle"}))

@@ -98,9 +98,12 @@ class MotionAdapter(ModelMixin, ConfigMixin, PeftAdapterMixin):
         frame_conditioning: bool = False,
         cross_attention_dim: int | None = None,
         spatiotemporal_levels: Sequence[int] | None = None,
+        sparse_frame_conditioning: bool = False,
     ):
         """`frame_conditioning` records that the adapter was trained with clean known frames at t = 0,
-        so the pipeline may animate images with per-frame timesteps ("clean") by default.
+        so the pipeline may animate images with per-frame timesteps ("clean") by default;
+        `sparse_frame_conditioning`, that they were at any frames (`train.known_frames: sparse`), so keyframes
+        and `interpolate-frames` inputs are clean too. Both only describe the weights.
         `cross_attention_dim` (the text encoder's width) adds text cross-attention to every temporal
         transformer, so motion words reach the temporal layers directly; AnimateDiff and diffusers
         adapters have none (None), and an adapter with it cannot be written in their formats.

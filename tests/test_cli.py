@@ -61,15 +61,16 @@ def test_sidecar_makes_the_same_clip_again(tmp_path):
 
 
 def test_replay_of_a_sidecar_older_than_a_setting_uses_the_behaviour_of_its_time(tmp_path):
-    """A sidecar written before temporal_end / guidance_rescale / free_init / temporal_decoder were recorded replays
-    with the temporal layers at every step, no rescale, no FreeInit and frame-by-frame decoding, not with the model's
-    defaults today (the shapes model runs FreeInit twice and has a temporal decoder)."""
+    """A sidecar written before temporal_end / guidance_rescale / free_init / temporal_decoder / temporal_smoothing
+    were recorded replays with the temporal layers at every step, no rescale, no FreeInit, frame-by-frame decoding
+    and no smoothing, not with the model's defaults today (the shapes model runs FreeInit twice and has a temporal
+    decoder)."""
     out = tmp_path / "clip.gif"
     assert cli("generate", "a red circle moving right on a black background", "--frames", 4, "--steps", 2,
                "--seed", 3, "-q", "--temporal-end", 0.7, "-o", out) == 0
     side = json.loads(out.with_suffix(".json").read_text())
     assert (side["temporal_end"], side["free_init"], side["temporal_decoder"]) == (0.7, 2, True)  # the shapes model decodes with its own
-    for key in ("temporal_end", "guidance_rescale", "free_init", "temporal_decoder"):
+    for key in ("temporal_end", "guidance_rescale", "free_init", "temporal_decoder", "temporal_smoothing"):
         del side[key]
     old = tmp_path / "old.json"
     old.write_text(json.dumps(side))
@@ -78,8 +79,10 @@ def test_replay_of_a_sidecar_older_than_a_setting_uses_the_behaviour_of_its_time
     replayed = json.loads(again.with_suffix(".json").read_text())
     assert (replayed["temporal_end"], replayed["guidance_rescale"], replayed["free_init"]) == (1.0, 0.0, 1)
     assert replayed["temporal_decoder"] is False  # the shapes model decoded frame by frame before it shipped one
+    assert replayed["temporal_smoothing"] == 0.0
     assert cli("generate", "a red circle moving right on a black background", "--frames", 4, "--steps", 2,
-               "--seed", 3, "-q", "--temporal-end", 1, "--free-init", 1, "--no-temporal-decoder", "-o", tmp_path / "full.gif") == 0
+               "--seed", 3, "-q", "--temporal-end", 1, "--free-init", 1, "--no-temporal-decoder",
+               "--temporal-smoothing", 0, "-o", tmp_path / "full.gif") == 0
     assert np.array_equal(read_video(again)[0], read_video(tmp_path / "full.gif")[0])
 
 

@@ -11,7 +11,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "vidldm"
 # Lower layers never import higher ones (siblings may import each other, without circles).
 LAYERS = [
     ("errors", "atomic", "builtin_names", "canny", "sampling_settings", "schedulers", "io", "sampling", "denoisers", "frames", "clip_run",
-     "prompt_travel", "seeds", "memory", "free_init", "offload", "long_clips", "run_file", "latents", "noise_prior"),
+     "prompt_travel", "seeds", "memory", "free_init", "offload", "long_clips", "run_file", "latents", "noise_prior",
+     "temporal_smoothing"),
     ("models",),
     ("lora", "ip_adapter", "control"),
     ("pipeline",),

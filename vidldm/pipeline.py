@@ -71,6 +71,7 @@ from vidldm.offload import ModelOffload, sequential_offload
 from vidldm.sampling import KnownFrames, denoise, freenoise_noise
 from vidldm.sampling_settings import SAMPLING_DEFAULTS, check_generation_defaults
 from vidldm.schedulers import make_scheduler
+from vidldm.temporal_smoothing import smooth_over_time
 
 OutputType = Literal["pil", "np", "pt", "latent"]
 LONG_CLIP_ARGS = ("closed_loop", "weighting_scheme", "noise_type")  # with context_* and free_*: vidldm.long_clips
@@ -485,7 +486,7 @@ class VideoPipeline(DiffusionPipeline, VideoLoraLoaderMixin, VideoIPAdapterMixin
         prompt: str | list[str] | dict[int, str] | None = None,
         negative_prompt: str | list[str] | None = None,
         num_frames: int | None = None, height: int | None = None, width: int | None = None,
-        num_inference_steps: int | None = None, guidance_scale: float | None = None,
+        num_inference_steps: int | None = None, guidance_scale: float | None = None, temporal_smoothing: float | None = None,
         guidance_rescale: float | None = None, temporal_end: float | None = None, scheduler: str | None = None,
         noise_prior: str | None = None, noise_prior_strength: float | None = None,
         generator: torch.Generator | list[torch.Generator] | None = None, latents: torch.Tensor | None = None,
@@ -538,7 +539,7 @@ class VideoPipeline(DiffusionPipeline, VideoLoraLoaderMixin, VideoIPAdapterMixin
 
         # 4. decode (extension: the input clip, then the new frames)
         before = video_frames if extend else None
-        return self._to_output(x, video_vae, output_type, before, start.known, control, (height, width))
+        return self._to_output(x, video_vae, output_type, before, start.known, control, (height, width), sampling)
 
     def _decoder_layers(self, temporal_decoder: bool | None) -> TemporalDecoder | None:
         """The temporal decoder a call decodes with: the model's unless `temporal_decoder=False` (the image VAE frame
@@ -733,15 +734,18 @@ class VideoPipeline(DiffusionPipeline, VideoLoraLoaderMixin, VideoIPAdapterMixin
         return on_step
 
     def _to_output(self, x: torch.Tensor, video_vae: VideoVAE, output_type: str, before, known, control,
-                   size) -> VideoPipelineOutput:
+                   size, sampling: dict) -> VideoPipelineOutput:
         """Latents `(B, C, F, h, w)` -> the frames `output_type` asks for; `before`: the clip an extension continues.
-        Known frames and SparseCtrl keyframes (`control`'s) are decoded by the image decoder alone: what the user
-        gave there is the answer, not to be blended with its neighbours by a temporal decoder."""
+        Known frames and SparseCtrl keyframes (`control`'s) are what the user gave there, the answer: they are not
+        smoothed over time (`sampling["temporal_smoothing"]`, `vidldm.temporal_smoothing`; latents too are returned smoothed, so they
+        decode to the same clip) and are decoded by the image decoder alone, not blended with their neighbours by
+        a temporal decoder."""
+        keep = sorted({*(known.indices if known is not None else ()), *(control.keyframes if control else ())})
+        x = smooth_over_time(x, sampling["temporal_smoothing"], keep)
         if output_type == "latent":
             self.maybe_free_model_hooks()
             return VideoPipelineOutput(frames=x)
         self._offload("vae")
-        keep = sorted({*(known.indices if known is not None else ()), *(control.keyframes if control else ())})
         frames = tensor_to_frames(video_vae.decode(x, keep=keep))
         if before is not None:
             frames = self._after_input(before, frames, len(known.indices), *size)

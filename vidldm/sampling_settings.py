@@ -349,6 +349,9 @@ SETTINGS: list[Setting] = [
     Setting("temporal_end", "--temporal-end", float, "0-1: fraction of the steps that run the temporal layers; the "
             "last steps refine each frame with the image model alone (default: the model's, 1)", low=0.0, high=1.0,
             fallback=1.0, legacy=1.0, commands=(*SAMPLED, "eval")),
+    Setting("temporal_smoothing", "--temporal-smoothing", float, "0-0.33: mix each made frame's latents with its "
+            "neighbours' by this weight before decoding, against frame-to-frame jitter (frames you gave are kept) "
+            "(default: the model's, 0)", low=0.0, high=0.33, fallback=0.0, legacy=0.0),
     Setting("noise_prior", "--noise-prior", str, "how the frames' starting noise is correlated: independent, mixed "
             "(a share common to all frames) or progressive (each frame partly its predecessor's), PYoCo's priors; only "
             "for a model trained with one, train.noise_prior (default: the model's, independent)", choices=NOISE_PRIORS,

@@ -47,8 +47,8 @@ from vidldm.io import to_uint8_frames
 
 #: Call settings of every eval's floor, the image model frame by frame: no temporal layers at any step, no
 #: FreeInit (its 3-D low-pass would tie the frames together even without them) and the image VAE's decoder (a
-#: temporal decoder would too), whatever the model's defaults.
-IMAGE_MODEL_FLOOR = {"temporal_end": 0.0, "free_init": 1, "temporal_decoder": False}
+#: temporal decoder would too, and so would smoothing the latents over time), whatever the model's defaults.
+IMAGE_MODEL_FLOOR = {"temporal_end": 0.0, "free_init": 1, "temporal_decoder": False, "temporal_smoothing": 0.0}
 
 __all__ = [
     "ClipObs",

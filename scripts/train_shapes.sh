@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Reproduce the shipped "shapes" model from nothing: data -> VAE -> latent cache -> image UNet ->
-# motion adapter (nine temporal stages) -> temporal decoder -> keyframe encoder -> fp16 export into
+# motion adapter (ten temporal stages) -> temporal decoder -> keyframe encoder -> fp16 export into
 # vidldm/weights/shapes.
 # Run from the repository root. Each stage is a plain `vidldm train` recipe in configs/shapes/.
 #
@@ -107,6 +107,9 @@ stage temporal_polish3 0
 # Squares' corners: the loss weighted toward the object, then the cleaner timesteps drawn more often.
 stage temporal_object 0
 stage temporal_object2 0
+# Keyframes anywhere (in-betweening, frame-rate upsampling) and a loss against flicker (stage 3j, shipped 2026-12-06;
+# its recipe starts from the shipped weights, here from this run's).
+stage temporal_smooth 0 --set "model.pretrained=$LAST/pipeline"
 # Temporal decoder layers that undo the frame-to-frame jitter sampling leaves in the latents (stage 1c; the VAE,
 # UNet and adapter stay as they are), measured in docs/shapes-model.md ("Smoothness").
 stage decoder_temporal 0 --set "model.pretrained=$LAST/pipeline"

@@ -59,7 +59,7 @@ def trained(lines: list[str]) -> list[str]:
 
 STAGES = ["vae", "image", "image_refine", "temporal", "temporal_motion", "temporal_refine", "temporal_more",
           "temporal_polish", "temporal_polish2", "temporal_polish3", "temporal_object", "temporal_object2",
-          "decoder_temporal", "keyframe", "keyframe_ends"]
+          "temporal_smooth", "decoder_temporal", "keyframe", "keyframe_ends"]
 
 
 def test_full_run_trains_every_stage_in_order_then_exports(tmp_path):
@@ -118,7 +118,7 @@ def test_smoke_run_keeps_to_its_own_folders(tmp_path):
     assert "--set output_dir=runs/shapes-smoke/temporal_motion" in motion
     assert "--set model.pretrained=runs/shapes-smoke/temporal/pipeline" in motion
     decoder = next(line for line in lines if "decoder_temporal.yaml" in line)  # learns from pixels, not the cache
-    assert "--set model.pretrained=runs/shapes-smoke/temporal_object2/pipeline" in decoder
+    assert "--set model.pretrained=runs/shapes-smoke/temporal_smooth/pipeline" in decoder
     assert "--set data.root=data/shapes-smoke" in decoder and "latent_cache" not in decoder
     assert "--set data.latent_cache=runs/shapes-smoke/cache" in motion
     ends = next(line for line in lines if "keyframe_ends.yaml" in line)  # continues the keyframe stage's encoder

@@ -737,9 +737,9 @@ class VideoPipeline(DiffusionPipeline, VideoLoraLoaderMixin, VideoIPAdapterMixin
                    size, sampling: dict) -> VideoPipelineOutput:
         """Latents `(B, C, F, h, w)` -> the frames `output_type` asks for; `before`: the clip an extension continues.
         Known frames and SparseCtrl keyframes (`control`'s) are what the user gave there, the answer: they are not
-        smoothed over time (`sampling["temporal_smoothing"]`, `vidldm.temporal_smoothing`; latents too are returned smoothed, so they
-        decode to the same clip) and are decoded by the image decoder alone, not blended with their neighbours by
-        a temporal decoder."""
+        smoothed over time (`sampling["temporal_smoothing"]`, `vidldm.temporal_smoothing`; latents too are returned
+        smoothed, so they decode to the same clip) and are decoded by the image decoder alone, not blended with
+        their neighbours by a temporal decoder."""
         keep = sorted({*(known.indices if known is not None else ()), *(control.keyframes if control else ())})
         x = smooth_over_time(x, sampling["temporal_smoothing"], keep)
         if output_type == "latent":

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from vidldm.errors import VidldmError
+from vidldm.sampling_settings import BY_NAME
 from vidldm.temporal_smoothing import smooth_over_time
 
 
@@ -31,9 +32,14 @@ def test_frames_the_user_gave_are_kept_and_still_count_as_neighbours():
     assert torch.allclose(out[:, :, 1], 0.3 * x[:, :, 0] + 0.4 * x[:, :, 1] + 0.3 * x[:, :, 2])
 
 
-def test_a_weight_out_of_range_is_refused():
+def test_a_weight_out_of_range_is_refused_and_the_public_check_has_the_same_bound():
     with pytest.raises(ValueError, match="from 0 to 1/3"):
-        smooth_over_time(torch.zeros(1, 1, 3, 1, 1), 0.4)
+        smooth_over_time(torch.zeros(1, 1, 3, 1, 1), 0.34)
+    setting = BY_NAME["temporal_smoothing"]
+    setting.check(1 / 3, "--temporal-smoothing")  # the CLI, sidecars and the call accept what the function takes
+    smooth_over_time(torch.zeros(1, 1, 3, 1, 1), 1 / 3)
+    with pytest.raises(VidldmError, match="--temporal-smoothing must be between 0 and 0.333"):
+        setting.check(0.34, "--temporal-smoothing")
 
 
 def _latents(pipe, **kwargs):

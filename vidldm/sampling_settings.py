@@ -233,6 +233,7 @@ NOISE_TYPES = ("shuffle_context", "repeat_context", "random")
 NOISE_PRIORS = ("independent", "mixed", "progressive")  # vidldm.noise_prior (checks that they agree)
 FREE_INIT_METHODS = ("butterworth", "ideal", "gaussian")
 MAX_FREE_INIT = 10
+MAX_TEMPORAL_SMOOTHING = 1 / 3  # beyond it a frame counts for less than each neighbour (vidldm.temporal_smoothing)
 # FreeInit restarts from noise; restyle starts from the input video
 FROM_NOISE = ("generate", "animate", "extend", "inbetween", "interpolate-frames", "walk")
 
@@ -349,9 +350,9 @@ SETTINGS: list[Setting] = [
     Setting("temporal_end", "--temporal-end", float, "0-1: fraction of the steps that run the temporal layers; the "
             "last steps refine each frame with the image model alone (default: the model's, 1)", low=0.0, high=1.0,
             fallback=1.0, legacy=1.0, commands=(*SAMPLED, "eval")),
-    Setting("temporal_smoothing", "--temporal-smoothing", float, "0-0.33: mix each made frame's latents with its "
+    Setting("temporal_smoothing", "--temporal-smoothing", float, "0-1/3: mix each made frame's latents with its "
             "neighbours' by this weight before decoding, against frame-to-frame jitter (frames you gave are kept) "
-            "(default: the model's, 0)", low=0.0, high=0.33, fallback=0.0, legacy=0.0),
+            "(default: the model's, 0)", low=0.0, high=MAX_TEMPORAL_SMOOTHING, fallback=0.0, legacy=0.0),
     Setting("noise_prior", "--noise-prior", str, "how the frames' starting noise is correlated: independent, mixed "
             "(a share common to all frames) or progressive (each frame partly its predecessor's), PYoCo's priors; only "
             "for a model trained with one, train.noise_prior (default: the model's, independent)", choices=NOISE_PRIORS,

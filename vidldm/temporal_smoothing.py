@@ -16,14 +16,14 @@ from collections.abc import Sequence
 
 import torch
 
-MAX_WEIGHT = 1 / 3  # beyond it a frame counts for less than each neighbour
+from vidldm.sampling_settings import MAX_TEMPORAL_SMOOTHING
 
 
 def smooth_over_time(latents: torch.Tensor, weight: float, keep: Sequence[int] = ()) -> torch.Tensor:
     """Latents `(B, C, F, h, w)` -> the same shape, each frame except those in `keep` (frames the user gave:
     keyframes, an animated still, the input frames of `interpolate-frames`) mixed with its neighbours by `weight`
     (0 to 1/3; 0 returns `latents` itself). A kept frame is still the neighbour of the frames next to it."""
-    if not 0 <= weight <= MAX_WEIGHT:
+    if not 0 <= weight <= MAX_TEMPORAL_SMOOTHING:
         raise ValueError(f"temporal smoothing weight must be from 0 to 1/3, got {weight!r}")
     if weight == 0 or latents.shape[2] < 2:
         return latents

@@ -159,10 +159,10 @@ def test_real_process_exits_cleanly_on_bad_input(tmp_path):
 def test_eval_report_names_the_flags_that_remake_it(tmp_path, capsys):
     out = tmp_path / "evaluation.md"
     assert cli("eval", "shapes", "--model", "tiny", "--n", 1, "--animate", 1, "--steps", 1, "--temporal-end", 0.5,
-               "-o", out) == 0
+               "--temporal-smoothing", 0.2, "-o", out) == 0
     text = out.read_text()
-    assert "`vidldm eval shapes --model tiny --n 1 --animate 1 --steps 1 --temporal-end 0.5`" in text
-    assert "temporal layers for 0.5 of the steps" in text
+    assert "`vidldm eval shapes --model tiny --n 1 --animate 1 --steps 1 --temporal-end 0.5 --temporal-smoothing 0.2`" in text
+    assert "temporal layers for 0.5 of the steps" in text and "latents smoothed over time (weight 0.2)" in text
     assert cli("eval", "shapes", "--model", "tiny", "--temporal-end", 2, "-o", out) == 2
     assert "--temporal-end must be between 0 and 1" in capsys.readouterr().err
 

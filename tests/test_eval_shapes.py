@@ -8,7 +8,14 @@ import pytest
 
 from vidldm.data.shapes import BACKGROUNDS, evaluation_specs, random_spec, render_clip, render_frame
 from vidldm.errors import VidldmError
-from vidldm.eval.shapes import analyse_clip, analyse_frame, first_frame_psnr, format_table, score
+from vidldm.eval.shapes import (
+    IMAGE_MODEL_FLOOR,
+    analyse_clip,
+    analyse_frame,
+    first_frame_psnr,
+    format_table,
+    score,
+)
 from vidldm.io import read_video, write_video
 
 
@@ -180,6 +187,24 @@ def test_evaluation_report_has_ceilings_floor_and_animation(pipe, tmp_path):
     table = write_report(rows, animation, path, "vidldm eval shapes --model tiny", "2 steps", model="tiny")
     assert "real clips through the VAE" in table and "first-frame PSNR" in path.read_text()
     assert path.read_text().startswith("# Evaluation of `tiny`")  # not "the shipped shapes model"
+
+
+def test_the_evals_sampling_flags_reach_the_video_rows_and_not_the_floor(pipe, monkeypatch):
+    """`--temporal-end` and `--temporal-smoothing` go to every video-model row (prompts, paraphrases, stills);
+    the image-model floor keeps its own settings (no temporal layers, no smoothing)."""
+    import vidldm.eval.report as report
+
+    calls = []
+
+    def fake_generate(pipe, specs, steps, guidance, batch, images=None, captions=None, **kwargs):
+        calls.append(kwargs)
+        return [np.zeros((16, 64, 64, 3), np.uint8) for _ in specs]
+
+    monkeypatch.setattr(report, "_generate", fake_generate)
+    report.evaluate(pipe, n=2, steps=1, animate=1, temporal_end=0.5, temporal_smoothing=0.2, log=lambda _: None)
+    video = [c for c in calls if c["temporal_smoothing"] == 0.2]
+    assert len(video) == 3 and all(c["temporal_end"] == 0.5 for c in video)
+    assert [c for c in calls if c not in video] == [{**IMAGE_MODEL_FLOOR, "height": 64, "width": 64, "num_frames": 16}]
 
 
 def test_paraphrases_are_held_out_and_keep_the_clip():

@@ -491,7 +491,8 @@ def evaluate(args: argparse.Namespace) -> None:
     if args.n < 1 or args.animate < 0:
         raise VidldmError("--n must be at least 1 and --animate at least 0")
     settings.check_args(args)
-    given = {flag: getattr(args, flag.lstrip("-").replace("-", "_")) for flag in ("--steps", "--guidance", "--temporal-end")}
+    given = {flag: getattr(args, flag.lstrip("-").replace("-", "_"))
+             for flag in ("--steps", "--guidance", "--temporal-end", "--temporal-smoothing")}
     out = Path(args.output)
     check_output_folder(out)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -499,11 +500,14 @@ def evaluate(args: argparse.Namespace) -> None:
     pipe.set_progress_bar_config(disable=True)
     resolve_sampling(pipe, args)
     rows, animation = run_eval(pipe, n=args.n, steps=args.steps, guidance=args.guidance, animate=args.animate,
-                               temporal_end=args.temporal_end, log=lambda m: print(m, file=sys.stderr))
+                               temporal_end=args.temporal_end, temporal_smoothing=args.temporal_smoothing,
+                               log=lambda m: print(m, file=sys.stderr))
     command = f"vidldm eval shapes --model {args.model} --n {args.n} --animate {args.animate}"
     command += "".join(f" {flag} {value:g}" for flag, value in given.items() if value is not None)  # remakes the table
     used = f"{args.steps} steps, guidance {args.guidance}, temporal layers for {args.temporal_end:g} of the steps"
-    used += f"{_free_init_note(pipe)}, device {device}"
+    used += f"{_free_init_note(pipe)}"
+    used += f", latents smoothed over time (weight {args.temporal_smoothing:g})" if args.temporal_smoothing else ""
+    used += f", device {device}"
     print(write_report(rows, animation, out, command, used, model=args.model))
     print(f"animation: first-frame PSNR {animation['first_frame_psnr_db']:.1f} dB, motion {100 * animation['motion_acc']:.1f}%")
     print(f"wrote {out}")

@@ -352,7 +352,8 @@ SETTINGS: list[Setting] = [
             fallback=1.0, legacy=1.0, commands=(*SAMPLED, "eval")),
     Setting("temporal_smoothing", "--temporal-smoothing", float, "0-1/3: mix each made frame's latents with its "
             "neighbours' by this weight before decoding, against frame-to-frame jitter (frames you gave are kept) "
-            "(default: the model's, 0)", low=0.0, high=MAX_TEMPORAL_SMOOTHING, fallback=0.0, legacy=0.0),
+            "(default: the model's, 0)", low=0.0, high=MAX_TEMPORAL_SMOOTHING, fallback=0.0, legacy=0.0,
+            commands=(*SAMPLED, "eval")),
     Setting("noise_prior", "--noise-prior", str, "how the frames' starting noise is correlated: independent, mixed "
             "(a share common to all frames) or progressive (each frame partly its predecessor's), PYoCo's priors; only "
             "for a model trained with one, train.noise_prior (default: the model's, independent)", choices=NOISE_PRIORS,

@@ -73,7 +73,10 @@ def _round_trip(clips: list[np.ndarray]) -> list[np.ndarray]:
 
 
 def evaluate(pipe: VideoPipeline, n: int = 210, steps: int = 15, guidance: float = 6.0, batch: int = 8,
-             animate: int = 50, temporal_end: float = 1.0, log=print) -> tuple[dict[str, dict], dict[str, float]]:
+             animate: int = 50, temporal_end: float = 1.0, temporal_smoothing: float | None = None,
+             log=print) -> tuple[dict[str, dict], dict[str, float]]:
+    """The table's rows and the animation row. `temporal_smoothing` None: the model's own (its sampling.json);
+    the image-model floor row runs without temporal layers or smoothing whatever is given."""
     specs = evaluation_specs(n)
     rows: dict[str, dict] = {}
     t = time.perf_counter()
@@ -84,18 +87,18 @@ def evaluate(pipe: VideoPipeline, n: int = 210, steps: int = 15, guidance: float
     log(f"VAE round trip scored ({time.perf_counter() - t:.0f}s)")
     # Generate at the size of the clips the prompts describe (64x64 for the shapes data).
     size = dict(height=real[0].shape[1], width=real[0].shape[2], num_frames=real[0].shape[0])
-    rows["video model"] = score(_generate(pipe, specs, steps, guidance, batch, temporal_end=temporal_end, **size), specs)
+    video = dict(temporal_end=temporal_end, temporal_smoothing=temporal_smoothing, **size)  # the video model's rows
+    rows["video model"] = score(_generate(pipe, specs, steps, guidance, batch, **video), specs)
     log(f"video model scored ({time.perf_counter() - t:.0f}s)")
     reworded = [paraphrase(s, i) for i, s in enumerate(specs)]
     rows["video model, paraphrased prompts"] = score(
-        _generate(pipe, specs, steps, guidance, batch, captions=reworded, temporal_end=temporal_end, **size), specs)
+        _generate(pipe, specs, steps, guidance, batch, captions=reworded, **video), specs)
     log(f"paraphrased prompts scored ({time.perf_counter() - t:.0f}s)")
     rows["image model, frame by frame"] = score(_generate(pipe, specs, steps, guidance, batch, **IMAGE_MODEL_FLOOR, **size), specs)
     log(f"image model scored ({time.perf_counter() - t:.0f}s)")
     anim_specs = specs[:animate]
     stills = [clip[0] for clip in real[:animate]]
-    anim_clips = _generate(pipe, anim_specs, steps, guidance, batch, images=stills, image_conditioning="clean",
-                           temporal_end=temporal_end, **size)
+    anim_clips = _generate(pipe, anim_specs, steps, guidance, batch, images=stills, image_conditioning="clean", **video)
     psnrs = [first_frame_psnr(clip, still) for clip, still in zip(anim_clips, stills)]
     animation = {"first_frame_psnr_db": float(np.mean(psnrs)), **score(anim_clips, anim_specs)}
     rows["animate still (clean)"] = animation

@@ -23,10 +23,22 @@ PY
   echo "# Samples from the shipped shapes model"
   echo
   echo "Made by \`scripts/make_samples.sh\` on a CPU; each clip comes from exactly the command under it"
-  echo "(64x64, 16 frames, 8 fps, the model's defaults: 20 steps, guidance 6, temporal layers at every step, FreeInit"
-  echo "twice, its temporal decoder). \`still.png\` is frame 0 of a procedural clip, made by the script. Not picked: the seeds are 1-6"
-  echo "in order. Over 210 evaluation prompts the model moves the object the way the prompt says in 99% of clips, so"
-  echo "one of these may not (docs/evaluation.md)."
+  # The defaults as the model's own sampling.json gives them, so this line stays true when they change.
+  python - <<'PY'
+import json
+from pathlib import Path
+import vidldm
+s = json.loads((Path(vidldm.__file__).parent / "weights/shapes/sampling.json").read_text())
+free_init = {1: "no FreeInit", 2: "FreeInit twice"}.get(s.get("free_init", 1), f"FreeInit {s.get('free_init')} times")
+smoothing = s.get("temporal_smoothing", 0)
+print(f"(64x64, 16 frames, 8 fps, the model's defaults: {s['num_inference_steps']} steps, guidance {s['guidance_scale']:g}, "
+      f"temporal layers for {s.get('temporal_end', 1.0):.0%} of the steps, {free_init}, its temporal decoder"
+      + (f", latents smoothed over time with weight {smoothing:g})." if smoothing else ")."))
+PY
+  echo "\`still.png\` is frame 0 of a procedural clip, made by the script. Not picked: the seeds are 1-6 in order."
+  echo "Each \`.png\` beside a clip is its contact sheet: the 16 frames left to right, so the motion reads without"
+  echo "playing the gif. How often the model gets colour, shape and motion right over 210 evaluation prompts is in"
+  echo "docs/evaluation.md; one of these may miss."
   echo
 } > samples/README.md
 for cmd in "${commands[@]}"; do

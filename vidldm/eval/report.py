@@ -34,7 +34,7 @@ from vidldm.models.video_vae import VideoVAE
 from vidldm.pipeline import VideoPipeline
 
 
-def _generate(pipe: VideoPipeline, specs, steps: int, guidance: float, batch: int, images=None, captions=None,
+def _generate(pipe: VideoPipeline, specs, steps: int | None, guidance: float | None, batch: int, images=None, captions=None,
               **kwargs) -> list[np.ndarray]:
     """One clip per spec, seeded by its index; `images` (one still per spec) animates them; `captions` (one per
     spec) replaces the specs' own."""
@@ -72,11 +72,12 @@ def _round_trip(clips: list[np.ndarray]) -> list[np.ndarray]:
         return out
 
 
-def evaluate(pipe: VideoPipeline, n: int = 210, steps: int = 15, guidance: float = 6.0, batch: int = 8,
-             animate: int = 50, temporal_end: float = 1.0, temporal_smoothing: float | None = None,
+def evaluate(pipe: VideoPipeline, n: int = 210, steps: int | None = None, guidance: float | None = None, batch: int = 8,
+             animate: int = 50, temporal_end: float | None = None, temporal_smoothing: float | None = None,
              log=print) -> tuple[dict[str, dict], dict[str, float]]:
-    """The table's rows and the animation row. `temporal_smoothing` None: the model's own (its sampling.json);
-    the image-model floor row runs without temporal layers or smoothing whatever is given."""
+    """The table's rows and the animation row. A sampling setting left None is the model's own (its sampling.json,
+    as `vidldm generate` uses it); the image-model floor row runs without temporal layers or smoothing whatever is
+    given."""
     specs = evaluation_specs(n)
     rows: dict[str, dict] = {}
     t = time.perf_counter()

@@ -25,14 +25,13 @@ PY
   echo "Made by \`scripts/make_samples.sh\` on a CPU; each clip comes from exactly the command under it"
   # The defaults as the model's own sampling.json gives them, so this line stays true when they change.
   python - <<'PY'
-import json
-from pathlib import Path
-import vidldm
-s = json.loads((Path(vidldm.__file__).parent / "weights/shapes/sampling.json").read_text())
-free_init = {1: "no FreeInit", 2: "FreeInit twice"}.get(s.get("free_init", 1), f"FreeInit {s.get('free_init')} times")
-smoothing = s.get("temporal_smoothing", 0)
+from vidldm.builtin_names import SHAPES_WEIGHTS
+from vidldm.sampling_settings import SAMPLING_DEFAULTS, read_sampling_file
+s = {**SAMPLING_DEFAULTS, **read_sampling_file(SHAPES_WEIGHTS / "sampling.json")[0]}  # as the pipeline resolves them
+free_init = {1: "no FreeInit", 2: "FreeInit twice"}.get(s["free_init"], f"FreeInit {s['free_init']} times")
+smoothing = s["temporal_smoothing"]
 print(f"(64x64, 16 frames, 8 fps, the model's defaults: {s['num_inference_steps']} steps, guidance {s['guidance_scale']:g}, "
-      f"temporal layers for {s.get('temporal_end', 1.0):.0%} of the steps, {free_init}, its temporal decoder"
+      f"temporal layers for {s['temporal_end']:.0%} of the steps, {free_init}, its temporal decoder"
       + (f", latents smoothed over time with weight {smoothing:g})." if smoothing else ")."))
 PY
   echo "\`still.png\` is frame 0 of a procedural clip, made by the script. Not picked: the seeds are 1-6 in order."

@@ -491,8 +491,9 @@ def evaluate(args: argparse.Namespace) -> None:
     if args.n < 1 or args.animate < 0:
         raise VidldmError("--n must be at least 1 and --animate at least 0")
     settings.check_args(args)
-    given = {flag: getattr(args, flag.lstrip("-").replace("-", "_"))
-             for flag in ("--steps", "--guidance", "--temporal-end", "--temporal-smoothing")}
+    # The eval's sampling flags, as the settings table gives them (steps, guidance, temporal end, smoothing)
+    given = {s.flag: getattr(args, s.key) for s in settings.SETTINGS
+             if "eval" in s.commands and s.name in settings.SAMPLING_DEFAULTS}
     out = Path(args.output)
     check_output_folder(out)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")

@@ -235,6 +235,34 @@ def test_flicker_loss_sees_errors_that_change_between_frames(tmp_path, video_fol
     trainer.train()
 
 
+def test_size_loss_sees_the_object_drifting_in_size_over_the_clip(tmp_path, video_folder):
+    """`train.size_weight`: an error that adds more of the object's colour around it frame after frame (a slow
+    drift, which the flicker term hardly sees) costs; the same error in every frame, an error off the object's
+    colour, and frames known at t = 0 cost nothing; the stage trains."""
+    config = load_config(recipe(tmp_path, video_folder, stage="temporal", train={"max_steps": 1, "size_weight": 5.0}))
+    trainer = Trainer(config)
+    stage = trainer.stage
+    latents = torch.zeros(1, 4, 8, 8, 8)
+    latents[:, 0, :, 3:5, 3:5] = 2.0  # the object: 2x2 cells, its colour along channel 0
+    t, everywhere = torch.tensor([500]), torch.ones(1, 8)
+    ring = torch.zeros_like(latents)
+    ring[:, 0, :, 2:6, 2:6] = 1.0
+    ring[:, 0, :, 3:5, 3:5] = 0.0  # growth: object colour in the cells around it
+    drift = ring * torch.linspace(0, 0.7, 8).view(1, 1, 8, 1, 1)
+    steady = ring * 0.5
+    other_colour = drift.roll(1, dims=1)  # the same drift along a channel that is not the object's
+    assert stage.size_drift(drift, latents, everywhere, t) > 0
+    assert stage.size_drift(steady, latents, everywhere, t) == 0
+    assert stage.size_drift(other_colour, latents, everywhere, t) == 0
+    # The drift changes by 0.1 a frame: the flicker term, on frame-to-frame changes, sees a small part of it.
+    assert stage.size_drift(drift, latents, everywhere, t) > 10 * stage.flicker(drift, latents, everywhere, t)
+    known_ends = torch.tensor([[0.0, 1, 1, 1, 1, 1, 1, 0]])
+    jump_at_known = steady.clone()
+    jump_at_known[:, :, [0, 7]] *= 4  # known frames' (meaningless) errors
+    assert stage.size_drift(jump_at_known, latents, known_ends, t) == 0
+    trainer.train()
+
+
 def test_vae_stage_crops_are_centred_on_the_object_and_weighted(tmp_path, video_folder):
     from vidldm.train.stages import foreground_mask
 
@@ -329,6 +357,7 @@ def test_pixel_stages_refuse_a_latent_cache(tmp_path, video_folder, stage):
     ({"crop_size": 32}, "train.crop_size must be an integer between 8"),
     ({"foreground_weight": -1}, "train.foreground_weight must be a number >= 0"),
     ({"flicker_weight": -0.5}, "train.flicker_weight must be a number >= 0"),
+    ({"size_weight": "big"}, "train.size_weight must be a number >= 0"),
     ({"snr_gamma": 0}, "train.snr_gamma must be a positive number"),
     ({"snr_gamma": 5.0, "snr_floor": 6.0}, "train.snr_floor must be a positive number no larger"),
     ({"timestep_bias_strategy": "middle"}, "train.timestep_bias_strategy must be none, later or earlier"),

@@ -259,6 +259,8 @@ class TemporalStage(Stage):
         loss = self.masked_mean(error, latents, mask if frame_weights is None else mask * frame_weights, t)
         if self.config.train.flicker_weight:
             loss = loss + self.config.train.flicker_weight * self.flicker(error, latents, mask, t)
+        if self.config.train.size_weight:
+            loss = loss + self.config.train.size_weight * self.size_drift(error, latents, mask, t)
         return loss
 
     def masked_mean(self, error: torch.Tensor, latents: torch.Tensor, mask: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -281,6 +283,31 @@ class TemporalStage(Stage):
         same posterior mean, so it reshapes the errors rather than the model's aim."""
         pairs = mask[:, 1:] * mask[:, :-1]
         return self.masked_mean(error.diff(dim=2), latents[:, :, 1:], pairs, t)
+
+    def size_drift(self, error: torch.Tensor, latents: torch.Tensor, mask: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The loss on how the object's size in the prediction drifts over the clip: per frame, the `error`
+        `(B, C, F, h, w)` projected on the object's colour (its cells' mean offset from the background in
+        `latents`) and summed over the object and the ring around it (`latent_foreground_mask`), which says
+        how much object the prediction adds or takes away; the loss is its variance over the frames `mask`
+        `(B, F)` keeps that show the object.
+
+        Why: sampled clips drift in size along their path (the shapes model: 13% of the area over a moving
+        clip, most of the size instability; docs/shapes-model.md), an error that changes slowly from frame to
+        frame, so the flicker term, which weighs frame-to-frame changes, hardly sees it. An error that adds the
+        same amount of object to every frame (the clip a little too big throughout) is left to the plain loss."""
+        b = latents.shape[0]
+        frames = rearrange(latents.float(), "b c f h w -> (b f) c h w")
+        offset = frames - frames.flatten(2).median(dim=-1).values[..., None, None]
+        core = (offset.abs().amax(dim=1, keepdim=True) > 0.5).float()  # (N, 1, h, w) the object's own cells
+        colour = F.normalize((offset * core).sum(dim=(2, 3)), dim=1)[..., None, None]  # (N, C, 1, 1)
+        region = F.max_pool2d(core, kernel_size=3, stride=1, padding=1)  # where a size error shows
+        along = (rearrange(error.float(), "b c f h w -> (b f) c h w") * colour).sum(dim=1, keepdim=True)
+        size = rearrange((along * region).sum(dim=(1, 2, 3)) / region.sum(dim=(1, 2, 3)).clamp(min=1), "(b f) -> b f", b=b)
+        counted = mask * rearrange(core.amax(dim=(1, 2, 3)), "(b f) -> b f", b=b)
+        n = counted.sum(dim=1).clamp(min=1)
+        mean = (size * counted).sum(dim=1, keepdim=True) / n[:, None]
+        spread = ((size - mean).pow(2) * counted).sum(dim=1) / n
+        return (spread * self.loss_weights(t)).mean()
 
     def pure_noise(self, latents, noise, t, noisy, target, pure):
         """Samples `pure` `(B,)` move to the last timestep with an input of noise alone, as the sampler's first step

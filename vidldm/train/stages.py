@@ -296,9 +296,7 @@ class TemporalStage(Stage):
         frame, so the flicker term, which weighs frame-to-frame changes, hardly sees it. An error that adds the
         same amount of object to every frame (the clip a little too big throughout) is left to the plain loss."""
         b = latents.shape[0]
-        frames = rearrange(latents.float(), "b c f h w -> (b f) c h w")
-        offset = frames - frames.flatten(2).median(dim=-1).values[..., None, None]
-        core = (offset.abs().amax(dim=1, keepdim=True) > 0.5).float()  # (N, 1, h, w) the object's own cells
+        offset, core = latent_object(rearrange(latents, "b c f h w -> (b f) c h w"))
         colour = F.normalize((offset * core).sum(dim=(2, 3)), dim=1)[..., None, None]  # (N, C, 1, 1)
         region = F.max_pool2d(core, kernel_size=3, stride=1, padding=1)  # where a size error shows
         along = (rearrange(error.float(), "b c f h w -> (b f) c h w") * colour).sum(dim=1, keepdim=True)
@@ -476,9 +474,17 @@ def latent_foreground_mask(latents: torch.Tensor, threshold: float = 0.5) -> tor
     cell so the object's outline is inside: the object, when the background is plain and covers most
     of the frame. (The median of the whole frame, not of its border: the VAE's latents drift by ~0.2
     at the frame's edges. On the shapes latents 0.5, grown, marks ~20% of the cells: the object and a ring around it.)"""
+    _, core = latent_object(latents, threshold)
+    return F.max_pool2d(core, kernel_size=3, stride=1, padding=1)
+
+
+def latent_object(latents: torch.Tensor, threshold: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
+    """Latent frames `(N, C, h, w)` as their offset from each frame's per-channel median (the background) `(N, C, h,
+    w)`, and the object's own cells `(N, 1, h, w)`: 1.0 where the offset is above `threshold` in some channel (not
+    grown; `latent_foreground_mask` grows it)."""
     background = latents.flatten(2).median(dim=-1).values[..., None, None]  # (N, C, 1, 1)
-    mask = ((latents.float() - background.float()).abs().amax(dim=1, keepdim=True) > threshold).float()
-    return F.max_pool2d(mask, kernel_size=3, stride=1, padding=1)
+    offset = latents.float() - background.float()
+    return offset, (offset.abs().amax(dim=1, keepdim=True) > threshold).float()
 
 
 class DecoderStage(Stage):

@@ -263,6 +263,29 @@ def test_size_loss_sees_the_object_drifting_in_size_over_the_clip(tmp_path, vide
     trainer.train()
 
 
+@pytest.mark.parametrize("stage_name", ["temporal", "image"])
+def test_input_perturbation_moves_the_input_not_the_target(tmp_path, video_folder, stage_name):
+    """`train.input_perturbation`: the model's input is noised with `noise + g * xi`, the target stays `noise`
+    (Ning et al. 2023); 0 leaves the input exactly as `add_noise` makes it and draws nothing more; the stage trains."""
+    config = load_config(recipe(tmp_path, video_folder, stage=stage_name, train={"max_steps": 1, "input_perturbation": 0.1}))
+    trainer = Trainer(config)
+    stage = trainer.stage
+    noise = torch.randn(2, 4, 3, 8, 8)
+    moved = stage.input_noise(noise, torch.Generator().manual_seed(0))
+    assert 0.05 < (moved - noise).std() < 0.15  # g = 0.1 of unit noise
+    stage.config.train.input_perturbation = 0.0
+    generator = torch.Generator().manual_seed(0)
+    assert stage.input_noise(noise, generator) is noise
+    assert torch.equal(generator.get_state(), torch.Generator().manual_seed(0).get_state())
+    stage.config.train.input_perturbation = 0.1
+    if stage_name == "temporal":
+        batch = {"latents": torch.randn(1, 4, 6, 8, 8), "caption": ["a red circle moving right on a black background"]}
+        latents, _, noise, t, noisy, target = stage.noised(batch, torch.Generator().manual_seed(1))
+        assert torch.equal(target, stage.target(latents, noise, t))
+        assert not torch.allclose(noisy, stage.noise_scheduler.add_noise(latents, noise, t))
+    trainer.train()
+
+
 def test_vae_stage_crops_are_centred_on_the_object_and_weighted(tmp_path, video_folder):
     from vidldm.train.stages import foreground_mask
 
@@ -358,6 +381,7 @@ def test_pixel_stages_refuse_a_latent_cache(tmp_path, video_folder, stage):
     ({"foreground_weight": -1}, "train.foreground_weight must be a number >= 0"),
     ({"flicker_weight": -0.5}, "train.flicker_weight must be a number >= 0"),
     ({"size_weight": "big"}, "train.size_weight must be a number >= 0"),
+    ({"input_perturbation": -0.1}, "train.input_perturbation must be a number >= 0"),
     ({"snr_gamma": 0}, "train.snr_gamma must be a positive number"),
     ({"snr_gamma": 5.0, "snr_floor": 6.0}, "train.snr_floor must be a positive number no larger"),
     ({"timestep_bias_strategy": "middle"}, "train.timestep_bias_strategy must be none, later or earlier"),

@@ -93,6 +93,8 @@ class TrainConfig:
     pure_noise_fraction: float = 0.0     # temporal stage: share of samples at the last timestep with no signal left (see TemporalStage)
     flicker_weight: float = 0.0          # temporal stage: extra loss on the frame-to-frame change of the error (TemporalStage.flicker)
     size_weight: float = 0.0             # temporal stage: extra loss on the object's size drifting over the clip (TemporalStage.size_drift)
+    input_perturbation: float = 0.0      # image/temporal stages: extra noise on the model's input only, not its target (Ning et
+                                         # al. 2023, against exposure bias; 0.1 is theirs); Stage.input_noise
     keyframe_weight: float = 1.0         # keyframe stage: loss weight of the frames the encoder is told, against 1 for the others
     noise_prior: str = "independent"     # temporal stage: independent | mixed | progressive (PYoCo, vidldm.noise_prior);
                                          # the saved model samples with it unless `sampling:` says otherwise
@@ -286,7 +288,7 @@ def check(config: Config, source: str) -> None:
         if not 0 <= value <= 1:
             raise VidldmError(f"{source}: {name} must be between 0 and 1, got {value}")
     for name, value in (("train.foreground_weight", t.foreground_weight), ("train.flicker_weight", t.flicker_weight),
-                        ("train.size_weight", t.size_weight)):
+                        ("train.size_weight", t.size_weight), ("train.input_perturbation", t.input_perturbation)):
         if not isinstance(value, (int, float)) or value < 0:
             raise VidldmError(f"{source}: {name} must be a number >= 0, got {value!r}")
     _check_latent_corruption(t, config.stage, source)

@@ -83,6 +83,34 @@ def test_keyframes_sit_at_their_frames(mode):
     assert torch.allclose(out[:, :, [0, 5]], expected, atol=1e-5)
 
 
+def test_keyframes_come_out_as_given_with_known_pixels():
+    """`known_pixels` (on unless the call or the model says otherwise): the keyframes' own pixels at their frames
+    (resized as the model saw them), not their VAE round trip; off, the decoded latents as before."""
+    from vidldm.builtins import tiny_pipeline
+
+    pipe = tiny_pipeline()
+    pipe.set_progress_bar_config(disable=True)
+    rng = np.random.default_rng(0)
+    a, b = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8), rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+
+    def make(**kw):
+        return pipe("x", image={0: a, 5: b}, num_frames=6, height=16, width=16, num_inference_steps=2, output_type="np",
+                    generator=torch.Generator().manual_seed(0), **kw).frames[0]
+
+    given, off = make(), make(known_pixels=False)
+    assert np.array_equal((given[[0, 5]] * 255).round().astype(np.uint8), np.stack([a, b]))
+    assert not np.allclose(off[[0, 5]], given[[0, 5]], atol=0.02)
+    big = {0: np.kron(a, np.ones((2, 2, 1), np.uint8)), 5: np.kron(b, np.ones((2, 2, 1), np.uint8))}
+    resized = pipe("x", image=big, num_frames=6, height=16, width=16, num_inference_steps=2, output_type="np",
+                   generator=torch.Generator().manual_seed(0)).frames[0]
+    from vidldm.frames import frames_to_tensor
+
+    seen = (frames_to_tensor(big[0][None], 16, 16)[0].permute(1, 2, 0).numpy() + 1) / 2  # as the model saw it
+    assert np.allclose(resized[0], seen, atol=1e-6)  # 32 px keyframes, resized for the 16 px clip
+    with pytest.raises(VidldmError, match="known_pixels must be true or false"):
+        make(known_pixels="no")
+
+
 def test_bad_keyframes_are_one_line():
     from vidldm.builtins import tiny_pipeline
 
@@ -103,9 +131,12 @@ def test_inbetween_makes_the_frames_between_two_stills(tmp_path):
     assert frames.shape == (6, 16, 16, 3) and fps == 8
     side = json.loads(out.with_suffix(".json").read_text())
     assert side["start"] == str(start.resolve()) and side["end"] == str(end.resolve()) and side["frames"] == 6
+    assert side["known_pixels"] is True  # the default, recorded
     again = tmp_path / "again.mp4"
     assert cli("replay", out.with_suffix(".json"), "-o", again, "-q") == 0
     assert np.array_equal(read_video(again)[0], frames)
+    assert cli("inbetween", start, end, "it brightens", *FAST, "--frames", 6, "--no-known-pixels", "-o", tmp_path / "off.mp4") == 0
+    assert json.loads((tmp_path / "off.json").read_text())["known_pixels"] is False
 
 
 def test_interpolate_frames_raises_the_rate_and_keeps_every_input_frame_known(tmp_path):

@@ -90,4 +90,4 @@ def test_the_table_names_each_setting_once():
     assert len({s.flag for s in settings.SETTINGS}) == len(settings.SETTINGS)
     assert isinstance(settings.SAMPLING_DEFAULTS, dict) and set(settings.SAMPLING_DEFAULTS) == {
         "num_inference_steps", "guidance_scale", "guidance_rescale", "temporal_end", "temporal_smoothing", "noise_prior", "noise_prior_strength",
-        "free_init"}
+        "free_init", "known_pixels"}

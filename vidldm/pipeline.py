@@ -497,7 +497,7 @@ class VideoPipeline(DiffusionPipeline, VideoLoraLoaderMixin, VideoIPAdapterMixin
         noise_type: str | None = None, free_init: int | None = None, free_init_method: str | None = None,
         free_init_order: int | None = None, free_init_spatial_stop_frequency: float | None = None,
         free_init_temporal_stop_frequency: float | None = None, free_init_fast_sampling: bool = False,
-        decode_chunk_size: int | None = 8, temporal_decoder: bool | None = None, output_type: OutputType = "pil",
+        decode_chunk_size: int | None = 8, temporal_decoder: bool | None = None, output_type: OutputType = "pil", known_pixels: bool | None = None,
         ip_adapter_image=None, ip_adapter_image_embeds: list[torch.Tensor] | None = None,
         conditioning_frames=None, controlnet_conditioning_scale: float | list[float] = 1.0, guess_mode: bool = False,
         control_guidance_start: float | list[float] = 0.0, control_guidance_end: float | list[float] = 1.0, controlnet_frame_indices=None,
@@ -692,10 +692,11 @@ class VideoPipeline(DiffusionPipeline, VideoLoraLoaderMixin, VideoIPAdapterMixin
         of the clip `extend_from` to continue, encoded."""
         if image is None and extend_from is None:
             return None
-        indices = None
+        indices, pixels = None, None
         if isinstance(image, dict):  # keyframes at any frames: in-betweening, frame-rate upsampling
             indices, stills = check_keyframes(image, num_frames)
-            known_latents = self._encode_frames(video_vae, [np.concatenate(stills)], *size, device).expand(batch, -1, -1, -1, -1)
+            pixels = np.concatenate(stills)
+            known_latents = self._encode_frames(video_vae, [pixels], *size, device).expand(batch, -1, -1, -1, -1)
         elif isinstance(image, (list, tuple)):  # one still per prompt
             if len(image) != batch:
                 raise VidldmError(f"{len(image)} images for {batch} prompts; give one image or one per prompt")
@@ -710,7 +711,7 @@ class VideoPipeline(DiffusionPipeline, VideoLoraLoaderMixin, VideoIPAdapterMixin
                 clip = extend_from[-k:]  # a clip shorter than k: all of it is known
             known_latents = self._encode_frames(video_vae, [clip], *size, device).expand(batch, -1, -1, -1, -1)
         indices = indices or list(range(known_latents.shape[2]))
-        return KnownFrames(known_latents, indices, self._conditioning_mode(image_conditioning, indices))
+        return KnownFrames(known_latents, indices, self._conditioning_mode(image_conditioning, indices), pixels=pixels)
 
     def _conditioning_mode(self, asked: str, indices: list[int]) -> str:
         """"auto": clean known frames where the adapter learned them (a first-frames prefix for adapters trained
@@ -739,7 +740,7 @@ class VideoPipeline(DiffusionPipeline, VideoLoraLoaderMixin, VideoIPAdapterMixin
         Known frames and SparseCtrl keyframes (`control`'s) are what the user gave there, the answer: they are not
         smoothed over time (`sampling["temporal_smoothing"]`, `vidldm.temporal_smoothing`; latents too are returned
         smoothed, so they decode to the same clip) and are decoded by the image decoder alone, not blended with
-        their neighbours by a temporal decoder."""
+        their neighbours by a temporal decoder; with `known_pixels` keyframes come out as given (`_with_known_pixels`)."""
         keep = sorted({*(known.indices if known is not None else ()), *(control.keyframes if control else ())})
         x = smooth_over_time(x, sampling["temporal_smoothing"], keep)
         if output_type == "latent":
@@ -747,6 +748,8 @@ class VideoPipeline(DiffusionPipeline, VideoLoraLoaderMixin, VideoIPAdapterMixin
             return VideoPipelineOutput(frames=x)
         self._offload("vae")
         frames = tensor_to_frames(video_vae.decode(x, keep=keep))
+        if sampling["known_pixels"] and known is not None and known.pixels is not None:
+            frames = self._with_known_pixels(frames, known, *size)
         if before is not None:
             frames = self._after_input(before, frames, len(known.indices), *size)
         self.maybe_free_model_hooks()
@@ -756,6 +759,15 @@ class VideoPipeline(DiffusionPipeline, VideoLoraLoaderMixin, VideoIPAdapterMixin
             return VideoPipelineOutput(frames=rearrange(torch.from_numpy(frames), "b f h w c -> b f c h w"))
         pil = [[Image.fromarray((f * 255).round().astype(np.uint8)) for f in clip] for clip in frames]
         return VideoPipelineOutput(frames=pil)
+
+    @staticmethod
+    def _with_known_pixels(frames: np.ndarray, known: KnownFrames, height: int, width: int) -> np.ndarray:
+        """Clips `(B, F, H, W, 3)` with the keyframes the user gave put back as given (resized as the model saw
+        them) and the frames between redrawn from their pixels (`vidldm.known_pixels`)."""
+        from vidldm.known_pixels import with_known_pixels
+
+        given = rearrange((frames_to_tensor(known.pixels, height, width).numpy() + 1) / 2, "k c h w -> k h w c")
+        return with_known_pixels(frames, dict(zip(known.indices, given.astype(frames.dtype))))
 
     @staticmethod
     def _after_input(video_frames: np.ndarray, made: np.ndarray, num_known: int, height: int, width: int) -> np.ndarray:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from einops import repeat
@@ -41,6 +41,7 @@ class KnownFrames:
     indices: Sequence[int]
     mode: ConditioningMode = "clean"
     noise: torch.Tensor | None = None
+    pixels: Any = None  # the given frames `(K, H, W, 3)` uint8 where keyframes gave them (`known_pixels`); the loop ignores them
 
     def __post_init__(self):
         if self.mode not in ("clean", "replace"):

@@ -238,6 +238,13 @@ MAX_TEMPORAL_SMOOTHING = 1 / 3  # beyond it a frame counts for less than each ne
 FROM_NOISE = ("generate", "animate", "extend", "inbetween", "interpolate-frames", "walk")
 
 
+def _check_switch(name: str) -> Callable[[Any], None]:
+    def check(value: Any) -> None:
+        if not isinstance(value, bool):  # "false" in a JSON file is a string that bool() would call true
+            raise VidldmError(f"{name} must be true or false, got {value!r}")
+    return check
+
+
 def parse_seeds(text: str) -> list[int]:
     """`"1,2,3"` -> seeds as torch uses them (`vidldm.seeds`); a `VidldmError` naming the bad one."""
     from vidldm.seeds import normalize_seed
@@ -354,6 +361,10 @@ SETTINGS: list[Setting] = [
             "neighbours' by this weight before decoding, against frame-to-frame jitter (frames you gave are kept) "
             "(default: the model's, 0)", low=0.0, high=MAX_TEMPORAL_SMOOTHING, fallback=0.0, legacy=0.0,
             commands=(*SAMPLED, "eval")),
+    Setting("known_pixels", "--known-pixels", bool, "keyframes (and interpolate-frames' input frames) come out as "
+            "given, and the frames between two of them are redrawn from their pixels where those agree with what the "
+            "model drew, by optical flow (OpenCV) (default: the model's, on)", negatable=True, fallback=True, legacy=False,
+            validate=_check_switch("known_pixels"), commands=("inbetween", "interpolate-frames")),
     Setting("noise_prior", "--noise-prior", str, "how the frames' starting noise is correlated: independent, mixed "
             "(a share common to all frames) or progressive (each frame partly its predecessor's), PYoCo's priors; only "
             "for a model trained with one, train.noise_prior (default: the model's, independent)", choices=NOISE_PRIORS,

@@ -286,6 +286,15 @@ def test_input_perturbation_moves_the_input_not_the_target(tmp_path, video_folde
     trainer.train()
 
 
+def test_input_perturbation_refuses_the_snr_floor_on_epsilon_models(tmp_path, video_folder):
+    """With epsilon prediction the floor weighs an error by 1/SNR at high noise, so the perturbation's unlearnable
+    error would swamp the loss (recipe 3o measured a loss 6x 3j's from the first step): a one-line refusal."""
+    config = load_config(recipe(tmp_path, video_folder, train={"input_perturbation": 0.1, "snr_floor": 1.0}))
+    with pytest.raises(VidldmError, match="set train.snr_floor: null"):
+        Trainer(config)
+    Trainer(load_config(recipe(tmp_path, video_folder, train={"input_perturbation": 0.1, "snr_gamma": 5.0})))
+
+
 def test_vae_stage_crops_are_centred_on_the_object_and_weighted(tmp_path, video_folder):
     from vidldm.train.stages import foreground_mask
 

@@ -50,6 +50,12 @@ class Stage(nn.Module):
         self.tokenizer, self.noise_scheduler = pipe.tokenizer, pipe.scheduler
         self.config = config
         self.caption_dropout = config.train.caption_dropout
+        t = config.train
+        if t.input_perturbation and t.snr_floor and pipe.scheduler.config.prediction_type == "epsilon":
+            # The floor weighs an epsilon error by 1/SNR at high noise (up to 1e6 at a zero-terminal-SNR schedule's
+            # last step), and the perturbation's error cannot be learned away: the loss would be that error, scaled.
+            raise VidldmError("train.input_perturbation with train.snr_floor on an epsilon-prediction model weighs the "
+                              "perturbation's unlearnable error by 1/SNR (up to 1e6): set train.snr_floor: null, as Ning et al. do")
 
     def trainable(self) -> nn.Module:
         return getattr(self, self.part)

@@ -391,6 +391,9 @@ def test_pixel_stages_refuse_a_latent_cache(tmp_path, video_folder, stage):
     ({"flicker_weight": -0.5}, "train.flicker_weight must be a number >= 0"),
     ({"size_weight": "big"}, "train.size_weight must be a number >= 0"),
     ({"input_perturbation": -0.1}, "train.input_perturbation must be a number >= 0"),
+    ({"trainable_modules": "text_attention"}, "train.trainable_modules must be a list"),
+    ({"trainable_modules": []}, "train.trainable_modules must be a list"),
+    ({"trainable_modules": ["to_q"], "lora_rank": 4}, "set one of them"),
     ({"snr_gamma": 0}, "train.snr_gamma must be a positive number"),
     ({"snr_gamma": 5.0, "snr_floor": 6.0}, "train.snr_floor must be a positive number no larger"),
     ({"timestep_bias_strategy": "middle"}, "train.timestep_bias_strategy must be none, later or earlier"),
@@ -399,6 +402,24 @@ def test_pixel_stages_refuse_a_latent_cache(tmp_path, video_folder, stage):
 def test_vae_stage_options_are_checked(tmp_path, video_folder, change, message):
     with pytest.raises(VidldmError, match=message):
         load_config(recipe(tmp_path, video_folder, stage="vae", train=change))
+
+
+def test_trainable_modules_train_only_the_named_parameters(tmp_path, video_folder):
+    """`train.trainable_modules` (AnimateDiff's): only the adapter's parameters whose names contain one of the parts
+    change; the rest of the adapter stays exactly as loaded, and a part that names nothing is refused in one line."""
+    config = load_config(recipe(tmp_path, video_folder, train={"max_steps": 3, "trainable_modules": ["to_q", "proj_out"]},
+                                checkpoint={"every": 100}))
+    trainer = Trainer(config)
+    before = {n: p.detach().clone() for n, p in trainer.stage.motion_adapter.named_parameters()}
+    trained = {n for n, p in trainer.stage.motion_adapter.named_parameters() if p.requires_grad}
+    assert trained and trained == {n for n in before if "to_q" in n or "proj_out" in n}
+    trainer.train()
+    after = dict(trainer.stage.motion_adapter.named_parameters())
+    assert all(torch.equal(after[n], before[n]) for n in before if n not in trained)
+    assert any(not torch.equal(after[n], before[n]) for n in trained)
+    config = load_config(recipe(tmp_path, video_folder, train={"trainable_modules": ["text_atention"]}))
+    with pytest.raises(VidldmError, match="'text_atention' is in no parameter name of the motion_adapter"):
+        Trainer(config)
 
 
 def test_motion_lora_trains_only_lora_weights(tmp_path, video_folder):

@@ -100,6 +100,8 @@ class TrainConfig:
                                          # the saved model samples with it unless `sampling:` says otherwise
     noise_prior_strength: float = 1.0    # the prior's alpha
     lora_rank: int | None = None         # temporal stage: train a motion LoRA instead of full weights
+    trainable_modules: list[str] | None = None  # train only the parameters of the stage's part whose names contain one
+                                         # of these (AnimateDiff's `trainable_modules`), e.g. [text_attention, text_norm]
     frames_per_clip: int | None = None  # image stage: train on this many random frames of each clip (more captions a step)
     noise_offset: float = 0.0
     snr_gamma: float | None = None       # Min-SNR loss weighting (Hang et al. 2023), e.g. 5.0: converges faster
@@ -292,6 +294,12 @@ def check(config: Config, source: str) -> None:
         if not isinstance(value, (int, float)) or value < 0:
             raise VidldmError(f"{source}: {name} must be a number >= 0, got {value!r}")
     _check_latent_corruption(t, config.stage, source)
+    modules = t.trainable_modules
+    if modules is not None and not (isinstance(modules, list) and modules and all(isinstance(m, str) and m for m in modules)):
+        raise VidldmError(f"{source}: train.trainable_modules must be a list of parameter-name parts "
+                          f"(e.g. [text_attention]) or null, got {modules!r}")
+    if modules is not None and t.lora_rank:
+        raise VidldmError(f"{source}: train.trainable_modules and train.lora_rank both choose what trains: set one of them")
     if not isinstance(t.keyframe_weight, (int, float)) or not 0 < t.keyframe_weight < float("inf"):
         raise VidldmError(f"{source}: train.keyframe_weight must be a number > 0, got {t.keyframe_weight!r}")
     if t.crop_size is not None and not (isinstance(t.crop_size, int) and 8 <= t.crop_size <= min(d.height, d.width)):

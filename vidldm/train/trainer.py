@@ -171,6 +171,8 @@ class Trainer:
         if self.peft_model is not None:  # only the LoRA matrices train
             for name, p in self.stage.motion_adapter.named_parameters():
                 p.requires_grad_("lora_" in name)
+        if t.trainable_modules:
+            self._train_only(t.trainable_modules)
         self.params = [p for p in self.stage.parameters() if p.requires_grad]
         if not self.params:
             raise VidldmError(f"stage '{config.stage}' has nothing to train")
@@ -187,6 +189,18 @@ class Trainer:
             self._restore(self.resume_from)
 
     # ------------------------------------------------------------------ set-up helpers
+    def _train_only(self, parts: list[str]) -> None:
+        """Freeze every parameter of the stage's part whose name contains none of `parts` (AnimateDiff's
+        `trainable_modules`); a part that names nothing is a typo, refused with an example name."""
+        module = self.stage.trainable()
+        named = list(module.named_parameters())
+        unmatched = [part for part in parts if not any(part in name for name, _ in named)]
+        if unmatched:
+            raise VidldmError(f"train.trainable_modules: {unmatched[0]!r} is in no parameter name of the "
+                              f"{self.stage.part} (they look like {named[0][0]!r})")
+        for name, p in named:
+            p.requires_grad_(any(part in name for part in parts))
+
     def _cast_frozen(self) -> None:
         """Frozen parts in the mixed-precision dtype (half the memory); trained parts stay fp32."""
         dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(self.config.train.mixed_precision)

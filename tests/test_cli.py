@@ -167,6 +167,23 @@ def test_eval_report_names_the_flags_that_remake_it(tmp_path, capsys):
     assert "--temporal-end must be between 0 and 1" in capsys.readouterr().err
 
 
+def test_eval_takes_a_motion_adapter_and_its_report_names_it(tmp_path, capsys):
+    """`vidldm eval --motion-adapter`: a committed adapter checkpoint is evaluated on the model without a pipeline
+    folder of its own; the report's command and title name it, and a missing one is one line, nothing written."""
+    from vidldm.loading import tiny_pipeline
+
+    tiny_pipeline().motion_adapter.save_pretrained(tmp_path / "adapter")
+    out = tmp_path / "evaluation.md"
+    assert cli("eval", "shapes", "--model", "tiny", "--motion-adapter", tmp_path / "adapter", "--n", 1, "--animate", 1,
+               "--steps", 1, "-o", out) == 0
+    assert f"# Evaluation of `tiny --motion-adapter {tmp_path / 'adapter'}`" in out.read_text()
+    assert f"`vidldm eval shapes --model tiny --motion-adapter {tmp_path / 'adapter'} --n 1" in out.read_text()
+    missing = tmp_path / "missing.md"
+    assert cli("eval", "shapes", "--model", "tiny", "--motion-adapter", tmp_path / "nope", "-o", missing) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and str(tmp_path / "nope") in err and not missing.exists()
+
+
 def test_a_model_folder_brings_its_sampling_defaults_and_flags_win(tmp_path):
     from vidldm.loading import tiny_pipeline
 

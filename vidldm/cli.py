@@ -168,6 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("benchmark", choices=("shapes", "keyframes"),
                    help="shapes: text to video; keyframes: start and end keyframes through the model's keyframe encoder")
     p.add_argument("--model", default="shapes", help="model to evaluate (default: shapes)")
+    p.add_argument("--motion-adapter", help="evaluate the model with this motion adapter instead of its own (AnimateDiff "
+                   "file or adapter folder, e.g. checkpoints/shapes-3p/motion_adapter)")
     p.add_argument("--n", type=int, default=None, help="number of prompts (default: 210; keyframes: 50 clips)")
     p.add_argument("--sparsectrl", help="keyframes: the SparseCtrl keyframe encoder (default: the model's own)")
     p.add_argument("--exact-keyframes", action=argparse.BooleanOptionalAction, default=None,
@@ -497,21 +499,26 @@ def evaluate(args: argparse.Namespace) -> None:
     out = Path(args.output)
     check_output_folder(out)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    pipe = load_pipeline(args.model, device=device)
+    pipe = load_pipeline(args.model, args.motion_adapter, device=device)
     pipe.set_progress_bar_config(disable=True)
     resolve_sampling(pipe, args)
     rows, animation = run_eval(pipe, n=args.n, steps=args.steps, guidance=args.guidance, animate=args.animate,
                                temporal_end=args.temporal_end, temporal_smoothing=args.temporal_smoothing,
                                log=lambda m: print(m, file=sys.stderr))
-    command = f"vidldm eval shapes --model {args.model} --n {args.n} --animate {args.animate}"
+    command = f"vidldm eval shapes --model {args.model}{_adapter_flag(args)} --n {args.n} --animate {args.animate}"
     command += "".join(f" {flag} {value:g}" for flag, value in given.items() if value is not None)  # remakes the table
     used = f"{args.steps} steps, guidance {args.guidance}, temporal layers for {args.temporal_end:g} of the steps"
     used += f"{_free_init_note(pipe)}"
     used += f", latents smoothed over time (weight {args.temporal_smoothing:g})" if args.temporal_smoothing else ""
     used += f", device {device}"
-    print(write_report(rows, animation, out, command, used, model=args.model))
+    print(write_report(rows, animation, out, command, used, model=args.model + _adapter_flag(args)))
     print(f"animation: first-frame PSNR {animation['first_frame_psnr_db']:.1f} dB, motion {100 * animation['motion_acc']:.1f}%")
     print(f"wrote {out}")
+
+
+def _adapter_flag(args: argparse.Namespace) -> str:
+    """' --motion-adapter X' where one was given: the report's command remakes it and its title names it."""
+    return f" --motion-adapter {args.motion_adapter}" if args.motion_adapter else ""
 
 
 def _free_init_note(pipe, free_init: int | None = None) -> str:
@@ -552,7 +559,7 @@ def evaluate_keyframes(args: argparse.Namespace) -> None:
     out = Path(args.output or "docs/eval-keyframes.md")
     check_output_folder(out)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    pipe = load_pipeline(args.model, device=device)
+    pipe = load_pipeline(args.model, args.motion_adapter, device=device)
     apply_controlnets(pipe, sparsectrl=path)
     pipe.set_progress_bar_config(disable=True)
     resolve_sampling(pipe, args)
@@ -561,7 +568,7 @@ def evaluate_keyframes(args: argparse.Namespace) -> None:
     rows = run_eval(pipe, n=args.n, steps=args.steps, guidance=args.guidance, temporal_end=args.temporal_end,
                     scale=scale, log=lambda m: print(m, file=sys.stderr), free_init=free_init, exact=exact)
     table = format_rows(rows)
-    command = (f"vidldm eval keyframes --model {args.model} --n {args.n}" + (f" --sparsectrl {args.sparsectrl}" if args.sparsectrl else "")
+    command = (f"vidldm eval keyframes --model {args.model}{_adapter_flag(args)} --n {args.n}" + (f" --sparsectrl {args.sparsectrl}" if args.sparsectrl else "")
                + ("" if given_exact is None else f" --{'' if exact else 'no-'}exact-keyframes"))
     text = (f"# Keyframes: {args.n} held-out clips (make-shapes seed {HELD_OUT_SEED}), frames 0 and last given\n\n"
             f"Made with `{command}` (keyframe scale {scale:g}, {args.steps} steps, guidance {args.guidance}, temporal layers for "

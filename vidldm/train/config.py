@@ -247,6 +247,16 @@ def _resolve_paths(config: Config, base: Path) -> None:
         config.model.pretrained = rel(config.model.pretrained) or config.model.pretrained
 
 
+def _check_trainable_modules(t: TrainConfig, source: str) -> None:
+    """`train.trainable_modules`: a non-empty list of name parts, and not beside a LoRA (both choose what trains)."""
+    modules = t.trainable_modules
+    if modules is not None and not (isinstance(modules, list) and modules and all(isinstance(m, str) and m for m in modules)):
+        raise VidldmError(f"{source}: train.trainable_modules must be a list of parameter-name parts "
+                          f"(e.g. [text_attention]) or null, got {modules!r}")
+    if modules is not None and t.lora_rank:
+        raise VidldmError(f"{source}: train.trainable_modules and train.lora_rank both choose what trains: set one of them")
+
+
 def _check_latent_corruption(t, stage: str, source: str) -> None:
     """The decoder stage's `latent_noise` and `latent_warp`: in range, and on that stage only."""
     if not isinstance(t.latent_noise, (int, float)) or not 0 <= t.latent_noise <= 1:
@@ -294,12 +304,7 @@ def check(config: Config, source: str) -> None:
         if not isinstance(value, (int, float)) or value < 0:
             raise VidldmError(f"{source}: {name} must be a number >= 0, got {value!r}")
     _check_latent_corruption(t, config.stage, source)
-    modules = t.trainable_modules
-    if modules is not None and not (isinstance(modules, list) and modules and all(isinstance(m, str) and m for m in modules)):
-        raise VidldmError(f"{source}: train.trainable_modules must be a list of parameter-name parts "
-                          f"(e.g. [text_attention]) or null, got {modules!r}")
-    if modules is not None and t.lora_rank:
-        raise VidldmError(f"{source}: train.trainable_modules and train.lora_rank both choose what trains: set one of them")
+    _check_trainable_modules(t, source)
     if not isinstance(t.keyframe_weight, (int, float)) or not 0 < t.keyframe_weight < float("inf"):
         raise VidldmError(f"{source}: train.keyframe_weight must be a number > 0, got {t.keyframe_weight!r}")
     if t.crop_size is not None and not (isinstance(t.crop_size, int) and 8 <= t.crop_size <= min(d.height, d.width)):

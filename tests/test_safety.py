@@ -289,6 +289,29 @@ def test_signals_end_with_one_line_and_no_files(tmp_path, capsys, monkeypatch, w
     assert signal.getsignal(signal.SIGTERM) is before  # restored for the rest of the process
 
 
+def test_ctrl_c_is_one_line_whatever_handler_the_caller_had(tmp_path, capsys, monkeypatch):
+    """A process that calls main() with SIGINT ignored or handled elsewhere (an embedding program, a library it
+    loaded; in the full test run, one of the tests before this file) still gets the CLI's Ctrl-C: one line, exit 130,
+    nothing written; its own handler is back afterwards."""
+    import vidldm.sampling
+
+    def interrupt(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(5)
+        raise AssertionError("SIGINT was not handled")
+
+    monkeypatch.setattr(vidldm.sampling, "denoise", interrupt)
+    monkeypatch.setattr("vidldm.pipeline.denoise", interrupt)
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        assert cli("generate", "a red circle", *FAST, "--frames", 4, "-o", tmp_path / "clip.gif") == 130
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert capsys.readouterr().err.strip() == "vidldm: interrupted (Ctrl-C); nothing half-written was left"
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_sigterm_to_a_real_process(tmp_path):
     out = tmp_path / "clip.mp4"
     proc = subprocess.Popen([sys.executable, "-m", "vidldm", "generate", "a red circle", *FAST[:-3], "--steps", "1000",

@@ -657,12 +657,16 @@ def _raise_terminated(signum, frame) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    previous = signal.signal(signal.SIGTERM, _raise_terminated) if _in_main_thread() else None
+    # SIGTERM raises Terminated; SIGINT raises KeyboardInterrupt as in a fresh interpreter, even where the process
+    # that calls main() (a test run, an embedding program, a library it loaded) had set another handler for it.
+    handlers = {signal.SIGTERM: _raise_terminated, signal.SIGINT: signal.default_int_handler} if _in_main_thread() else {}
+    previous = {signum: signal.signal(signum, handler) for signum, handler in handlers.items()}
     try:
         return _run(args)
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            if handler is not None:  # None: a handler set outside Python, which cannot be put back from here
+                signal.signal(signum, handler)
 
 
 def _in_main_thread() -> bool:

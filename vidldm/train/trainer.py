@@ -168,9 +168,8 @@ class Trainer:
         self.stage = STAGE_CLASSES[config.stage](self.pipe, config)
         self.peft_model = self.stage.use_lora(t.lora_rank) if t.lora_rank else None
         self.stage.freeze_all_but_trainable()
-        if self.peft_model is not None:  # only the LoRA matrices train
-            for name, p in self.stage.motion_adapter.named_parameters():
-                p.requires_grad_("lora_" in name)
+        if self.peft_model is not None:  # only the LoRA matrices train (peft put them into the adapter itself)
+            self._train_only(["lora_"])
         if t.trainable_modules:
             self._train_only(t.trainable_modules)
         self.params = [p for p in self.stage.parameters() if p.requires_grad]

@@ -280,7 +280,7 @@ def test_input_perturbation_moves_the_input_not_the_target(tmp_path, video_folde
     stage.config.train.input_perturbation = 0.1
     if stage_name == "temporal":
         batch = {"latents": torch.randn(1, 4, 6, 8, 8), "caption": ["a red circle moving right on a black background"]}
-        latents, _, noise, t, noisy, target = stage.noised(batch, torch.Generator().manual_seed(1))
+        latents, _, noise, t, noisy, target, _ = stage.noised(batch, torch.Generator().manual_seed(1))
         assert torch.equal(target, stage.target(latents, noise, t))
         assert not torch.allclose(noisy, stage.noise_scheduler.add_noise(latents, noise, t))
     trainer.train()

@@ -164,9 +164,14 @@ class LatentCacheDataset(Dataset):
     `dataset[i]` -> `latents (C, F, h, w)` float32, `prompt_embeds (L, D)` float32, `caption` str.
     Shards are loaded on first use and the last one is kept, so reading in order (or with a
     sampler that stays within a shard) loads each shard once.
+
+    `reference`: a second cache of the same clips, in the same order, whose captions say them
+    another way (e.g. `vidldm make-shapes` with the same seed and `--wordings fixed`); each item then
+    also holds its `reference_embeds (L, D)` and `reference_caption`, which `train.reference_mix`
+    has the model as it started read, as the teacher of the captions here.
     """
 
-    def __init__(self, root: str | os.PathLike[str]):
+    def __init__(self, root: str | os.PathLike[str], reference: str | os.PathLike[str] | None = None):
         self.root = Path(root).expanduser()
         self.index = _read_index(self.root)
         self.captions: list[str] = self.index["captions"]
@@ -175,6 +180,9 @@ class LatentCacheDataset(Dataset):
         self._ends = [sum(sizes[: k + 1]) for k in range(len(sizes))]
         self._shard_id: int | None = None
         self._shard: dict[str, torch.Tensor] | None = None
+        self.reference = None if reference is None else LatentCacheDataset(reference)
+        if self.reference is not None:
+            _check_same_clips(self, self.reference)
 
     def __len__(self) -> int:
         return self.index["num_items"]
@@ -187,11 +195,15 @@ class LatentCacheDataset(Dataset):
         k = bisect.bisect_right(self._ends, index)
         shard = self._load_shard(k)
         j = index - (self._ends[k - 1] if k else 0)
-        return {
+        item = {
             "latents": shard["latents"][j].to(torch.float32, copy=True),
             "prompt_embeds": shard["prompt_embeds"][j].to(torch.float32, copy=True),
             "caption": self.captions[index],
         }
+        if self.reference is not None:
+            ref = self.reference[index]
+            item["reference_embeds"], item["reference_caption"] = ref["prompt_embeds"], ref["caption"]
+        return item
 
     def _load_shard(self, k: int) -> dict[str, torch.Tensor]:
         if self._shard_id != k:
@@ -204,6 +216,22 @@ class LatentCacheDataset(Dataset):
                 raise VidldmError(f"latent cache shard '{path}' is damaged ({exc}); rebuild the cache") from exc
             self._shard_id = k
         return self._shard
+
+
+def _check_same_clips(cache: LatentCacheDataset, reference: LatentCacheDataset) -> None:
+    """The reference cache must hold the same clips in the same order (file names; the folders may differ) and
+    embeddings of the same shape, or the teacher would read another clip's caption."""
+    def names(c: LatentCacheDataset) -> list[str]:
+        return [Path(p).name for p in c.index.get("paths") or []]
+
+    if len(cache) != len(reference) or names(cache) != names(reference):
+        raise VidldmError(f"reference cache '{reference.root}' holds other clips than '{cache.root}' "
+                          f"({len(reference)} against {len(cache)} items, or other file names in another order); "
+                          "build both from datasets made with the same seed and clip count")
+    if cache.index.get("prompt_embeds_shape") != reference.index.get("prompt_embeds_shape"):
+        raise VidldmError(f"reference cache '{reference.root}' has prompt embeddings of shape "
+                          f"{reference.index.get('prompt_embeds_shape')}, '{cache.root}' {cache.index.get('prompt_embeds_shape')}; "
+                          "build both with the same model's text encoder")
 
 
 def _read_index(root: Path) -> dict:

@@ -60,6 +60,8 @@ class DataConfig:
     root: str | None = None              # folder of videos (captions.csv/.jsonl, WebVid CSV or .txt sidecars)
     captions: str | None = None          # explicit captions file
     latent_cache: str | None = None      # a folder made by `vidldm cache`; used instead of decoding videos
+    reference_cache: str | None = None   # a cache of the same clips with other captions: what the teacher of
+                                         # train.reference_mix reads (LatentCacheDataset's `reference`)
     num_frames: int = 16
     height: int = 64
     width: int = 64
@@ -93,6 +95,8 @@ class TrainConfig:
     pure_noise_fraction: float = 0.0     # temporal stage: share of samples at the last timestep with no signal left (see TemporalStage)
     flicker_weight: float = 0.0          # temporal stage: extra loss on the frame-to-frame change of the error (TemporalStage.flicker)
     size_weight: float = 0.0             # temporal stage: extra loss on the object's size drifting over the clip (TemporalStage.size_drift)
+    reference_mix: float = 0.0           # temporal stage: share of the loss that pulls the prediction toward the starting
+                                         # adapter's on the reference captions (TemporalStage.teacher_prediction); 1: that alone
     input_perturbation: float = 0.0      # image/temporal stages: extra noise on the model's input only, not its target (Ning et
                                          # al. 2023, against exposure bias; 0.1 is theirs); Stage.input_noise
     keyframe_weight: float = 1.0         # keyframe stage: loss weight of the frames the encoder is told, against 1 for the others
@@ -239,7 +243,7 @@ def _resolve_paths(config: Config, base: Path) -> None:
         return str((base / p).resolve())
 
     config.data.root, config.data.captions = rel(config.data.root), rel(config.data.captions)
-    config.data.latent_cache = rel(config.data.latent_cache)
+    config.data.latent_cache, config.data.reference_cache = rel(config.data.latent_cache), rel(config.data.reference_cache)
     config.model.motion_adapter = rel(config.model.motion_adapter)
     config.model.sparsectrl = rel(config.model.sparsectrl)
     # Built-in model names stay names, even where a folder of that name sits beside the recipe.
@@ -268,6 +272,27 @@ def _check_latent_corruption(t, stage: str, source: str) -> None:
     for name in ("latent_noise", "latent_warp"):
         if getattr(t, name) and stage != "decoder":
             raise VidldmError(f"{source}: train.{name} is for the decoder stage, not {stage}")
+
+
+def _check_reference(config: Config, source: str) -> None:
+    """`train.reference_mix` in [0, 1] and on the temporal stage; `data.reference_cache` beside a latent cache and a mix."""
+    d, t = config.data, config.train
+    if not isinstance(t.reference_mix, (int, float)) or not 0 <= t.reference_mix <= 1:
+        raise VidldmError(f"{source}: train.reference_mix must be a number from 0 to 1 (the teacher's share of the loss), "
+                          f"got {t.reference_mix!r}")
+    if t.reference_mix and config.stage != "temporal":
+        raise VidldmError(f"{source}: train.reference_mix is for the temporal stage, not {config.stage}")
+    if d.reference_cache is None:
+        return
+    if d.latent_cache is None:
+        raise VidldmError(f"{source}: data.reference_cache pairs with data.latent_cache (the same clips, other captions); "
+                          "set data.latent_cache too")
+    if not t.reference_mix:
+        raise VidldmError(f"{source}: data.reference_cache is read only by the teacher of train.reference_mix; "
+                          "set train.reference_mix (e.g. 0.5) or drop data.reference_cache")
+    if not Path(d.reference_cache, "index.json").exists():
+        raise VidldmError(f"{source}: data.reference_cache '{d.reference_cache}' is not a latent cache (no index.json); "
+                          "make one with `vidldm cache`")
 
 
 def check(config: Config, source: str) -> None:
@@ -304,6 +329,7 @@ def check(config: Config, source: str) -> None:
         if not isinstance(value, (int, float)) or value < 0:
             raise VidldmError(f"{source}: {name} must be a number >= 0, got {value!r}")
     _check_latent_corruption(t, config.stage, source)
+    _check_reference(config, source)
     _check_trainable_modules(t, source)
     if not isinstance(t.keyframe_weight, (int, float)) or not 0 < t.keyframe_weight < float("inf"):
         raise VidldmError(f"{source}: train.keyframe_weight must be a number > 0, got {t.keyframe_weight!r}")

@@ -18,6 +18,7 @@ in [-1, 1] and `caption`, or (from a latent cache) `latents` `(B, C, F, h, w)` a
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 
 import torch
@@ -75,21 +76,31 @@ class Stage(nn.Module):
             if m is not None and m is not self.trainable():  # a latent cache needs neither
                 m.eval()
 
-    def encode_text(self, captions: list[str], generator: torch.Generator) -> torch.Tensor:
-        """`(B, L, D)`; each caption is dropped to "" with probability `caption_dropout` (for CFG)."""
-        drop = torch.rand(len(captions), generator=generator) < self.caption_dropout
+    def caption_drops(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """`(n,)` bool: which captions of a batch are dropped to "" (probability `caption_dropout`, for CFG)."""
+        return torch.rand(n, generator=generator) < self.caption_dropout
+
+    def encode_text(self, captions: list[str], generator: torch.Generator, drop: torch.Tensor | None = None) -> torch.Tensor:
+        """`(B, L, D)`; the captions `drop` `(B,)` names (drawn with `caption_drops` when None) read "" instead."""
+        drop = self.caption_drops(len(captions), generator) if drop is None else drop
         captions = ["" if d else c for c, d in zip(captions, drop.tolist())]
         return encode_text(self.tokenizer, self.text_encoder, captions).to(self.unet.dtype)
 
-    def prompt_embeds(self, batch: dict, generator: torch.Generator) -> torch.Tensor:
-        if "prompt_embeds" in batch:  # latent cache: embeddings were computed once; dropout -> the "" embedding
-            embeds = batch["prompt_embeds"].to(self.unet.device, self.unet.dtype)
-            drop = torch.rand(embeds.shape[0], generator=generator) < self.caption_dropout
+    def prompt_embeds(self, batch: dict, generator: torch.Generator, drop: torch.Tensor | None = None,
+                      reference: bool = False) -> torch.Tensor:
+        """`(B, L, D)` of the batch's captions, those `drop` names (drawn when None) as "". `reference`: the
+        captions the teacher of `train.reference_mix` reads (a reference cache's; else the batch's own)."""
+        key, caption_key = ("reference_embeds", "reference_caption") if reference else ("prompt_embeds", "caption")
+        if key not in batch and caption_key not in batch:  # no reference cache: the teacher reads the same caption
+            key, caption_key = "prompt_embeds", "caption"
+        if key in batch:  # latent cache: embeddings were computed once; dropout -> the "" embedding
+            embeds = batch[key].to(self.unet.device, self.unet.dtype)
+            drop = self.caption_drops(embeds.shape[0], generator) if drop is None else drop
             if drop.any():
                 embeds = embeds.clone()
                 embeds[drop.to(embeds.device)] = self.encode_text([""], generator)[0].to(embeds.dtype)
             return embeds
-        return self.encode_text(list(batch["caption"]), generator)
+        return self.encode_text(list(batch[caption_key]), generator, drop)
 
     def latents(self, batch: dict, generator: torch.Generator) -> torch.Tensor:
         if "latents" in batch:
@@ -219,6 +230,8 @@ class TemporalStage(Stage):
         self.video_unet = VideoUNet(self.unet, self.motion_adapter)
         if config.train.gradient_checkpointing:
             self.video_unet.enable_gradient_checkpointing()
+        if config.train.reference_mix:  # the teacher: the adapter as it starts, frozen (made before any LoRA wraps it)
+            self.reference_unet = VideoUNet(self.unet, copy.deepcopy(self.motion_adapter).requires_grad_(False))
 
     def use_lora(self, rank: int):
         """Train rank-`rank` LoRA matrices on the temporal attention instead of the whole adapter (peft)."""
@@ -242,15 +255,17 @@ class TemporalStage(Stage):
         return correlate(noise, self.config.train.noise_prior, self.config.train.noise_prior_strength)
 
     def noised(self, batch: dict, generator: torch.Generator):
-        """A batch's clean latents `(B, C, F, h, w)`, text, noise, timesteps `(B,)`, noised latents and target."""
+        """A batch's clean latents `(B, C, F, h, w)`, text, noise, timesteps `(B,)`, noised latents, target and
+        which captions were dropped `(B,)`."""
         latents = self.latents(batch, generator)
-        context = self.prompt_embeds(batch, generator)
+        drop = self.caption_drops(latents.shape[0], generator)
+        context = self.prompt_embeds(batch, generator, drop)
         noise, t = self.noise_and_timesteps(latents, generator)
         noisy = self.noise_scheduler.add_noise(latents, self.input_noise(noise, generator), t)
-        return latents, context, noise, t, noisy, self.target(latents, noise, t)
+        return latents, context, noise, t, noisy, self.target(latents, noise, t), drop
 
     def forward(self, batch: dict, generator: torch.Generator) -> torch.Tensor:
-        latents, context, noise, t, noisy, target = self.noised(batch, generator)
+        latents, context, noise, t, noisy, target, drop = self.noised(batch, generator)
         b, f = latents.shape[0], latents.shape[2]
         pure = torch.rand(b, generator=generator) < self.config.train.pure_noise_fraction
         if pure.any():
@@ -266,7 +281,24 @@ class TemporalStage(Stage):
                 noisy[i, :, idx] = latents[i, :, idx]
                 frame_t[i, idx] = 0
                 loss_mask[i, idx] = 0
-        return self.prediction_loss(self.video_unet(noisy, frame_t, context), target, latents, loss_mask, t)
+        pred = self.video_unet(noisy, frame_t, context)
+        loss = self.prediction_loss(pred, target, latents, loss_mask, t)
+        mix = self.config.train.reference_mix
+        if not mix:
+            return loss
+        teacher = self.teacher_prediction(batch, generator, drop, noisy, frame_t)
+        return (1 - mix) * loss + mix * self.masked_mean(pred.float() - teacher.float(), latents, loss_mask, t)
+
+    @torch.no_grad()
+    def teacher_prediction(self, batch: dict, generator: torch.Generator, drop: torch.Tensor, noisy: torch.Tensor,
+                           frame_t: torch.Tensor) -> torch.Tensor:
+        """`(B, C, F, h, w)`: the adapter as it started, on the same input, reading the reference captions (the
+        same ones dropped). Why (`train.reference_mix`): pulling the prediction on a caption in new words toward
+        the start's prediction on the words it knows (a reference cache of the same clips) teaches the new words
+        without moving what the known ones draw, which the data loss alone does (the shapes model's 3p: new words
+        read, old prompts drawn less smoothly); with no reference cache it holds the model near its start."""
+        self.reference_unet.eval()
+        return self.reference_unet(noisy, frame_t, self.prompt_embeds(batch, generator, drop, reference=True))
 
     def prediction_loss(self, pred: torch.Tensor, target: torch.Tensor, latents: torch.Tensor, mask: torch.Tensor,
                         t: torch.Tensor, frame_weights: torch.Tensor | None = None) -> torch.Tensor:
@@ -372,7 +404,7 @@ class KeyframeStage(TemporalStage):
     def forward(self, batch: dict, generator: torch.Generator) -> torch.Tensor:
         from vidldm.control import ControlUnit, _run
 
-        latents, context, _, t, noisy, target = self.noised(batch, generator)
+        latents, context, _, t, noisy, target, _ = self.noised(batch, generator)
         b, f = latents.shape[0], latents.shape[2]
         cond = torch.zeros_like(latents)
         mask = torch.zeros(b, 1, *latents.shape[2:], device=latents.device, dtype=latents.dtype)

@@ -82,7 +82,7 @@ def build_dataset(config: Config):
     if d.latent_cache:
         from vidldm.data import LatentCacheDataset
 
-        return LatentCacheDataset(d.latent_cache)
+        return LatentCacheDataset(d.latent_cache, reference=d.reference_cache)
     from vidldm.data import VideoClipDataset
 
     return VideoClipDataset(d.root, num_frames=d.num_frames, height=d.height, width=d.width, stride=d.stride,

@@ -125,7 +125,7 @@ def gap(trainer, batch):
 
 @pytest.mark.parametrize("change, message", [
     ({"train": {"reference_mix": 1.5}}, "train.reference_mix must be a number from 0 to 1"),
-    ({"train": {"reference_mix": "half"}}, "train.reference_mix must be a number from 0 to 1"),
+    ({"train": {"reference_mix": "half"}}, "train.reference_mix must be a number, got 'half'"),
     ({"stage": "image", "train": {"reference_mix": 0.5}}, "train.reference_mix is for the temporal stage, not image"),
     ({"data": {"reference_cache": "CACHE"}, "train": {"reference_mix": 0.5}}, "data.reference_cache pairs with data.latent_cache"),
     ({"data": {"latent_cache": "CACHE", "reference_cache": "CACHE"}}, "set train.reference_mix"),

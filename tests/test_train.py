@@ -389,7 +389,7 @@ def test_pixel_stages_refuse_a_latent_cache(tmp_path, video_folder, stage):
     ({"crop_size": 32}, "train.crop_size must be an integer between 8"),
     ({"foreground_weight": -1}, "train.foreground_weight must be a number >= 0"),
     ({"flicker_weight": -0.5}, "train.flicker_weight must be a number >= 0"),
-    ({"size_weight": "big"}, "train.size_weight must be a number >= 0"),
+    ({"size_weight": "big"}, "train.size_weight must be a number, got .big."),
     ({"input_perturbation": -0.1}, "train.input_perturbation must be a number >= 0"),
     ({"trainable_modules": "text_attention"}, "train.trainable_modules must be a list"),
     ({"trainable_modules": []}, "train.trainable_modules must be a list"),
@@ -475,6 +475,18 @@ def test_bad_config_fails_before_loading_a_model(tmp_path, video_folder, monkeyp
     assert main(["train", str(path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
+
+
+def test_numbers_in_e_notation_read_as_numbers(tmp_path, video_folder):
+    """PyYAML reads `1e-4` (no dot) as a string: in a recipe or `--set`, a float setting takes it as the number, and a
+    word there is a one-line error, not a failure inside the optimizer."""
+    path = recipe(tmp_path, video_folder)
+    path.write_text(path.read_text().replace("learning_rate: 0.001", "learning_rate: 1e-3"))
+    assert "learning_rate: 1e-3" in path.read_text()
+    config = load_config(path, ["train.snr_gamma=5e0", "train.weight_decay=1e-2"])
+    assert (config.train.learning_rate, config.train.snr_gamma, config.train.weight_decay) == (1e-3, 5.0, 1e-2)
+    with pytest.raises(VidldmError, match="recipe.yaml: train.learning_rate must be a number, got 'fast'"):
+        load_config(path, ["train.learning_rate=fast"])
 
 
 def test_recipe_base_lays_its_keys_over_another_recipe(tmp_path, video_folder):

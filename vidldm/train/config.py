@@ -175,8 +175,19 @@ def _build(cls, values: Any, where: str, source: str):
         if key not in fields:
             raise VidldmError(f"{source}: unknown key '{name}'; known keys here: {', '.join(fields)}")
         sub = fields[key].default_factory if fields[key].default_factory is not dataclasses.MISSING else None
-        kwargs[key] = _build(sub, value, name, source) if dataclasses.is_dataclass(sub) else value
+        kwargs[key] = _build(sub, value, name, source) if dataclasses.is_dataclass(sub) else _number(fields[key], value, name, source)
     return cls(**kwargs)
+
+
+def _number(field: dataclasses.Field, value: Any, name: str, source: str) -> Any:
+    """A float setting written `1e-4` (in a recipe or `--set`) is the string '1e-4' to YAML 1.1 (PyYAML wants `1.0e-4`):
+    read it as the number it says; a string that is no number is a one-line error rather than a failure deep in training."""
+    if not (isinstance(value, str) and str(field.type).split(" | ")[0] == "float"):
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        raise VidldmError(f"{source}: {name} must be a number, got {value!r}") from None
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:

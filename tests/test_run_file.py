@@ -178,3 +178,11 @@ def test_the_run_folder_must_be_a_folder(tmp_path):
     assert cli("run", path, "-o", tmp_path / "taken") == 2
     assert cli("run", path, "-o", tmp_path / "missing" / "out") == 2
     assert (tmp_path / "taken").read_text() == "x"
+
+
+def test_numbers_written_with_an_exponent_are_numbers(tmp_path):
+    """PyYAML alone reads `7.5e0`-less forms such as `1e1` as strings (YAML 1.1); a run file reads them as YAML 1.2 does."""
+    path = tmp_path / "run.yaml"
+    path.write_text("model: tiny\nsteps: 2\nframes: 4\nguidance_scale: 1e1\nnoise_prior_strength: 5e-1\nprompt: a red circle\n")
+    got = flags(load_run_file(path)[0])
+    assert got["--guidance"] == "10.0" and float(got["--noise-prior-strength"]) == 0.5

@@ -478,13 +478,14 @@ def test_bad_config_fails_before_loading_a_model(tmp_path, video_folder, monkeyp
 
 
 def test_numbers_in_e_notation_read_as_numbers(tmp_path, video_folder):
-    """PyYAML reads `1e-4` (no dot) as a string: in a recipe or `--set`, a float setting takes it as the number, and a
-    word there is a one-line error, not a failure inside the optimizer."""
+    """PyYAML alone reads `1e-4` (no dot) as a string: in a recipe, its `sampling:` or `--set`, vidldm reads the number,
+    and a word in a float setting is a one-line error, not a failure inside the optimizer."""
     path = recipe(tmp_path, video_folder)
     path.write_text(path.read_text().replace("learning_rate: 0.001", "learning_rate: 1e-3"))
     assert "learning_rate: 1e-3" in path.read_text()
-    config = load_config(path, ["train.snr_gamma=5e0", "train.weight_decay=1e-2"])
+    config = load_config(path, ["train.snr_gamma=5e0", "train.weight_decay=1e-2", "sampling.temporal_end=5e-1"])
     assert (config.train.learning_rate, config.train.snr_gamma, config.train.weight_decay) == (1e-3, 5.0, 1e-2)
+    assert config.sampling["temporal_end"] == 0.5
     with pytest.raises(VidldmError, match="recipe.yaml: train.learning_rate must be a number, got 'fast'"):
         load_config(path, ["train.learning_rate=fast"])
 

@@ -33,9 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from vidldm import sampling_settings as settings
+from vidldm import yaml_numbers
 from vidldm.errors import VidldmError
 from vidldm.io.media import one_line
 from vidldm.prompt_travel import parse_prompt
@@ -87,8 +86,8 @@ def _read(path: Path) -> dict[str, Any]:
     text = path.read_text(encoding="utf-8", errors="replace")
     kind = "JSON" if path.suffix.lower() == ".json" else "YAML"
     try:
-        data = json.loads(text) if kind == "JSON" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as err:
+        data = json.loads(text) if kind == "JSON" else yaml_numbers.load(text)
+    except (json.JSONDecodeError, yaml_numbers.YAMLError) as err:
         raise VidldmError(f"{path}: not valid {kind}: {one_line(err)[:200]}") from err
     if not isinstance(data, dict) or not data:
         raise VidldmError(f"{path}: a run file is a mapping of settings, with 'entries:' for several clips")

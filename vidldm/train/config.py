@@ -28,8 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from vidldm import yaml_numbers
 from vidldm.builtin_names import BUILTIN as BUILTIN_MODELS  # no torch: recipes are checked before models load
 from vidldm.errors import VidldmError
 from vidldm.sampling_settings import BY_NAME, check_generation_defaults
@@ -180,14 +179,11 @@ def _build(cls, values: Any, where: str, source: str):
 
 
 def _number(field: dataclasses.Field, value: Any, name: str, source: str) -> Any:
-    """A float setting written `1e-4` (in a recipe or `--set`) is the string '1e-4' to YAML 1.1 (PyYAML wants `1.0e-4`):
-    read it as the number it says; a string that is no number is a one-line error rather than a failure deep in training."""
-    if not (isinstance(value, str) and str(field.type).split(" | ")[0] == "float"):
-        return value
-    try:
-        return float(value)
-    except ValueError:
-        raise VidldmError(f"{source}: {name} must be a number, got {value!r}") from None
+    """A word in a float setting is a one-line error naming the key, rather than a TypeError deep in training
+    (numbers such as `1e-4` already arrive as floats: `yaml_numbers` reads YAML 1.2 floats)."""
+    if isinstance(value, str) and str(field.type).split(" | ")[0] == "float":
+        raise VidldmError(f"{source}: {name} must be a number, got {value!r}")
+    return value
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:
@@ -201,7 +197,7 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
         *parents, leaf = key.split(".")
         for p in parents:
             node = node.setdefault(p, {})
-        node[leaf] = yaml.safe_load(value)
+        node[leaf] = yaml_numbers.load(value)
     return out
 
 
@@ -226,8 +222,8 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
 def read_recipe(path: Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
     """A recipe file as a plain mapping, with its `base:` chain merged in (the base first)."""
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
+        raw = yaml_numbers.load(path.read_text()) or {}
+    except yaml_numbers.YAMLError as err:
         raise VidldmError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from err
     if not isinstance(raw, dict):
         raise VidldmError(f"{path}: a recipe must be a mapping of keys, got {type(raw).__name__}")

@@ -486,6 +486,10 @@ def test_numbers_in_e_notation_read_as_numbers(tmp_path, video_folder):
     config = load_config(path, ["train.snr_gamma=5e0", "train.weight_decay=1e-2", "sampling.temporal_end=5e-1"])
     assert (config.train.learning_rate, config.train.snr_gamma, config.train.weight_decay) == (1e-3, 5.0, 1e-2)
     assert config.sampling["temporal_end"] == 0.5
+    steps = load_config(path, ["train.max_steps=2e1"]).train.max_steps
+    assert steps == 20 and isinstance(steps, int)  # a count written as a float is the count
+    with pytest.raises(VidldmError, match="max_steps must be a positive integer, got 2.5"):
+        load_config(path, ["train.max_steps=2.5"])
     with pytest.raises(VidldmError, match="recipe.yaml: train.learning_rate must be a number, got 'fast'"):
         load_config(path, ["train.learning_rate=fast"])
 

@@ -180,9 +180,13 @@ def _build(cls, values: Any, where: str, source: str):
 
 def _number(field: dataclasses.Field, value: Any, name: str, source: str) -> Any:
     """A word in a float setting is a one-line error naming the key, rather than a TypeError deep in training
-    (numbers such as `1e-4` already arrive as floats: `yaml_numbers` reads YAML 1.2 floats)."""
-    if isinstance(value, str) and str(field.type).split(" | ")[0] == "float":
+    (numbers such as `1e-4` already arrive as floats: `yaml_numbers` reads YAML 1.2 floats); a whole number
+    written as a float in a count (`max_steps: 2e3`) is that count."""
+    kind = str(field.type).split(" | ")[0]
+    if isinstance(value, str) and kind == "float":
         raise VidldmError(f"{source}: {name} must be a number, got {value!r}")
+    if kind == "int" and isinstance(value, float) and value.is_integer():
+        return int(value)
     return value
 
 

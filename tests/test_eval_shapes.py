@@ -227,18 +227,22 @@ def test_paraphrases_are_held_out_and_keep_the_clip():
     assert len({(t.split(" ")[0], t.split(" ")[-1]) for t in worded}) >= 3  # the frames differ in their ends
 
 
-def test_training_wordings_share_nothing_with_the_held_out_ones():
-    """`make-shapes --wordings varied` may train on other words, but never on the evaluation's: no sentence frame
-    in common, and no word of a held-out synonym except those of the fixed phrases ("left", "still", "moving")."""
+@pytest.mark.parametrize("wordings", ["varied", "rich"])
+def test_training_wordings_share_nothing_with_the_held_out_ones(wordings):
+    """`make-shapes --wordings varied|rich` may train on other words, but never on the evaluation's: no sentence
+    frame in common, and no word of a held-out synonym except those of the fixed phrases ("left", "still",
+    "moving"), nor a form of one (a held-out word as the start of a training word: "leftward" in "leftwards")."""
     from vidldm.data.shapes import MOTIONS
-    from vidldm.data.wordings import TRAINING_FRAMES, TRAINING_SYNONYMS
+    from vidldm.data.wordings import WORDING_SETS
     from vidldm.eval.paraphrase import FRAMES, SYNONYMS
 
+    synonyms, frames = WORDING_SETS[wordings]
     fixed_words = {w for m in MOTIONS for w in m.split()}
     held_out = {w for words in SYNONYMS.values() for phrase in words for w in phrase.split()} - fixed_words
-    trained = {w for words in TRAINING_SYNONYMS.values() for phrase in words for w in phrase.split()}
-    assert set(TRAINING_SYNONYMS) == set(MOTIONS)  # every training motion has its wordings
+    trained = {w for words in synonyms.values() for phrase in words for w in phrase.split()}
+    assert set(synonyms) == set(MOTIONS)  # every training motion has its wordings
     assert not held_out & trained
-    assert not set(FRAMES) & set(TRAINING_FRAMES[1:]) and FRAMES[0] == TRAINING_FRAMES[0]  # the fixed frame only
+    assert not [(h, t) for h in held_out for t in trained if len(h) > 3 and t.startswith(h[:-1])]
+    assert not set(FRAMES) & set(frames[1:]) and FRAMES[0] == frames[0]  # the fixed frame only
     held_phrases = {p for words in SYNONYMS.values() for p in words}
-    assert not held_phrases & {p for words in TRAINING_SYNONYMS.values() for p in words}
+    assert not held_phrases & {p for words in synonyms.values() for p in words}

@@ -174,13 +174,15 @@ def test_make_shapes_dataset(tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp folder left
 
 
-def test_varied_wordings_keep_the_clips_and_say_each_motion_several_ways(tmp_path):
-    """`wordings="varied"`: the same clips as "fixed" for the seed; each caption names the clip's colour, shape
-    and background and one of its motion's training words; the fixed caption stays among them."""
-    from vidldm.data.wordings import TRAINING_SYNONYMS
+@pytest.mark.parametrize("wordings", ["varied", "rich"])
+def test_varied_wordings_keep_the_clips_and_say_each_motion_several_ways(tmp_path, wordings):
+    """`wordings="varied"` or "rich": the same clips as "fixed" for the seed; each caption names the clip's colour,
+    shape and background and one of its motion's training words; the fixed caption stays among them."""
+    from vidldm.data.wordings import WORDING_SETS
 
+    synonyms = WORDING_SETS[wordings][0]
     fixed = make_shapes_dataset(tmp_path / "fixed", 40, seed=3, num_frames=2, image_size=32)
-    varied = make_shapes_dataset(tmp_path / "varied", 40, seed=3, num_frames=2, image_size=32, wordings="varied")
+    varied = make_shapes_dataset(tmp_path / "varied", 40, seed=3, num_frames=2, image_size=32, wordings=wordings)
     rng = np.random.default_rng(3)
     specs = [random_spec(rng, num_frames=2, image_size=32) for _ in range(40)]
     rows = {c.path.name: c.caption for c in find_clips(varied)}
@@ -189,11 +191,11 @@ def test_varied_wordings_keep_the_clips_and_say_each_motion_several_ways(tmp_pat
         assert (fixed / name).read_bytes() == (varied / name).read_bytes()
         caption = rows[name]
         assert f"{spec.colour} {spec.shape}" in caption and f"{spec.background} background" in caption
-        assert any(word in caption for word in TRAINING_SYNONYMS[spec.motion])
+        assert any(word in caption for word in synonyms[spec.motion])
     captions = list(rows.values())
     assert 0 < sum(c == s.caption for c, s in zip(captions, specs)) < 40  # some fixed, some varied
     assert len({c.split(" ")[0] for c in captions}) >= 2  # sentence frames differ
-    with pytest.raises(VidldmError, match="wordings must be one of fixed, varied"):
+    with pytest.raises(VidldmError, match="wordings must be one of fixed, varied, rich"):
         make_shapes_dataset(tmp_path / "bad", 1, wordings="random")
     assert not (tmp_path / "bad").exists()
 

@@ -158,9 +158,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("output", help="folder to create")
     p.add_argument("--n", type=int, default=1000, help="number of clips (default: 1000)")
     p.add_argument("--seed", type=int, default=0, help="dataset seed (default: 0)")
-    p.add_argument("--wordings", choices=("fixed", "varied"), default="fixed",
-                   help="fixed: one caption form; varied: several wordings of each motion and sentence orders "
-                   "(vidldm.data.wordings; the clips are the same for the same seed) (default: fixed)")
+    p.add_argument("--wordings", choices=("fixed", "varied", "rich"), default="fixed",
+                   help="fixed: one caption form; varied: several wordings of each motion and sentence orders; rich: "
+                   "three to four times as many (vidldm.data.wordings; the clips are the same for the same seed) "
+                   "(default: fixed)")
     p = sub.add_parser("eval", help="evaluate a model on the shapes benchmark (oracle-read accuracy)",
                        description="Generate clips for a fixed set of shapes prompts and read them back with an oracle: "
                        "colour/shape/motion accuracy, persistence, smoothness, size stability; also the real clips "

@@ -375,8 +375,9 @@ def make_shapes_dataset(
 ) -> Path:
     """Write ``n`` random clips and their captions to ``out_dir``; return ``out_dir``.
 
-    ``wordings``: "fixed" (every caption ``ClipSpec.caption``) or "varied" (each in a training wording of
-    `vidldm.data.wordings`, drawn from its own generator, so the clips are those of "fixed" with the same seed).
+    ``wordings``: "fixed" (every caption ``ClipSpec.caption``), "varied" or "rich" (each in a training wording of
+    that set of `vidldm.data.wordings`, drawn from its own generator, so the clips are those of "fixed" with the
+    same seed; "rich" has three to four times the words and twice the sentence frames).
 
     Layout (what `vidldm.data.find_clips` reads)::
 
@@ -411,7 +412,7 @@ def make_shapes_dataset(
             spec = random_spec(rng, num_frames=num_frames, image_size=image_size)
             name = f"clip_{i:05d}.mp4"
             write_video(render_clip(spec, num_frames, image_size), tmp / name, fps)
-            rows.append((name, spec.caption if wordings == "fixed" else varied_caption(spec, words_rng)))
+            rows.append((name, spec.caption if wordings == "fixed" else varied_caption(spec, words_rng, wordings)))
         _write_captions(tmp / "captions.csv", rows)
         os.replace(tmp, out_dir)  # also replaces an existing empty folder
     except BaseException:
@@ -420,7 +421,7 @@ def make_shapes_dataset(
     return out_dir
 
 
-WORDINGS = ("fixed", "varied")
+WORDINGS = ("fixed", "varied", "rich")
 
 
 def _write_captions(path: Path, rows: list[tuple[str, str]]) -> None:

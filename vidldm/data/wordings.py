@@ -39,16 +39,53 @@ TRAINING_FRAMES = (
 assert all(words[0] == motion for motion, words in TRAINING_SYNONYMS.items()), "the first wording is the fixed one"
 
 
+#: `--wordings rich`: the varied set and more, the words a person might use for each motion (still none of the
+#: held-out ones, nor a form of one: no "-ward(s)" direction, no "getting"/"staying"), and more sentence frames.
+#: Why: a text path taught five points per motion reaches held-out words near those points only; more wordings
+#: cover more of the frozen text encoder's space around each motion.
+RICH_SYNONYMS: dict[str, tuple[str, ...]] = {
+    "moving left": (*TRAINING_SYNONYMS["moving left"], "passing left", "sweeping left", "running left", "rolling left",
+                    "scrolling left", "darting left", "hurrying left", "zipping left", "coasting left", "going west",
+                    "flying left", "crossing left"),
+    "moving right": (*TRAINING_SYNONYMS["moving right"], "passing right", "sweeping right", "running right",
+                     "rolling right", "scrolling right", "darting right", "hurrying right", "zipping right",
+                     "coasting right", "going east", "flying right", "crossing right"),
+    "moving up": (*TRAINING_SYNONYMS["moving up"], "lifting up", "flying up", "shooting up", "going higher",
+                  "moving higher", "levitating", "taking off", "mounting up", "elevating", "lifting off"),
+    "moving down": (*TRAINING_SYNONYMS["moving down"], "diving", "tumbling down", "going lower", "moving lower",
+                    "dipping", "lowering", "flying down", "slipping down", "coming down", "plummeting"),
+    "growing": (*TRAINING_SYNONYMS["growing"], "inflating", "ballooning", "widening", "magnifying", "puffing up",
+                "blowing up", "becoming huge", "turning large", "spreading out", "bulging"),
+    "shrinking": (*TRAINING_SYNONYMS["shrinking"], "deflating", "diminishing", "reducing", "compressing", "waning",
+                  "shriveling", "receding", "collapsing", "withering", "condensing"),
+    "standing still": (*TRAINING_SYNONYMS["standing still"], "frozen", "unmoving", "idle", "immobile", "static",
+                       "sitting still", "at rest", "remaining still", "perfectly still", "pausing"),
+}
+
+RICH_FRAMES = (
+    *TRAINING_FRAMES,
+    "there is a {colour} {shape} {motion} on a {background} background",
+    "a {colour} {shape}, {motion}, on a {background} background",
+    "a {colour} {shape} that is {motion} on a {background} background",
+    "{background} background, {colour} {shape}, {motion}",
+)
+
+#: `make-shapes --wordings` choices beyond "fixed": each a (synonyms, frames) set.
+WORDING_SETS = {"varied": (TRAINING_SYNONYMS, TRAINING_FRAMES), "rich": (RICH_SYNONYMS, RICH_FRAMES)}
+
+assert all(words[:len(TRAINING_SYNONYMS[m])] == TRAINING_SYNONYMS[m] for m, words in RICH_SYNONYMS.items())
+
 FIXED_SHARE = 0.5  # half the clips keep the fixed caption, so the varied ones do not dilute what it already means
 
 
-def varied_caption(spec, rng: np.random.Generator) -> str:
+def varied_caption(spec, rng: np.random.Generator, wordings: str = "varied") -> str:
     """The caption of `spec` (a `vidldm.data.shapes.ClipSpec`, not imported here: shapes.py imports this module):
-    the fixed one with probability `FIXED_SHARE`, else a training wording drawn from `rng` (uniform over the
-    motion's words and the frames, the fixed ones included)."""
+    the fixed one with probability `FIXED_SHARE`, else a wording of the set `wordings` ("varied" or "rich")
+    drawn from `rng` (uniform over the motion's words and the frames, the fixed ones included)."""
+    synonyms, frames = WORDING_SETS[wordings]
     if rng.random() < FIXED_SHARE:
         return spec.caption
-    words = TRAINING_SYNONYMS[spec.motion]
+    words = synonyms[spec.motion]
     motion = words[rng.integers(len(words))]
-    frame = TRAINING_FRAMES[rng.integers(len(TRAINING_FRAMES))]
+    frame = frames[rng.integers(len(frames))]
     return frame.format(colour=spec.colour, shape=spec.shape, motion=motion, background=spec.background)

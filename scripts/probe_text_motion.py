@@ -9,8 +9,9 @@ apart from those states and is then asked about the held-out wordings of the eva
 the 16 token states, as a cross-attention reads them) and a linear layer: if it names the held-out motions, the
 encoder's states hold them and a model could learn to read them; if not, no training of the video model can.
 
-Two probes: one trained on the fixed captions (7 motion phrases), one on the varied training wordings of
-`vidldm.data.wordings` (what `make-shapes --wordings varied` writes). Also printed: the nearest fixed caption by
+Three probes: one trained on the fixed captions (7 motion phrases), one on the varied training wordings of
+`vidldm.data.wordings` (what `make-shapes --wordings varied` writes), one on its rich wordings (`--wordings rich`),
+drawn at random to as many captions as the varied set makes (so the two differ in variety, not in number). Also printed: the nearest fixed caption by
 the encoder's own sentence embedding (mean of the token states over the words, cosine), which needs no training.
 Every colour, shape and background of the shapes set (7,728 held-out captions); seeded, about 9 CPU minutes.
 """
@@ -24,7 +25,7 @@ import torch.nn.functional as F
 
 from vidldm.builtins import minilm_text_encoder
 from vidldm.data.shapes import BACKGROUNDS, COLOURS, MOTIONS, SHAPES
-from vidldm.data.wordings import TRAINING_FRAMES, TRAINING_SYNONYMS
+from vidldm.data.wordings import RICH_FRAMES, RICH_SYNONYMS, TRAINING_FRAMES, TRAINING_SYNONYMS
 from vidldm.eval.paraphrase import FRAMES, SYNONYMS
 from vidldm.models.text import encode_text
 
@@ -83,9 +84,14 @@ def main() -> None:
     held = states(held_texts)
     fixed_texts, fixed_labels = captions(FIXED, TRAINING_FRAMES[:1])
     varied_texts, varied_labels = captions(TRAINING_SYNONYMS, TRAINING_FRAMES)
-    print(f"held-out wordings: {len(held_texts)} captions; fixed: {len(fixed_texts)}; varied: {len(varied_texts)}")
+    rich_texts, rich_labels = captions(RICH_SYNONYMS, RICH_FRAMES)
+    pick = torch.randperm(len(rich_texts), generator=torch.Generator().manual_seed(0))[: len(varied_texts)].tolist()
+    rich_texts, rich_labels = [rich_texts[i] for i in pick], rich_labels[pick]
+    print(f"held-out wordings: {len(held_texts)} captions; fixed: {len(fixed_texts)}; varied: {len(varied_texts)}; "
+          f"rich: {len(rich_texts)} drawn")
     for name, (texts, labels) in {"fixed captions": (fixed_texts, fixed_labels),
-                                  "varied training wordings": (varied_texts, varied_labels)}.items():
+                                  "varied training wordings": (varied_texts, varied_labels),
+                                  "rich training wordings": (rich_texts, rich_labels)}.items():
         train, test = probe(states(texts), labels, held, held_labels)
         print(f"attention-pool probe trained on the {name}: training {100 * train:.1f}%, held-out wordings {100 * test:.1f}%")
     # No training at all: the fixed caption nearest by sentence embedding (masked mean of the states, cosine)

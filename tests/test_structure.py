@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "vidldm"
 LAYERS = [
     ("errors", "atomic", "builtin_names", "canny", "sampling_settings", "schedulers", "io", "sampling", "denoisers", "frames", "clip_run",
      "prompt_travel", "seeds", "memory", "free_init", "offload", "long_clips", "run_file", "latents", "noise_prior",
-     "temporal_smoothing", "known_pixels"),
+     "temporal_smoothing", "known_pixels", "yaml_numbers"),
     ("models",),
     ("lora", "ip_adapter", "control"),
     ("pipeline",),

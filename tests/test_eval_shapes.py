@@ -246,3 +246,16 @@ def test_training_wordings_share_nothing_with_the_held_out_ones(wordings):
     assert not set(FRAMES) & set(frames[1:]) and FRAMES[0] == frames[0]  # the fixed frame only
     held_phrases = {p for words in SYNONYMS.values() for p in words}
     assert not held_phrases & {p for words in synonyms.values() for p in words}
+
+def test_a_slice_of_a_row_samples_its_clips_as_the_whole_row_does(pipe):
+    """`_generate(..., first=k)` seeds each clip by its index in the row, so slices sampled apart pool into the row
+    (scripts/eval_subset.py); the batches differ, the seeds do not."""
+    from vidldm.eval.report import _generate
+
+    specs = evaluation_specs(4)
+    size = dict(height=32, width=32, num_frames=4)
+    whole = _generate(pipe, specs, 2, 1.0, 4, **size)
+    part = _generate(pipe, specs[2:], 2, 1.0, 4, first=2, **size)
+    unseeded = _generate(pipe, specs[2:], 2, 1.0, 4, **size)
+    assert all(np.abs(a.astype(int) - b).max() <= 1 for a, b in zip(whole[2:], part))
+    assert any(np.abs(a.astype(int) - b).max() > 1 for a, b in zip(whole[2:], unseeded))

@@ -35,9 +35,10 @@ from vidldm.pipeline import VideoPipeline
 
 
 def _generate(pipe: VideoPipeline, specs, steps: int | None, guidance: float | None, batch: int, images=None, captions=None,
-              **kwargs) -> list[np.ndarray]:
-    """One clip per spec, seeded by its index; `images` (one still per spec) animates them; `captions` (one per
-    spec) replaces the specs' own."""
+              first: int = 0, **kwargs) -> list[np.ndarray]:
+    """One clip per spec, seeded by its index in the evaluation's list (`specs` starting at index `first`: a slice of
+    the row samples as the whole row does); `images` (one still per spec) animates them; `captions` (one per spec)
+    replaces the specs' own."""
     captions = captions or [s.caption for s in specs]
     clips = []
     for start in range(0, len(specs), batch):
@@ -45,7 +46,7 @@ def _generate(pipe: VideoPipeline, specs, steps: int | None, guidance: float | N
         if images is not None:
             kwargs["image"] = images[start : start + batch]
         out = pipe(captions[start : start + batch], num_inference_steps=steps, guidance_scale=guidance, output_type="np",
-                   generator=[torch.Generator().manual_seed(start + i) for i in range(len(chunk))], **kwargs).frames
+                   generator=[torch.Generator().manual_seed(first + start + i) for i in range(len(chunk))], **kwargs).frames
         clips += [(f * 255).round().astype(np.uint8) for f in out]
     return clips
 

@@ -43,6 +43,8 @@ def main() -> None:
         saved = [np.load(path) for path in args.score]
         clips = [clip for s in saved for clip in s["clips"]]
         index = [int(i) for s in saved for i in s["index"]]
+        if len(set(index)) < len(index):
+            parser.error("the saved slices overlap: each prompt would count twice")
         print(json.dumps(score(clips, [specs[i] for i in index])))
         return
     if not 0 <= args.start < args.end <= ROW:

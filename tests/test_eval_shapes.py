@@ -246,6 +246,8 @@ def test_training_wordings_share_nothing_with_the_held_out_ones(wordings):
     assert not set(FRAMES) & set(frames[1:]) and FRAMES[0] == frames[0]  # the fixed frame only
     held_phrases = {p for words in SYNONYMS.values() for p in words}
     assert not held_phrases & {p for words in synonyms.values() for p in words}
+    assert not [(h, t) for h in held_out | {"moving"} for t in trained if len(h) > 3 and h in t and h != t]  # "unmoving"
+
 
 def test_a_slice_of_a_row_samples_its_clips_as_the_whole_row_does(pipe):
     """`_generate(..., first=k)` seeds each clip by its index in the row, so slices sampled apart pool into the row

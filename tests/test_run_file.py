@@ -183,6 +183,8 @@ def test_the_run_folder_must_be_a_folder(tmp_path):
 def test_numbers_written_with_an_exponent_are_numbers(tmp_path):
     """PyYAML alone reads `7.5e0`-less forms such as `1e1` as strings (YAML 1.1); a run file reads them as YAML 1.2 does."""
     path = tmp_path / "run.yaml"
-    path.write_text("model: tiny\nsteps: 2\nframes: 4\nguidance_scale: 1e1\nnoise_prior_strength: 5e-1\nprompt: a red circle\n")
-    got = flags(load_run_file(path)[0])
-    assert got["--guidance"] == "10.0" and float(got["--noise-prior-strength"]) == 0.5
+    path.write_text("model: tiny\nsteps: 2\nframes: 4\nguidance_scale: 1e1\nnoise_prior_strength: 5e-1\nrepeats: 2e0\n"
+                    "prompt: a red circle\n")
+    jobs = load_run_file(path)
+    got = flags(jobs[0])
+    assert got["--guidance"] == "10.0" and float(got["--noise-prior-strength"]) == 0.5 and len(jobs) == 2

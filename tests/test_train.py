@@ -490,6 +490,9 @@ def test_numbers_in_e_notation_read_as_numbers(tmp_path, video_folder):
     assert steps == 20 and isinstance(steps, int)  # a count written as a float is the count
     with pytest.raises(VidldmError, match="max_steps must be a positive integer, got 2.5"):
         load_config(path, ["train.max_steps=2.5"])
+    assert load_config(path, ["train.learning_rate='2e-4'"]).train.learning_rate == 2e-4  # quoted, still the number
+    with pytest.raises(VidldmError, match="recipe.yaml: train.max_steps must be a number, got True"):
+        load_config(path, ["train.max_steps=yes"])  # YAML's yes is a switch, not 1 step
     with pytest.raises(VidldmError, match="recipe.yaml: train.learning_rate must be a number, got 'fast'"):
         load_config(path, ["train.learning_rate=fast"])
 

@@ -19,7 +19,7 @@ def test_floats_with_or_without_a_dot_are_floats(text, value):
 
 
 @pytest.mark.parametrize("text, value", [
-    ("3", 3), ("0x1f", 31), ("yes", True), ("1e", "1e"), ("e5", "e5"), ("abc", "abc"), ("'1e-4'", "1e-4"),
+    ("3", 3), ("0x1f", 31), ("yes", True), ("1e", "1e"), ("e5", "e5"), ("abc", "abc"), ("'1e-4'", "1e-4"), ("._", "._"),
     ("2026-12-07", datetime.date(2026, 12, 7)),
 ])
 def test_everything_else_reads_as_the_safe_loader_reads_it(text, value):

@@ -1,4 +1,4 @@
-"""YAML read with YAML 1.2's numbers: `1e-4` is a float, as every person writing a learning rate means.
+"""YAML read with YAML 1.2's floats: `1e-4` is a float, as every person writing a learning rate means.
 
 PyYAML follows YAML 1.1, whose float rule wants a dot (`1.0e-4`), so `1e-4` there is the string '1e-4' and a
 recipe, a `--set` or a run file that writes it fails later, far from the cause. One loader, used wherever
@@ -12,11 +12,12 @@ from typing import Any
 
 import yaml
 
-# YAML 1.2 core schema floats (dot optional when an exponent is given), plus 1.1's `.inf` and `.nan` spellings.
+# YAML 1.2 core schema floats (dot optional when an exponent is given; a digit after a leading dot, or PyYAML's
+# float() fails on '._'), plus 1.1's `.inf` and `.nan` spellings. Integers, dates, booleans stay YAML 1.1's.
 _FLOAT = re.compile(r"""^(?:
     [-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
   | [-+]?(?:[0-9][0-9_]*)[eE][-+]?[0-9]+
-  | [-+]?\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+  | [-+]?\.[0-9][0-9_]*(?:[eE][-+]?[0-9]+)?
   | [-+]?\.(?:inf|Inf|INF)
   | \.(?:nan|NaN|NAN)
 )$""", re.X)

@@ -377,7 +377,7 @@ def make_shapes_dataset(
 
     ``wordings``: "fixed" (every caption ``ClipSpec.caption``), "varied" or "rich" (each in a training wording of
     that set of `vidldm.data.wordings`, drawn from its own generator, so the clips are those of "fixed" with the
-    same seed; "rich" has three to four times the words and twice the sentence frames).
+    same seed; "rich" has three times the wordings and 7 sentence frames to 4).
 
     Layout (what `vidldm.data.find_clips` reads)::
 

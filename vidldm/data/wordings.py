@@ -40,7 +40,8 @@ assert all(words[0] == motion for motion, words in TRAINING_SYNONYMS.items()), "
 
 
 #: `--wordings rich`: the varied set and more, the words a person might use for each motion (still none of the
-#: held-out ones, nor a form of one: no "-ward(s)" direction, no "getting"/"staying"), and more sentence frames.
+#: held-out ones, nor a form of one: no "-ward(s)" direction, no "getting"/"staying", no "unmoving" for "not
+#: moving"), and more sentence frames (none with the background first, an order the held-out frames test).
 #: Why: a text path taught five points per motion reaches held-out words near those points only; more wordings
 #: cover more of the frozen text encoder's space around each motion.
 RICH_SYNONYMS: dict[str, tuple[str, ...]] = {
@@ -58,7 +59,7 @@ RICH_SYNONYMS: dict[str, tuple[str, ...]] = {
                 "blowing up", "becoming huge", "turning large", "spreading out", "bulging"),
     "shrinking": (*TRAINING_SYNONYMS["shrinking"], "deflating", "diminishing", "reducing", "compressing", "waning",
                   "shriveling", "receding", "collapsing", "withering", "condensing"),
-    "standing still": (*TRAINING_SYNONYMS["standing still"], "frozen", "unmoving", "idle", "immobile", "static",
+    "standing still": (*TRAINING_SYNONYMS["standing still"], "frozen", "idle", "immobile", "static",
                        "sitting still", "at rest", "remaining still", "perfectly still", "pausing"),
 }
 
@@ -67,8 +68,7 @@ RICH_FRAMES = (
     "there is a {colour} {shape} {motion} on a {background} background",
     "a {colour} {shape}, {motion}, on a {background} background",
     "a {colour} {shape} that is {motion} on a {background} background",
-    "{background} background, {colour} {shape}, {motion}",
-)
+)  # no frame with the background first: two held-out frames test that order
 
 #: `make-shapes --wordings` choices beyond "fixed": each a (synonyms, frames) set.
 WORDING_SETS = {"varied": (TRAINING_SYNONYMS, TRAINING_FRAMES), "rich": (RICH_SYNONYMS, RICH_FRAMES)}

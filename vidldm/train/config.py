@@ -179,12 +179,19 @@ def _build(cls, values: Any, where: str, source: str):
 
 
 def _number(field: dataclasses.Field, value: Any, name: str, source: str) -> Any:
-    """A word in a float setting is a one-line error naming the key, rather than a TypeError deep in training
-    (numbers such as `1e-4` already arrive as floats: `yaml_numbers` reads YAML 1.2 floats); a whole number
-    written as a float in a count (`max_steps: 2e3`) is that count."""
+    """A number setting as its number: a quoted one (`"1e-4"`) read, a whole float in a count (`max_steps: 2e3`)
+    that count; a word or a switch (`yes`) there is a one-line error naming the key, not a failure deep in training.
+    (Unquoted `1e-4` already arrives as a float: `yaml_numbers` reads YAML 1.2 floats.)"""
     kind = str(field.type).split(" | ")[0]
-    if isinstance(value, str) and kind == "float":
+    if kind not in ("int", "float") or value is None:
+        return value
+    if isinstance(value, bool):
         raise VidldmError(f"{source}: {name} must be a number, got {value!r}")
+    if isinstance(value, str) and kind == "float":
+        try:
+            return float(value)
+        except ValueError:
+            raise VidldmError(f"{source}: {name} must be a number, got {value!r}") from None
     if kind == "int" and isinstance(value, float) and value.is_integer():
         return int(value)
     return value

@@ -20,6 +20,7 @@ import json
 import numpy as np
 import torch
 
+from vidldm.data.shapes import DEFAULT_IMAGE_SIZE, DEFAULT_NUM_FRAMES
 from vidldm.eval.paraphrase import paraphrase
 from vidldm.eval.report import _generate, evaluation_specs
 from vidldm.eval.shapes import score
@@ -56,8 +57,8 @@ def main() -> None:
     pipe.set_progress_bar_config(disable=True)
     part = specs[args.start : args.end]
     captions = [paraphrase(s, args.start + i) for i, s in enumerate(part)] if args.rows == "para" else None
-    clips = _generate(pipe, part, None, None, args.batch, captions=captions, first=args.start, height=64, width=64,
-                      num_frames=16)
+    clips = _generate(pipe, part, None, None, args.batch, captions=captions, first=args.start,
+                      height=DEFAULT_IMAGE_SIZE, width=DEFAULT_IMAGE_SIZE, num_frames=DEFAULT_NUM_FRAMES)  # the clips' size
     if args.save:
         np.savez_compressed(args.save, clips=np.stack(clips), index=np.arange(args.start, args.end))
     print(json.dumps(score(clips, part)))

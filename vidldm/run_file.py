@@ -199,8 +199,7 @@ def _number(value: Any, key: str, where: str) -> float | int:
 
 
 def _whole(value: Any, key: str, where: str, low: int) -> int:
-    if isinstance(value, float) and value.is_integer():  # `repeats: 2e0` (a YAML 1.2 float) is the count 2
-        value = int(value)
+    value = yaml_numbers.as_count(value)  # `repeats: 2e0` is the count 2
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
         raise VidldmError(f"{where}: '{key}' must be a whole number of at least {low}, got {_shown(value)}")
     return value

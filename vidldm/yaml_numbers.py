@@ -32,6 +32,12 @@ _Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456
 YAMLError = yaml.YAMLError
 
 
+def as_count(value: Any) -> Any:
+    """`value` as an int where it is a whole float (`2e3`, which the float rule above reads as 2000.0, written for a
+    count such as `max_steps` or `repeats`); anything else unchanged, for the caller's own checks."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
 def load(text: str) -> Any:
     """`text` parsed as YAML (safe: plain data only) with `1e-4`-style floats read as numbers."""
     return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader

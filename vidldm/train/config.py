@@ -192,9 +192,7 @@ def _number(field: dataclasses.Field, value: Any, name: str, source: str) -> Any
             return float(value)
         except ValueError:
             raise VidldmError(f"{source}: {name} must be a number, got {value!r}") from None
-    if kind == "int" and isinstance(value, float) and value.is_integer():
-        return int(value)
-    return value
+    return yaml_numbers.as_count(value) if kind == "int" else value
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:

@@ -7,8 +7,9 @@ A 210-prompt row takes about 40 minutes on the 2-core CPU; this samples prompts 
 full row gives them (each prompt's index in the row, `eval.report._generate`), at the model's defaults, so slices
 sampled in different sessions or on different cores pool into the row (pool the saved clips with `--score`, or the
 printed means weighted by n). Batches start at --start, so a slice that does not start at a multiple of 8 batches
-its clips apart from the row's: float rounding only, the seeds are the same. `--rows para` is the paraphrased row (`vidldm.eval.paraphrase`). Prints the oracle's
-scores (`vidldm.eval.shapes.score`) as JSON; `--save` writes the clips `(N, F, H, W, 3)` uint8 and their indices.
+its clips apart from the row's: float rounding only, the seeds are the same. `--rows para` is the paraphrased row
+(`vidldm.eval.paraphrase`). Prints the oracle's scores (`vidldm.eval.shapes.score`) as JSON; `--save` writes the
+clips `(N, F, H, W, 3)` uint8 and their indices.
 `--score A.npz B.npz ...` scores saved slices together instead of sampling.
 """
 

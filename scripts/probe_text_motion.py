@@ -11,8 +11,9 @@ encoder's states hold them and a model could learn to read them; if not, no trai
 
 Three probes: one trained on the fixed captions (7 motion phrases), one on the varied training wordings of
 `vidldm.data.wordings` (what `make-shapes --wordings varied` writes), one on its rich wordings (`--wordings rich`),
-drawn at random to as many captions as the varied set makes (so the two differ in variety, not in number). Also printed: the nearest fixed caption by
-the encoder's own sentence embedding (mean of the token states over the words, cosine), which needs no training.
+drawn at random to as many captions as the varied set makes (so the two differ in variety, not in number). Also
+printed: the nearest fixed caption by the encoder's own sentence embedding (mean of the token states over the
+words, cosine), which needs no training.
 Every colour, shape and background of the shapes set (7,728 held-out captions); seeded, about 9 CPU minutes.
 """
 

@@ -160,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="dataset seed (default: 0)")
     p.add_argument("--wordings", choices=("fixed", "varied", "rich"), default="fixed",
                    help="fixed: one caption form; varied: several wordings of each motion and sentence orders; rich: "
-                   "three to four times as many (vidldm.data.wordings; the clips are the same for the same seed) "
+                   "about three times as many wordings (vidldm.data.wordings; the clips are the same for the same seed) "
                    "(default: fixed)")
     p = sub.add_parser("eval", help="evaluate a model on the shapes benchmark (oracle-read accuracy)",
                        description="Generate clips for a fixed set of shapes prompts and read them back with an oracle: "
